@@ -1,0 +1,9 @@
+//! Loading.
+/// Env.
+#[derive(Debug, Clone)]
+pub struct Environment;
+/// Loaded.
+#[derive(Debug)]
+pub struct Loaded;
+/// Load.
+pub fn load() {}

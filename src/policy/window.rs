@@ -1,0 +1,5 @@
+//! Rule windows.
+
+/// A compiled `[[rule.window]]`.
+#[derive(Debug, Clone)]
+pub struct Window;
