@@ -1,8 +1,136 @@
-//! The commands of SPEC §1.
+//! The commands of SPEC §1: argument parsing, logging set-up, and the
+//! mapping of each command's result to its documented exit code.
 
+mod logging;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::LogFormat;
+
+/// The default config path when neither `--config` nor `$CALLWARDEN_CONFIG` is given.
+pub const DEFAULT_CONFIG: &str = "/etc/callwarden/callwarden.toml";
+
+/// Exit code: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: fatal error (bad config, call not found, ...).
+pub const EXIT_ERROR: u8 = 1;
+/// Exit code: usage error, or a command that is not built yet.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code of `once`: some hangups failed or were held by the breaker.
+pub const EXIT_PARTIAL: u8 = 3;
+
+/// Policy-driven call-termination daemon for the Vobiz voice API.
+#[derive(Debug, Parser)]
+#[command(name = "callwarden", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Config file.
+    #[arg(long, global = true, env = "CALLWARDEN_CONFIG", default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Log format: JSON lines when not a TTY (auto), or forced.
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// More log detail (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: poll, evaluate, enforce until SIGTERM/SIGINT.
+    Run,
+    /// Validate the config and every policy file without calling the API.
+    Check,
+    /// One full cycle: list, evaluate, hang up calls already past their deadline, print a summary.
+    Once {
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show every rule for one live call (or a saved call): matched or not, and why.
+    Explain {
+        /// The live call to explain.
+        #[arg(required_unless_present = "call_json", conflicts_with = "call_json")]
+        uuid: Option<String>,
+        /// Explain a saved call detail (JSON as the API returns it) instead.
+        #[arg(long, value_name = "FILE")]
+        call_json: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List live calls with age, matched rules and time left.
+    Calls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the running daemon to spare one call, for a while or for good.
+    Pardon {
+        /// The call to spare.
+        uuid: String,
+        /// How long to spare it (default: for good).
+        #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
+        for_: Option<Duration>,
+    },
+    /// Run the bundled Vobiz API simulator.
+    Sim(SimArgs),
+    /// Start the simulator with sample calls and policies, enforce against it, and summarise.
+    Demo {
+        /// How long to run.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+    },
+}
+
+/// Flags of `callwarden sim`.
+#[derive(Debug, clap::Args)]
+pub struct SimArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8089")]
+    pub listen: std::net::SocketAddr,
+    /// Auth id to accept (repeat for several accounts).
+    #[arg(long)]
+    pub auth_id: Vec<String>,
+    /// Auth token to accept, paired in order with --auth-id.
+    #[arg(long)]
+    pub auth_token: Vec<String>,
+    /// Random live calls to start with.
+    #[arg(long, default_value_t = 0)]
+    pub calls: usize,
+    /// Shape of call-detail answers.
+    #[arg(long, default_value = "flat", value_parser = ["flat", "legacy", "mixed"])]
+    pub shape: String,
+    /// Seed of the simulator's randomness.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
 
 /// Parses the command line, runs the command, and maps the result to an exit code.
 pub fn main() -> ExitCode {
-    ExitCode::from(2)
+    let cli = Cli::parse();
+    logging::init(cli.log_format.unwrap_or_default(), cli.verbose);
+    let code = match cli.command {
+        Command::Sim(_) => not_built("sim"),
+        Command::Run => not_built("run"),
+        Command::Check => not_built("check"),
+        Command::Once { .. } => not_built("once"),
+        Command::Explain { .. } => not_built("explain"),
+        Command::Calls { .. } => not_built("calls"),
+        Command::Pardon { .. } => not_built("pardon"),
+        Command::Demo { .. } => not_built("demo"),
+    };
+    ExitCode::from(code)
+}
+
+fn not_built(command: &str) -> u8 {
+    eprintln!("callwarden: `{command}` is not built yet");
+    EXIT_USAGE
 }
