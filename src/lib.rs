@@ -13,14 +13,18 @@
 //! - [`policy`]: compiled rules, matchers, windows, evaluation.
 //! - [`vobiz`]: the API client and response parsers.
 //! - [`engine`]: discovery, deadlines, enforcement.
+//! - [`audit`]: the durable decision log.
+//! - [`metrics`]: the Prometheus metrics.
 //! - [`sim`]: the bundled Vobiz API simulator.
 //! - [`cli`]: the commands.
 
+pub mod audit;
 pub mod call;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod engine;
+pub mod metrics;
 pub mod policy;
 pub mod sim;
 pub mod vobiz;

@@ -79,6 +79,8 @@ pub struct Fetched<T> {
     pub value: T,
     /// The server's `Date` header, if present and valid (whole seconds).
     pub server_date: Option<DateTime<Utc>>,
+    /// Our wall clock when the request was sent.
+    pub sent_at: DateTime<Utc>,
     /// Our wall clock when the answer arrived.
     pub received_at: DateTime<Utc>,
 }
