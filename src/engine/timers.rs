@@ -1,10 +1,7 @@
-//! The deadline queue: one pending instant per key, earliest first.
-//!
-//! A binary heap with lazy deletion: rescheduling or cancelling a key only
-//! updates the index, and stale heap entries are skipped when they surface.
+//! The deadline queue: one pending instant per key, earliest first, with
+//! counting by time range (the breaker asks how many hangups fall due soon).
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
 use chrono::{DateTime, Utc};
@@ -12,103 +9,87 @@ use chrono::{DateTime, Utc};
 /// Instants keyed by `K`, popped in time order.
 #[derive(Debug)]
 pub struct TimerQueue<K> {
-    heap: BinaryHeap<Reverse<(DateTime<Utc>, u64, K)>>,
-    current: HashMap<K, (DateTime<Utc>, u64)>,
+    by_time: BTreeMap<(DateTime<Utc>, u64), K>,
+    by_key: HashMap<K, (DateTime<Utc>, u64)>,
     next_seq: u64,
 }
 
-impl<K: Clone + Eq + Hash + Ord> Default for TimerQueue<K> {
+impl<K: Clone + Eq + Hash> Default for TimerQueue<K> {
     fn default() -> Self {
         Self {
-            heap: BinaryHeap::new(),
-            current: HashMap::new(),
+            by_time: BTreeMap::new(),
+            by_key: HashMap::new(),
             next_seq: 0,
         }
     }
 }
 
-impl<K: Clone + Eq + Hash + Ord> TimerQueue<K> {
+impl<K: Clone + Eq + Hash> TimerQueue<K> {
     /// Sets `key` to fire at `at`, replacing any earlier setting.
     pub fn schedule(&mut self, key: K, at: DateTime<Utc>) {
-        if self.current.get(&key).is_some_and(|(old, _)| *old == at) {
+        if self.by_key.get(&key).is_some_and(|(old, _)| *old == at) {
             return;
         }
+        self.cancel(&key);
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.current.insert(key.clone(), (at, seq));
-        self.heap.push(Reverse((at, seq, key)));
-        self.compact_if_bloated();
+        self.by_key.insert(key.clone(), (at, seq));
+        self.by_time.insert((at, seq), key);
     }
 
     /// Removes `key`, if scheduled.
     pub fn cancel(&mut self, key: &K) {
-        self.current.remove(key);
+        if let Some(slot) = self.by_key.remove(key) {
+            self.by_time.remove(&slot);
+        }
     }
 
     /// When `key` fires, if scheduled.
     pub fn get(&self, key: &K) -> Option<DateTime<Utc>> {
-        self.current.get(key).map(|(at, _)| *at)
+        self.by_key.get(key).map(|(at, _)| *at)
     }
 
     /// The earliest pending instant.
-    pub fn next_at(&mut self) -> Option<DateTime<Utc>> {
-        self.drop_stale_top();
-        self.heap.peek().map(|Reverse((at, _, _))| *at)
+    pub fn next_at(&self) -> Option<DateTime<Utc>> {
+        self.by_time.keys().next().map(|(at, _)| *at)
     }
 
     /// Removes and returns every key due at or before `now`, earliest first.
     pub fn pop_due(&mut self, now: DateTime<Utc>) -> Vec<(K, DateTime<Utc>)> {
         let mut due = Vec::new();
-        while let Some(at) = self.next_at() {
+        while let Some(entry) = self.by_time.first_entry() {
+            let (at, _) = *entry.key();
             if at > now {
                 break;
             }
-            if let Some(Reverse((at, _, key))) = self.heap.pop() {
-                self.current.remove(&key);
-                due.push((key, at));
-            }
+            let key = entry.remove();
+            self.by_key.remove(&key);
+            due.push((key, at));
         }
         due
     }
 
+    /// How many keys fire at or before `until`, counting at most `cap`.
+    pub fn count_until(&self, until: DateTime<Utc>, cap: usize) -> usize {
+        self.by_time
+            .range(..=(until, u64::MAX))
+            .take(cap)
+            .count()
+    }
+
+    /// The first `n` keys in time order.
+    pub fn earliest(&self, n: usize) -> impl Iterator<Item = (&K, DateTime<Utc>)> {
+        self.by_time.iter().take(n).map(|((at, _), key)| (key, *at))
+    }
+
     /// How many keys are scheduled.
     pub fn len(&self) -> usize {
-        self.current.len()
+        self.by_key.len()
     }
 
     /// Whether nothing is scheduled.
     pub fn is_empty(&self) -> bool {
-        self.current.is_empty()
-    }
-
-    /// Every scheduled key and instant, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = (&K, DateTime<Utc>)> {
-        self.current.iter().map(|(key, (at, _))| (key, *at))
-    }
-
-    fn is_live(&self, seq: u64, key: &K) -> bool {
-        self.current.get(key).is_some_and(|(_, s)| *s == seq)
-    }
-
-    fn drop_stale_top(&mut self) {
-        while let Some(Reverse((_, seq, key))) = self.heap.peek() {
-            if self.is_live(*seq, key) {
-                break;
-            }
-            self.heap.pop();
-        }
-    }
-
-    // Lazy deletion lets stale entries pile up when calls are rescheduled
-    // often; rebuild once they outnumber live ones to keep memory bounded.
-    fn compact_if_bloated(&mut self) {
-        if self.heap.len() > 1024 && self.heap.len() > 2 * self.current.len() {
-            self.heap = self
-                .current
-                .iter()
-                .map(|(key, (at, seq))| Reverse((*at, *seq, key.clone())))
-                .collect();
-        }
+        self.by_key.is_empty()
     }
 }
 
@@ -130,6 +111,7 @@ mod tests {
         q.schedule("a", t(3));
         q.cancel(&"b");
         assert_eq!(q.next_at(), Some(t(3)));
+        assert_eq!(q.count_until(t(100), 10), 1);
         assert_eq!(q.pop_due(t(100)), vec![("a", t(3))]);
         assert!(q.is_empty());
         assert_eq!(q.next_at(), None);
@@ -153,6 +135,7 @@ mod tests {
                     model.insert(key, t(at));
                 }
             }
+            prop_assert_eq!(q.count_until(t(500), usize::MAX), model.values().filter(|at| **at <= t(500)).count());
             let popped = q.pop_due(t(1000));
             let mut expected: Vec<_> = model.into_iter().collect();
             expected.sort_by_key(|(k, at)| (*at, *k));

@@ -1,0 +1,63 @@
+//! The engine's published state, for `/status`, `calls` and STATUS=.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// One account's state as last published by its engine.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AccountStatus {
+    /// Account name.
+    pub account: String,
+    /// False after a 401/403: enforcement is stopped until a reload.
+    pub healthy: bool,
+    /// Why it is unhealthy, if it is.
+    pub unhealthy_reason: Option<String>,
+    /// Local time of the last successful poll.
+    pub last_poll_ok: Option<DateTime<Utc>>,
+    /// The last poll's error, if it failed.
+    pub last_poll_error: Option<String>,
+    /// Calls in the last list.
+    pub live_calls: usize,
+    /// Calls with details, tracked.
+    pub tracked_calls: usize,
+    /// Calls waiting for their first details.
+    pub pending_details: usize,
+    /// Whether the breaker holds hangups.
+    pub breaker_open: bool,
+    /// Calls held by the breaker.
+    pub held_calls: Vec<String>,
+    /// A clock/zone mismatch, if one was detected.
+    pub clock_mismatch: Option<String>,
+    /// Rules in force.
+    pub rules: Vec<String>,
+    /// The earliest pending hangups.
+    pub next_deadlines: Vec<DeadlineStatus>,
+    /// Every tracked call (first seen, answer seen, pardon).
+    pub calls: Vec<CallStatus>,
+}
+
+/// A pending hangup.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeadlineStatus {
+    /// The call.
+    pub call_uuid: String,
+    /// The winning rule.
+    pub rule: String,
+    /// When it is due.
+    pub deadline: DateTime<Utc>,
+}
+
+/// What the daemon knows of one call beyond the API's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CallStatus {
+    /// The call.
+    pub call_uuid: String,
+    /// When the daemon first saw it.
+    pub first_seen: DateTime<Utc>,
+    /// When the daemon first saw it answered.
+    pub answered_seen: Option<DateTime<Utc>>,
+    /// Pardoned until (far future = for good).
+    pub pardoned_until: Option<DateTime<Utc>>,
+    /// Held by the breaker.
+    pub held: bool,
+}
