@@ -125,7 +125,8 @@ impl FieldMatcher {
 
     /// Whether `value` matches any pattern.
     pub fn is_match(&self, value: &str) -> bool {
-        self.set.is_match_candidate(&Candidate::from_bytes(value.as_bytes()))
+        self.set
+            .is_match_candidate(&Candidate::from_bytes(value.as_bytes()))
     }
 }
 

@@ -71,8 +71,17 @@ impl Window {
     }
 
     /// Parses and builds a window (for tests and tools; `config` validates with positions).
-    pub fn parse(cron_text: &str, duration: Duration, timezone: Tz) -> Result<Self, CronParseError> {
-        Ok(Self::new(cron_text, parse_cron(cron_text)?, duration, timezone))
+    pub fn parse(
+        cron_text: &str,
+        duration: Duration,
+        timezone: Tz,
+    ) -> Result<Self, CronParseError> {
+        Ok(Self::new(
+            cron_text,
+            parse_cron(cron_text)?,
+            duration,
+            timezone,
+        ))
     }
 
     fn duration_chrono(&self) -> chrono::Duration {
@@ -125,7 +134,10 @@ impl Window {
                     // Spring-forward gap: fire at the first valid instant after it.
                     let before = found - chrono::Duration::hours(26);
                     let after = found + chrono::Duration::hours(26);
-                    let lo = tz.from_local_datetime(&before).earliest()?.with_timezone(&Utc);
+                    let lo = tz
+                        .from_local_datetime(&before)
+                        .earliest()?
+                        .with_timezone(&Utc);
                     let hi = tz.from_local_datetime(&after).latest()?.with_timezone(&Utc);
                     let guess = gap_end(tz, found, lo, hi);
                     if guess > at || (inclusive && guess == at) {
@@ -317,7 +329,10 @@ mod tests {
         assert!(w.is_open(utc("2026-06-01T02:00:00Z")));
         assert!(!w.is_open(utc("2026-06-01T04:00:00Z")));
         assert!(!w.is_open(utc("2026-06-01T01:59:59Z")));
-        assert_eq!(w.next_change_after(inside), Some(utc("2026-06-01T04:00:00Z")));
+        assert_eq!(
+            w.next_change_after(inside),
+            Some(utc("2026-06-01T04:00:00Z"))
+        );
         assert_eq!(
             w.next_change_after(utc("2026-06-01T04:00:00Z")),
             Some(utc("2026-06-02T02:00:00Z"))
@@ -368,7 +383,7 @@ mod tests {
         assert_eq!(first, utc("2026-10-25T00:30:00Z")); // 01:30 BST
         let next = w.next_opening_after(first).unwrap();
         assert_eq!(next, utc("2026-10-26T01:30:00Z")); // not 01:30 GMT the same day
-        // Asked from inside the repeated hour, it still does not fire again.
+                                                       // Asked from inside the repeated hour, it still does not fire again.
         let inside_second_pass = utc("2026-10-25T01:10:00Z"); // 01:10 GMT
         assert_eq!(
             w.next_opening_after(inside_second_pass),

@@ -107,10 +107,16 @@ pub trait VobizApi: Send + Sync + 'static {
     fn list_queued(&self) -> impl Future<Output = Result<Fetched<Vec<CallUuid>>, Error>> + Send;
 
     /// `GET /Call/{uuid}/?status=live`: details of one live call.
-    fn get_live(&self, uuid: &CallUuid) -> impl Future<Output = Result<Fetched<Call>, Error>> + Send;
+    fn get_live(
+        &self,
+        uuid: &CallUuid,
+    ) -> impl Future<Output = Result<Fetched<Call>, Error>> + Send;
 
     /// `GET /Call/{uuid}/?status=queued`: details of one queued call.
-    fn get_queued(&self, uuid: &CallUuid) -> impl Future<Output = Result<Fetched<Call>, Error>> + Send;
+    fn get_queued(
+        &self,
+        uuid: &CallUuid,
+    ) -> impl Future<Output = Result<Fetched<Call>, Error>> + Send;
 
     /// `GET /Call/{uuid}/`: the final record of an ended call.
     fn get_cdr(&self, uuid: &CallUuid) -> impl Future<Output = Result<Fetched<Cdr>, Error>> + Send;
