@@ -117,7 +117,11 @@ pub fn check(config_path: &Path, env: &Environment) -> CheckReport {
 
 /// Loads standalone policy files into one [`Policy`] (for tools and tests):
 /// the same validation as [`load`], names unique across the files.
-pub fn load_policy_files(paths: &[PathBuf], now: DateTime<Utc>) -> Result<Policy, Diagnostics> {
+/// On success the warnings come with the policy.
+pub fn load_policy_files(
+    paths: &[PathBuf],
+    now: DateTime<Utc>,
+) -> Result<(Policy, Diagnostics), Diagnostics> {
     let mut seen = SeenNames::new();
     let mut diagnostics = Vec::new();
     let mut rules = Vec::new();
@@ -129,7 +133,7 @@ pub fn load_policy_files(paths: &[PathBuf], now: DateTime<Utc>) -> Result<Policy
     if diagnostics.iter().any(Diagnostic::is_error) {
         Err(diagnostics)
     } else {
-        Ok(Policy { rules })
+        Ok((Policy { rules }, diagnostics))
     }
 }
 
@@ -241,7 +245,9 @@ fn load_at(config_path: &Path, env: &Environment, now: DateTime<Utc>) -> Outcome
         .map(Path::to_path_buf)
         .unwrap_or_default();
     let mut extra = Vec::new();
-    extra.extend(readable_by_others(config_path));
+    if let Some(warning) = readable_by_others(config_path) {
+        diags.warning(0..0, warning.message);
+    }
     let settings = read_settings(&doc, &mut diags, env, &base_dir);
     let accounts = read_accounts(&doc, &mut diags, env, &base_dir, &mut extra);
 

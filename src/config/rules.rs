@@ -217,6 +217,15 @@ fn compile_limit(
     };
     match (max, idle) {
         (None, None) => {
+            // A misspelt limit key is already reported as unknown, with a suggestion.
+            let misspelt = table.iter().any(|(key, _)| {
+                let key: &str = key.get_ref();
+                !RULE_KEYS.contains(&key)
+                    && super::walk::suggest(key, &["max_duration", "idle_timeout"]).is_some()
+            });
+            if misspelt {
+                return None;
+            }
             r.diags.error(
                 header.clone(),
                 format!("rule `{label}` needs one limit: `max_duration` or `idle_timeout`"),
