@@ -1,9 +1,833 @@
-//! Loading.
-/// Env.
+//! Loading `callwarden.toml` and its policy files into a [`Config`], with
+//! every problem reported as a positioned [`Diagnostic`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use toml::de::DeTable;
+
+use super::diagnostic::{CheckReport, Diagnostic, Diagnostics, FileDiagnostics, Severity};
+use super::rules::{compile_rules, is_policy_file, SeenNames};
+use super::walk::{Reader, Table};
+use super::{
+    Account, ApiSettings, Config, EnforceSettings, HttpSettings, LogFormat, RetrySettings,
+    SafetySettings,
+};
+use crate::call::normalize_number;
+use crate::policy::{Policy, Rule};
+use crate::vobiz::Secret;
+
+/// The default `[api] base_url`.
+pub const DEFAULT_BASE_URL: &str = "https://api.vobiz.ai/api/v1";
+/// The default `[safety] protected_numbers`.
+pub const DEFAULT_PROTECTED_NUMBERS: &[&str] =
+    &["911", "112", "999", "000", "100", "101", "102", "108"];
+/// The default `[state] dir`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/callwarden";
+/// The default `[http] listen`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9469";
+/// The systemd credential holding the token of the single `default` account.
+pub const CREDENTIAL_NAME: &str = "vobiz-auth-token";
+
+const TOP_KEYS: &[&str] = &[
+    "policies", "api", "poll", "enforce", "retry", "safety", "state", "http", "log", "account",
+];
+const API_KEYS: &[&str] = &[
+    "base_url",
+    "auth_id",
+    "auth_token_file",
+    "timeout",
+    "max_requests_per_second",
+    "max_concurrent_requests",
+    "timestamp_zone",
+];
+const ACCOUNT_KEYS: &[&str] = &["name", "auth_id", "auth_token_file", "policies"];
+
+/// The process environment callwarden reads; tests build their own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Environment {
+    /// `VOBIZ_AUTH_ID`: overrides `[api] auth_id` of the `default` account.
+    pub auth_id: Option<String>,
+    /// `VOBIZ_AUTH_TOKEN`: the `default` account's token, before any file.
+    pub auth_token: Option<String>,
+    /// `VOBIZ_BASE_URL`: overrides `[api] base_url`.
+    pub base_url: Option<String>,
+    /// `CREDENTIALS_DIRECTORY`: systemd credentials (`vobiz-auth-token[-NAME]`).
+    pub credentials_directory: Option<PathBuf>,
+    /// `STATE_DIRECTORY`: wins over `[state] dir`.
+    pub state_directory: Option<PathBuf>,
+}
+
+impl Environment {
+    /// Reads the variables of the running process (empty values count as unset).
+    pub fn from_process() -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        Self {
+            auth_id: var("VOBIZ_AUTH_ID"),
+            auth_token: var("VOBIZ_AUTH_TOKEN"),
+            base_url: var("VOBIZ_BASE_URL"),
+            credentials_directory: var("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+            // systemd may list several directories separated by ':'; ours is the first.
+            state_directory: var("STATE_DIRECTORY")
+                .and_then(|v| v.split(':').next().map(PathBuf::from)),
+        }
+    }
+}
+
+/// A configuration that loaded without errors.
 #[derive(Debug, Clone)]
-pub struct Environment;
-/// Loaded.
-#[derive(Debug)]
-pub struct Loaded;
-/// Load.
-pub fn load() {}
+pub struct Loaded {
+    /// The validated configuration.
+    pub config: Config,
+    /// Warnings worth logging.
+    pub warnings: Vec<Diagnostic>,
+    /// Every file read: the config, then the policy files.
+    pub files: Vec<PathBuf>,
+}
+
+/// Loads and validates the config at `config_path` and every policy file it
+/// names; on any error returns every diagnostic (errors and warnings).
+pub fn load(config_path: &Path, env: &Environment) -> Result<Loaded, Diagnostics> {
+    let outcome = load_at(config_path, env, Utc::now());
+    match outcome.config {
+        Some(config) if !outcome.diagnostics.iter().any(Diagnostic::is_error) => Ok(Loaded {
+            config,
+            warnings: outcome.diagnostics,
+            files: outcome.files,
+        }),
+        _ => Err(outcome.diagnostics),
+    }
+}
+
+/// Validates everything `load` would, without needing a token or the API:
+/// what `callwarden check` prints.
+pub fn check(config_path: &Path, env: &Environment) -> CheckReport {
+    let outcome = load_at(config_path, env, Utc::now());
+    CheckReport {
+        diagnostics: outcome.diagnostics,
+        files: outcome.files,
+        rules: outcome.rules,
+    }
+}
+
+/// Loads standalone policy files into one [`Policy`] (for tools and tests):
+/// the same validation as [`load`], names unique across the files.
+/// On success the warnings come with the policy.
+pub fn load_policy_files(
+    paths: &[PathBuf],
+    now: DateTime<Utc>,
+) -> Result<(Policy, Diagnostics), Diagnostics> {
+    let mut seen = SeenNames::new();
+    let mut diagnostics = Vec::new();
+    let mut rules = Vec::new();
+    for path in paths {
+        let (file_rules, _, diags) = load_policy_file(path, &mut seen, now);
+        rules.extend(file_rules);
+        diagnostics.extend(diags);
+    }
+    if diagnostics.iter().any(Diagnostic::is_error) {
+        Err(diagnostics)
+    } else {
+        Ok((Policy { rules }, diagnostics))
+    }
+}
+
+/// Everything one load produced.
+struct Outcome {
+    config: Option<Config>,
+    diagnostics: Diagnostics,
+    files: Vec<PathBuf>,
+    rules: usize,
+}
+
+/// Reads a file as UTF-8 text, or says why it cannot be used.
+fn read_text(path: &Path) -> Result<String, Diagnostic> {
+    let bytes = std::fs::read(path).map_err(|err| {
+        Diagnostic::file_level(path, Severity::Error, format!("cannot read file: {err}"))
+    })?;
+    String::from_utf8(bytes).map_err(|err| {
+        Diagnostic::file_level(
+            path,
+            Severity::Error,
+            format!(
+                "file is not valid UTF-8 (first bad byte at offset {})",
+                err.utf8_error().valid_up_to()
+            ),
+        )
+    })
+}
+
+/// A warning when `path` is readable by other users.
+fn readable_by_others(path: &Path) -> Option<Diagnostic> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode();
+        (mode & 0o004 != 0).then(|| {
+            Diagnostic::file_level(
+                path,
+                Severity::Warning,
+                format!(
+                    "file is readable by other users (mode {:04o}); run `chmod o-r` on it",
+                    mode & 0o7777
+                ),
+            )
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// Parses `text` into a spanned table, recording syntax errors.
+fn parse<'i>(text: &'i str, diags: &mut FileDiagnostics) -> Option<DeTable<'i>> {
+    let (doc, errors) = DeTable::parse_recoverable(text);
+    for err in &errors {
+        let span = err.span().unwrap_or(0..0);
+        diags.error(span, err.message().trim().to_owned());
+    }
+    // A document that did not parse is not validated further: the recovered
+    // parts would only produce confusing follow-on errors.
+    errors.is_empty().then(|| doc.into_inner())
+}
+
+/// Reads, parses and compiles one policy file: (rules, `[[rule]]` count, diagnostics).
+fn load_policy_file(
+    path: &Path,
+    seen: &mut SeenNames,
+    now: DateTime<Utc>,
+) -> (Vec<Rule>, usize, Diagnostics) {
+    let text = match read_text(path) {
+        Ok(text) => text,
+        Err(diag) => return (Vec::new(), 0, vec![diag]),
+    };
+    let mut diags = FileDiagnostics::new(path, &text);
+    let Some(doc) = parse(&text, &mut diags) else {
+        return (Vec::new(), 0, diags.finish());
+    };
+    let count = doc
+        .iter()
+        .find(|(k, _)| k.get_ref().as_ref() == "rule")
+        .and_then(|(_, v)| v.get_ref().as_array().map(|a| a.len()))
+        .unwrap_or(0);
+    let rules = compile_rules(&doc, &mut diags, seen, now);
+    (rules, count, diags.finish())
+}
+
+fn load_at(config_path: &Path, env: &Environment, now: DateTime<Utc>) -> Outcome {
+    let mut outcome = Outcome {
+        config: None,
+        diagnostics: Vec::new(),
+        files: vec![config_path.to_path_buf()],
+        rules: 0,
+    };
+    let text = match read_text(config_path) {
+        Ok(text) => text,
+        Err(diag) => {
+            outcome.diagnostics.push(diag);
+            return outcome;
+        }
+    };
+    let mut diags = FileDiagnostics::new(config_path, &text);
+    let Some(doc) = parse(&text, &mut diags) else {
+        outcome.diagnostics.extend(diags.finish());
+        return outcome;
+    };
+    let base_dir = config_path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let mut extra = Vec::new();
+    if let Some(warning) = readable_by_others(config_path) {
+        diags.warning(0..0, warning.message);
+    }
+    let settings = read_settings(&doc, &mut diags, env, &base_dir);
+    let accounts = read_accounts(&doc, &mut diags, env, &base_dir, &mut extra);
+
+    // Policy files: each read once, in order, names unique across all of them.
+    let mut seen = SeenNames::new();
+    let mut compiled: HashMap<PathBuf, Vec<Rule>> = HashMap::new();
+    let mut policy_diags = Vec::new();
+    let mut policy_for = |paths: &[PathBuf], outcome: &mut Outcome| -> Policy {
+        let mut rules = Vec::new();
+        for path in paths {
+            if !compiled.contains_key(path) {
+                let (file_rules, count, diags) = load_policy_file(path, &mut seen, now);
+                outcome.files.push(path.clone());
+                outcome.rules += count;
+                policy_diags.extend(diags);
+                compiled.insert(path.clone(), file_rules);
+            }
+            rules.extend(compiled.get(path).cloned().unwrap_or_default());
+        }
+        Policy { rules }
+    };
+
+    let needs_global = accounts.iter().any(|a| a.policies.is_none())
+        || Reader { diags: &mut diags }
+            .entry(&doc, "policies")
+            .is_some();
+    let global_paths = if needs_global {
+        policy_paths(&doc, "policies", &mut diags, &base_dir)
+    } else {
+        Vec::new()
+    };
+    let global = Arc::new(policy_for(&global_paths, &mut outcome));
+    let mut built = Vec::new();
+    for account in accounts {
+        let policy = match &account.policies {
+            Some(paths) => Arc::new(policy_for(paths, &mut outcome)),
+            None => Arc::clone(&global),
+        };
+        built.push(Account {
+            name: account.name,
+            auth_id: account.auth_id,
+            token: account.token,
+            policy,
+        });
+    }
+    if outcome.rules == 0 && !diags.has_errors() && policy_diags.is_empty() {
+        diags.warning(0..0, "no rules found: nothing will be enforced");
+    }
+
+    let config_has_errors = diags.has_errors();
+    outcome.diagnostics.extend(diags.finish());
+    outcome.diagnostics.extend(policy_diags);
+    outcome.diagnostics.extend(extra);
+    if config_has_errors || outcome.diagnostics.iter().any(Diagnostic::is_error) {
+        return outcome;
+    }
+    if let Some(settings) = settings {
+        outcome.config = Some(Config {
+            source: config_path.to_path_buf(),
+            accounts: built,
+            api: settings.api,
+            poll_interval: settings.poll_interval,
+            enforce: settings.enforce,
+            retry: settings.retry,
+            safety: settings.safety,
+            state_dir: settings.state_dir,
+            http: settings.http,
+            log_format: settings.log_format,
+        });
+    }
+    outcome
+}
+
+/// Every global setting of the config file.
+struct Settings {
+    api: ApiSettings,
+    poll_interval: Duration,
+    enforce: EnforceSettings,
+    retry: RetrySettings,
+    safety: SafetySettings,
+    state_dir: PathBuf,
+    http: HttpSettings,
+    log_format: LogFormat,
+}
+
+/// An account before its policy is compiled.
+struct RawAccount {
+    name: String,
+    auth_id: String,
+    token: Option<Secret>,
+    policies: Option<Vec<PathBuf>>,
+}
+
+/// A sub-table of the document, or an empty one when absent.
+fn section<'t, 'i>(
+    r: &mut Reader<'_>,
+    doc: &'t Table<'i>,
+    key: &str,
+    known: &[&str],
+) -> Option<&'t Table<'i>> {
+    let (table, _) = r.table(doc, key)?;
+    r.unknown_keys(table, known);
+    Some(table)
+}
+
+/// A positive duration with a default.
+fn duration_or(
+    r: &mut Reader<'_>,
+    table: Option<&Table<'_>>,
+    key: &str,
+    default: Duration,
+    allow_zero: bool,
+) -> Duration {
+    let Some(table) = table else {
+        return default;
+    };
+    match r.duration(table, key) {
+        Some((d, span)) if d.is_zero() && !allow_zero => {
+            r.diags
+                .error(span, format!("`{key}` must be longer than 0s"));
+            default
+        }
+        Some((d, _)) => d,
+        None => default,
+    }
+}
+
+fn integer_or(
+    r: &mut Reader<'_>,
+    table: Option<&Table<'_>>,
+    key: &str,
+    default: i64,
+    min: i64,
+    max: i64,
+) -> i64 {
+    table
+        .and_then(|t| r.integer(t, key, min, max))
+        .map_or(default, |(n, _)| n)
+}
+
+fn resolve(base_dir: &Path, path: &str) -> PathBuf {
+    let path = Path::new(path);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base_dir.join(path)
+    }
+}
+
+fn read_settings(
+    doc: &Table<'_>,
+    diags: &mut FileDiagnostics,
+    env: &Environment,
+    base_dir: &Path,
+) -> Option<Settings> {
+    let mut r = Reader { diags };
+    r.unknown_keys(doc, TOP_KEYS);
+    let errors_before = r.diags.items.iter().filter(|d| d.is_error()).count();
+
+    let api = section(&mut r, doc, "api", API_KEYS);
+    let base_url = match (&env.base_url, api.and_then(|t| r.string(t, "base_url"))) {
+        (Some(url), _) => {
+            if !is_http_url(url) {
+                r.diags.error(
+                    0..0,
+                    format!("VOBIZ_BASE_URL `{url}` is not an http:// or https:// URL"),
+                );
+            }
+            url.clone()
+        }
+        (None, Some((url, span))) => {
+            if !is_http_url(url) {
+                r.diags.error(
+                    span,
+                    format!("`base_url` `{url}` is not an http:// or https:// URL"),
+                );
+            }
+            url.to_owned()
+        }
+        (None, None) => DEFAULT_BASE_URL.to_owned(),
+    };
+    let timestamp_zone = match api.and_then(|t| r.string(t, "timestamp_zone")) {
+        None => Tz::UTC,
+        Some((name, span)) => name.parse::<Tz>().unwrap_or_else(|_| {
+            r.diags.error(
+                span,
+                format!("unknown time zone `{name}` (use an IANA name such as \"UTC\" or \"Asia/Kolkata\")"),
+            );
+            Tz::UTC
+        }),
+    };
+    let api_settings = ApiSettings {
+        base_url: base_url.trim_end_matches('/').to_owned(),
+        timeout: duration_or(&mut r, api, "timeout", Duration::from_secs(10), false),
+        max_requests_per_second: integer_or(&mut r, api, "max_requests_per_second", 10, 1, 100_000)
+            as u32,
+        max_concurrent_requests: integer_or(&mut r, api, "max_concurrent_requests", 8, 1, 10_000)
+            as usize,
+        timestamp_zone,
+    };
+
+    let poll = section(&mut r, doc, "poll", &["interval"]);
+    let poll_interval = duration_or(&mut r, poll, "interval", Duration::from_secs(5), false);
+
+    let enforce_t = section(&mut r, doc, "enforce", &["dry_run", "grace"]);
+    let enforce = EnforceSettings {
+        dry_run: enforce_t
+            .and_then(|t| r.boolean(t, "dry_run"))
+            .unwrap_or(false),
+        grace: duration_or(&mut r, enforce_t, "grace", Duration::ZERO, true),
+    };
+
+    let retry_t = section(
+        &mut r,
+        doc,
+        "retry",
+        &["max_attempts", "initial_backoff", "max_backoff"],
+    );
+    let retry = RetrySettings {
+        max_attempts: integer_or(&mut r, retry_t, "max_attempts", 6, 1, 100) as u32,
+        initial_backoff: duration_or(
+            &mut r,
+            retry_t,
+            "initial_backoff",
+            Duration::from_millis(500),
+            false,
+        ),
+        max_backoff: duration_or(
+            &mut r,
+            retry_t,
+            "max_backoff",
+            Duration::from_secs(30),
+            false,
+        ),
+    };
+    if retry.initial_backoff > retry.max_backoff {
+        if let Some(entry) = retry_t.and_then(|t| r.entry(t, "initial_backoff")) {
+            r.diags.error(
+                entry.span(),
+                "`initial_backoff` must not be longer than `max_backoff`",
+            );
+        }
+    }
+
+    let safety_t = section(
+        &mut r,
+        doc,
+        "safety",
+        &[
+            "protected_numbers",
+            "max_hangups_per_cycle",
+            "max_hangups_percent",
+            "breaker_min_live_calls",
+        ],
+    );
+    let protected_numbers = match safety_t.and_then(|t| r.strings(t, "protected_numbers")) {
+        None => DEFAULT_PROTECTED_NUMBERS
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
+        Some((list, span)) => {
+            if list.is_empty() {
+                r.diags.warning(
+                    span,
+                    "`protected_numbers` is empty: emergency numbers are not protected",
+                );
+            }
+            let mut numbers = Vec::new();
+            for (raw, span) in list {
+                let digits = normalize_number(&raw);
+                if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+                    r.diags.error(
+                        span,
+                        format!(
+                            "protected number `{raw}` is not a phone number (digits, optional `+`)"
+                        ),
+                    );
+                } else {
+                    numbers.push(digits);
+                }
+            }
+            numbers
+        }
+    };
+    let safety = SafetySettings {
+        protected_numbers,
+        max_hangups_per_cycle: integer_or(
+            &mut r,
+            safety_t,
+            "max_hangups_per_cycle",
+            100,
+            0,
+            1_000_000,
+        ) as usize,
+        max_hangups_percent: integer_or(&mut r, safety_t, "max_hangups_percent", 50, 0, 100) as u32,
+        breaker_min_live_calls: integer_or(
+            &mut r,
+            safety_t,
+            "breaker_min_live_calls",
+            20,
+            0,
+            1_000_000,
+        ) as usize,
+    };
+
+    let state_t = section(&mut r, doc, "state", &["dir"]);
+    let configured_state = state_t
+        .and_then(|t| r.string(t, "dir"))
+        .map(|(dir, _)| resolve(base_dir, dir));
+    let state_dir = env
+        .state_directory
+        .clone()
+        .or(configured_state)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+
+    let http_t = section(&mut r, doc, "http", &["listen", "allow_remote_pardon"]);
+    let listen = match http_t.and_then(|t| r.string(t, "listen")) {
+        None => DEFAULT_LISTEN.parse::<SocketAddr>().ok(),
+        Some((text, _)) if text.trim().is_empty() => None,
+        Some((text, span)) => match text.trim().parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                r.diags.error(
+                    span,
+                    format!("`listen` must be an address like \"127.0.0.1:9469\" (or \"\" to disable), found `{text}`"),
+                );
+                None
+            }
+        },
+    };
+    let http = HttpSettings {
+        listen,
+        allow_remote_pardon: http_t
+            .and_then(|t| r.boolean(t, "allow_remote_pardon"))
+            .unwrap_or(false),
+    };
+
+    let log_t = section(&mut r, doc, "log", &["format"]);
+    let log_format = match log_t.and_then(|t| r.string(t, "format")) {
+        None | Some(("auto", _)) => LogFormat::Auto,
+        Some(("json", _)) => LogFormat::Json,
+        Some(("pretty", _)) => LogFormat::Pretty,
+        Some((other, span)) => {
+            r.diags.error(
+                span,
+                format!("`format` must be \"auto\", \"json\" or \"pretty\", found `{other}`"),
+            );
+            LogFormat::Auto
+        }
+    };
+
+    let errors_after = r.diags.items.iter().filter(|d| d.is_error()).count();
+    (errors_after == errors_before).then_some(Settings {
+        api: api_settings,
+        poll_interval,
+        enforce,
+        retry,
+        safety,
+        state_dir,
+        http,
+        log_format,
+    })
+}
+
+fn is_http_url(url: &str) -> bool {
+    let url = url.trim();
+    (url.starts_with("http://") && url.len() > 7) || (url.starts_with("https://") && url.len() > 8)
+}
+
+/// Reads a token file: trimmed content, errors at `span` in the config.
+fn read_token_file(
+    path: &Path,
+    span: std::ops::Range<usize>,
+    diags: &mut FileDiagnostics,
+    extra: &mut Vec<Diagnostic>,
+) -> Option<Secret> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if text.trim().is_empty() => {
+            diags.error(span, format!("token file `{}` is empty", path.display()));
+            None
+        }
+        Ok(text) => {
+            extra.extend(readable_by_others(path));
+            Some(Secret::new(text.trim()))
+        }
+        Err(err) => {
+            diags.error(
+                span,
+                format!("cannot read token file `{}`: {err}", path.display()),
+            );
+            None
+        }
+    }
+}
+
+/// A systemd credential, when present.
+fn read_credential(env: &Environment, name: &str) -> Option<Secret> {
+    let path = env.credentials_directory.as_ref()?.join(name);
+    let text = std::fs::read_to_string(path).ok()?;
+    let token = text.trim();
+    (!token.is_empty()).then(|| Secret::new(token))
+}
+
+fn read_accounts(
+    doc: &Table<'_>,
+    diags: &mut FileDiagnostics,
+    env: &Environment,
+    base_dir: &Path,
+    extra: &mut Vec<Diagnostic>,
+) -> Vec<RawAccount> {
+    let mut r = Reader { diags };
+    let tables = r.tables(doc, "account");
+    let api = r.table(doc, "api").map(|(t, _)| t);
+    if tables.is_empty() {
+        // Single account `default`: env, then [api], then credential.
+        let configured = api.and_then(|t| r.string(t, "auth_id"));
+        let auth_id = match (&env.auth_id, configured) {
+            (Some(id), _) => id.clone(),
+            (None, Some((id, span))) => {
+                if id.trim().is_empty() {
+                    r.diags.error(span, "`auth_id` is empty");
+                }
+                id.trim().to_owned()
+            }
+            (None, None) => {
+                r.diags.error(
+                    0..0,
+                    "no auth id: set `auth_id` in [api] (or VOBIZ_AUTH_ID), or use [[account]] tables",
+                );
+                String::new()
+            }
+        };
+        let file_token =
+            api.and_then(|t| r.string(t, "auth_token_file"))
+                .and_then(|(path, span)| {
+                    read_token_file(&resolve(base_dir, path), span, r.diags, extra)
+                });
+        let token = env
+            .auth_token
+            .as_ref()
+            .map(|t| Secret::new(t.trim()))
+            .or(file_token)
+            .or_else(|| read_credential(env, CREDENTIAL_NAME));
+        return vec![RawAccount {
+            name: "default".into(),
+            auth_id,
+            token,
+            policies: None,
+        }];
+    }
+
+    for key in ["auth_id", "auth_token_file"] {
+        if let Some(entry) = api.and_then(|t| r.entry(t, key)) {
+            r.diags.error(
+                entry.key_span,
+                format!(
+                    "`[api] {key}` cannot be used with [[account]] tables; set it in each account"
+                ),
+            );
+        }
+    }
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut accounts = Vec::new();
+    for (table, header) in tables {
+        r.unknown_keys(table, ACCOUNT_KEYS);
+        let name = match r.string(table, "name") {
+            Some((name, span)) => {
+                let valid = !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                let line = r.diags.line_of(span.start);
+                if !valid {
+                    r.diags.error(
+                        span,
+                        format!(
+                            "invalid account name `{name}`: use lower-case letters, digits and `-`"
+                        ),
+                    );
+                } else if let Some(first) = names.get(name) {
+                    r.diags.error(
+                        span,
+                        format!("duplicate account name `{name}` (first defined on line {first})"),
+                    );
+                } else {
+                    names.insert(name.to_owned(), line);
+                }
+                name.to_owned()
+            }
+            None => {
+                if r.entry(table, "name").is_none() {
+                    r.diags.error(header.clone(), "account has no `name`");
+                }
+                String::new()
+            }
+        };
+        let auth_id = match r.string(table, "auth_id") {
+            Some((id, span)) => {
+                if id.trim().is_empty() {
+                    r.diags.error(span, "`auth_id` is empty");
+                }
+                id.trim().to_owned()
+            }
+            None => {
+                if r.entry(table, "auth_id").is_none() {
+                    r.diags
+                        .error(header.clone(), format!("account `{name}` has no `auth_id`"));
+                }
+                String::new()
+            }
+        };
+        let token = r
+            .string(table, "auth_token_file")
+            .and_then(|(path, span)| {
+                read_token_file(&resolve(base_dir, path), span, r.diags, extra)
+            })
+            .or_else(|| read_credential(env, &format!("{CREDENTIAL_NAME}-{name}")));
+        let policies = r
+            .entry(table, "policies")
+            .is_some()
+            .then(|| policy_paths(table, "policies", r.diags, base_dir));
+        accounts.push(RawAccount {
+            name,
+            auth_id,
+            token,
+            policies,
+        });
+    }
+    accounts
+}
+
+/// The policy files named by `key` (a directory of `*.toml` sorted by name,
+/// or a list of files or directories); default `policies`.
+fn policy_paths(
+    table: &Table<'_>,
+    key: &str,
+    diags: &mut FileDiagnostics,
+    base_dir: &Path,
+) -> Vec<PathBuf> {
+    let mut r = Reader { diags };
+    let entries = match r.strings(table, key) {
+        Some((list, _)) => list,
+        None if r.entry(table, key).is_some() => return Vec::new(),
+        None => vec![("policies".to_owned(), 0..0)],
+    };
+    let mut paths = Vec::new();
+    for (raw, span) in entries {
+        let path = resolve(base_dir, &raw);
+        if path.is_dir() {
+            match std::fs::read_dir(&path) {
+                Ok(dir) => {
+                    let mut files: Vec<PathBuf> = dir
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| is_policy_file(p))
+                        .collect();
+                    files.sort();
+                    if files.is_empty() {
+                        r.diags.warning(
+                            span,
+                            format!(
+                                "policy directory `{}` holds no *.toml files",
+                                path.display()
+                            ),
+                        );
+                    }
+                    paths.extend(files);
+                }
+                Err(err) => r.diags.error(
+                    span,
+                    format!("cannot read policy directory `{}`: {err}", path.display()),
+                ),
+            }
+        } else if path.is_file() {
+            paths.push(path);
+        } else {
+            r.diags.error(
+                span,
+                format!("policy path `{}` does not exist", path.display()),
+            );
+        }
+    }
+    paths
+}

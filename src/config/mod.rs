@@ -7,6 +7,8 @@
 
 mod diagnostic;
 mod load;
+mod rules;
+mod walk;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,8 +20,11 @@ use chrono_tz::Tz;
 use crate::policy::Policy;
 use crate::vobiz::Secret;
 
-pub use diagnostic::{Diagnostic, Diagnostics, Severity};
-pub use load::{load, Environment, Loaded};
+pub use diagnostic::{CheckReport, Diagnostic, Diagnostics, Severity};
+pub use load::{
+    check, load, load_policy_files, Environment, Loaded, CREDENTIAL_NAME, DEFAULT_BASE_URL,
+    DEFAULT_LISTEN, DEFAULT_PROTECTED_NUMBERS, DEFAULT_STATE_DIR,
+};
 
 /// The validated configuration the daemon runs with.
 #[derive(Debug, Clone)]

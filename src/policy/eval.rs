@@ -1,16 +1,341 @@
-//! Evaluation of rules against a call.
+//! Evaluation of rules against one call: pure functions over plain data.
+//!
+//! The engine gives the call, the account it was listed under, a
+//! [`Timeline`] of conservative instants and the current time; it gets one
+//! [`RuleVerdict`] per rule and picks the deadline to arm with
+//! [`Evaluation::effective`].
 
-/// What callwarden knows of a call's times.
-#[derive(Debug, Clone)]
-pub struct Timeline;
-/// The result of evaluating every rule.
-#[derive(Debug, Clone)]
-pub struct Evaluation;
+use std::cmp::Ordering;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::matcher::MatchField;
+use super::window::SEARCH_HORIZON;
+use super::{Limit, MeasureFrom, Policy, Rule};
+use crate::call::Call;
+
+/// What callwarden knows of a call's times, already skew-corrected and
+/// rounded so the call looks younger, never older.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeline {
+    /// When the session started, if known.
+    pub started: Option<DateTime<Utc>>,
+    /// When the call was answered (`answer_time`, or the first poll that saw
+    /// it in progress for the flat shape), if it was.
+    pub answered: Option<DateTime<Utc>>,
+    /// When the call's observed state last changed (for idle rules).
+    pub last_change: DateTime<Utc>,
+}
+
+/// The result of evaluating every rule of a policy against one call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evaluation {
+    /// One verdict per rule, in the order of `policy.rules`.
+    pub verdicts: Vec<RuleVerdict>,
+}
+
 /// One rule's verdict.
-#[derive(Debug, Clone)]
-pub struct RuleVerdict;
-/// Why a rule matched or not.
-#[derive(Debug, Clone)]
-pub enum RuleOutcome {}
-/// Evaluates the rules.
-pub fn evaluate() {}
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleVerdict {
+    /// Index of the rule in `policy.rules`.
+    pub rule: usize,
+    /// What the rule says about the call.
+    pub outcome: RuleOutcome,
+}
+
+/// What a rule says about a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleOutcome {
+    /// `[rule.match]` failed on this field, whose value was this.
+    NotMatched {
+        /// The first field that did not match.
+        field: MatchField,
+        /// The call's value for it.
+        value: String,
+    },
+    /// `[rule.unless]` matched on this field, whose value was this.
+    Exempt {
+        /// The field that exempted the call.
+        field: MatchField,
+        /// The call's value for it.
+        value: String,
+    },
+    /// The rule matches but sets no deadline (yet).
+    NotDue {
+        /// Why: unanswered with `measure_from = "answer"`, no window opening ahead, ...
+        reason: String,
+    },
+    /// The rule matches and the call must end at `deadline` (may be past).
+    Due {
+        /// When the call is due, grace included.
+        deadline: DateTime<Utc>,
+    },
+}
+
+impl RuleOutcome {
+    /// Whether the rule matched the call (due or not).
+    pub fn is_match(&self) -> bool {
+        matches!(self, RuleOutcome::Due { .. } | RuleOutcome::NotDue { .. })
+    }
+
+    /// The deadline, when due.
+    pub fn deadline(&self) -> Option<DateTime<Utc>> {
+        match self {
+            RuleOutcome::Due { deadline } => Some(*deadline),
+            _ => None,
+        }
+    }
+}
+
+impl Evaluation {
+    /// The verdicts of the rules that matched (due or not due).
+    pub fn matched(&self) -> impl Iterator<Item = &RuleVerdict> {
+        self.verdicts.iter().filter(|v| v.outcome.is_match())
+    }
+
+    /// The live decision: the earliest deadline among rules that are not
+    /// dry-run themselves; ties go to the higher priority, then the smaller
+    /// name. `global_dry_run` does not change the winner — the engine turns
+    /// the winner into a log line instead of a hangup.
+    pub fn effective(
+        &self,
+        policy: &Policy,
+        global_dry_run: bool,
+    ) -> Option<(usize, DateTime<Utc>)> {
+        let _ = global_dry_run;
+        pick_winner(
+            policy,
+            self.verdicts.iter().filter_map(|v| {
+                let rule = policy.rules.get(v.rule)?;
+                let deadline = v.outcome.deadline()?;
+                (!rule.action.dry_run).then_some((v.rule, deadline))
+            }),
+        )
+    }
+
+    /// The rule-level dry-run rules that are due, with their own deadlines;
+    /// they are audited at those deadlines and never hide a live rule.
+    pub fn dry_run_due<'a>(
+        &'a self,
+        policy: &'a Policy,
+    ) -> impl Iterator<Item = (usize, DateTime<Utc>)> + 'a {
+        self.verdicts.iter().filter_map(move |v| {
+            let rule = policy.rules.get(v.rule)?;
+            let deadline = v.outcome.deadline()?;
+            rule.action.dry_run.then_some((v.rule, deadline))
+        })
+    }
+}
+
+/// Orders two due rules: earlier deadline, then higher priority, then name.
+fn better(policy: &Policy, a: (usize, DateTime<Utc>), b: (usize, DateTime<Utc>)) -> Ordering {
+    let (ra, rb) = (&policy.rules[a.0], &policy.rules[b.0]);
+    a.1.cmp(&b.1)
+        .then_with(|| rb.priority.cmp(&ra.priority))
+        .then_with(|| ra.name.cmp(&rb.name))
+}
+
+fn pick_winner(
+    policy: &Policy,
+    due: impl Iterator<Item = (usize, DateTime<Utc>)>,
+) -> Option<(usize, DateTime<Utc>)> {
+    due.min_by(|a, b| better(policy, *a, *b))
+}
+
+/// Evaluates every rule of `policy` against `call` listed under `account`.
+pub fn evaluate(
+    policy: &Policy,
+    call: &Call,
+    account: &str,
+    timeline: &Timeline,
+    now: DateTime<Utc>,
+    grace: Duration,
+) -> Evaluation {
+    let verdicts = policy
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(index, rule)| RuleVerdict {
+            rule: index,
+            outcome: evaluate_rule(rule, call, account, timeline, now, grace),
+        })
+        .collect();
+    Evaluation { verdicts }
+}
+
+/// The live deadline only (what [`Evaluation::effective`] would return),
+/// without building verdicts: the allocation-free fast path.
+pub fn deadline_only(
+    policy: &Policy,
+    call: &Call,
+    account: &str,
+    timeline: &Timeline,
+    now: DateTime<Utc>,
+    grace: Duration,
+) -> Option<(usize, DateTime<Utc>)> {
+    pick_winner(
+        policy,
+        policy
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(_, rule)| !rule.action.dry_run && rule.applies_to(call, account))
+            .filter_map(|(index, rule)| {
+                rule_deadline(rule, timeline, now, grace)
+                    .ok()
+                    .map(|deadline| (index, deadline))
+            }),
+    )
+}
+
+/// Evaluates one rule against `call`.
+pub fn evaluate_rule(
+    rule: &Rule,
+    call: &Call,
+    account: &str,
+    timeline: &Timeline,
+    now: DateTime<Utc>,
+    grace: Duration,
+) -> RuleOutcome {
+    if let Some(field) = rule.matcher.first_mismatch(call, account) {
+        return RuleOutcome::NotMatched {
+            field,
+            value: field.value_of(call, account).to_owned(),
+        };
+    }
+    if let Some(field) = rule
+        .unless
+        .as_ref()
+        .and_then(|unless| unless.first_hit(call, account))
+    {
+        return RuleOutcome::Exempt {
+            field,
+            value: field.value_of(call, account).to_owned(),
+        };
+    }
+    match rule_deadline(rule, timeline, now, grace) {
+        Ok(deadline) => RuleOutcome::Due { deadline },
+        Err(reason) => RuleOutcome::NotDue {
+            reason: reason.to_owned(),
+        },
+    }
+}
+
+impl Rule {
+    /// Whether `[rule.match]` matches and `[rule.unless]` does not.
+    pub fn applies_to(&self, call: &Call, account: &str) -> bool {
+        self.matcher.first_mismatch(call, account).is_none()
+            && self
+                .unless
+                .as_ref()
+                .is_none_or(|unless| unless.first_hit(call, account).is_none())
+    }
+
+    /// Whether the rule is in force at `at` (no windows, or one is open).
+    pub fn is_active_at(&self, at: DateTime<Utc>) -> bool {
+        self.windows.is_empty() || self.windows.iter().any(|w| w.is_open(at))
+    }
+
+    /// The next instant after `at` when any window of the rule opens or
+    /// closes — when the engine must re-evaluate; `None` without windows.
+    pub fn next_change_after(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.windows
+            .iter()
+            .filter_map(|w| w.next_change_after(at))
+            .min()
+    }
+}
+
+/// The deadline of a rule that matches, or why there is none.
+pub fn rule_deadline(
+    rule: &Rule,
+    timeline: &Timeline,
+    now: DateTime<Utc>,
+    grace: Duration,
+) -> Result<DateTime<Utc>, &'static str> {
+    let (from, limit) = match rule.limit {
+        Limit::MaxDuration {
+            limit,
+            measure_from: MeasureFrom::Answer,
+        } => (timeline.answered.ok_or("not answered yet")?, limit),
+        Limit::MaxDuration {
+            limit,
+            measure_from: MeasureFrom::Start,
+        } => (timeline.started.ok_or("start time unknown")?, limit),
+        Limit::IdleTimeout(limit) => (timeline.last_change, limit),
+    };
+    let base = add(add(from, limit)?, grace)?;
+    if rule.windows.is_empty() {
+        return Ok(base);
+    }
+    rule.windows
+        .iter()
+        .filter_map(|w| window_deadline(w, base, now))
+        .min()
+        .ok_or("no window opens within the search horizon")
+}
+
+/// The earliest instant ≥ `base` at which `window` is open, in an opening
+/// that has not closed by `now` (a window that closed in the past must not
+/// make a call overdue outside any window).
+fn window_deadline(
+    window: &super::Window,
+    base: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    if now > base {
+        match window.open_interval_containing(now) {
+            Some((start, _)) => Some(start.max(base)),
+            None => window.next_opening_after(now),
+        }
+    } else {
+        window.next_open_instant(base)
+    }
+}
+
+fn add(at: DateTime<Utc>, by: Duration) -> Result<DateTime<Utc>, &'static str> {
+    chrono::Duration::from_std(by)
+        .ok()
+        .filter(|d| *d <= SEARCH_HORIZON * 100)
+        .and_then(|d| at.checked_add_signed(d))
+        .ok_or("deadline out of range")
+}
+
+/// Whether `number` is protected: its digits equal one protected number
+/// exactly (never a prefix: `911` does not protect `+9111...`).
+///
+/// `protected` holds digits-only numbers, as validated by `config`; `number`
+/// is normalized like [`crate::call::normalize_number`] (no allocation).
+pub fn is_protected(number: &str, protected: &[String]) -> bool {
+    let digits = || {
+        number
+            .trim()
+            .chars()
+            .filter(|c| !matches!(c, '+' | ' ' | '-' | '.' | '(' | ')'))
+    };
+    if digits().next().is_none() || !digits().all(|c| c.is_ascii_digit()) {
+        return false;
+    }
+    protected
+        .iter()
+        .any(|p| !p.is_empty() && digits().eq(p.chars()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protected_is_exact_never_prefix() {
+        let list = vec!["911".to_string(), "112".to_string()];
+        assert!(is_protected("911", &list));
+        assert!(is_protected("+911", &list));
+        assert!(is_protected(" 9 1 1 ", &list));
+        assert!(!is_protected("+9111234567", &list));
+        assert!(!is_protected("91", &list));
+        assert!(!is_protected("", &list));
+        assert!(!is_protected("sip:911@example.com", &list));
+        assert!(!is_protected("911", &[]));
+    }
+}

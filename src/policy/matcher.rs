@@ -1,23 +1,289 @@
-//! Compiling validated rules: `[rule.match]` / `[rule.unless]` matchers.
+//! Compiled `[rule.match]` / `[rule.unless]` tables: one glob set per field,
+//! built once, matched against a call without allocating.
+
+use std::fmt;
+
+use globset::{Candidate, Glob, GlobBuilder, GlobSet, GlobSetBuilder};
+use serde::Serialize;
+
+use crate::call::Call;
 
 /// One field a rule can match on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum MatchField {
-    /// `direction`.
+    /// `direction`: `inbound` or `outbound`.
     Direction,
+    /// `to`: the called number (normalized).
+    To,
+    /// `from`: the calling number (normalized).
+    From,
+    /// `status`: the normalized status word.
+    Status,
+    /// `caller_name`: as given.
+    CallerName,
+    /// `account`: the name of the account the call was listed under.
+    Account,
 }
 
-/// A compiled matcher for one field.
+impl MatchField {
+    /// Every field, in the order they are checked and reported.
+    pub const ALL: [MatchField; 6] = [
+        MatchField::Account,
+        MatchField::Direction,
+        MatchField::Status,
+        MatchField::To,
+        MatchField::From,
+        MatchField::CallerName,
+    ];
+
+    /// The key as written in a policy file.
+    pub fn key(self) -> &'static str {
+        match self {
+            MatchField::Direction => "direction",
+            MatchField::To => "to",
+            MatchField::From => "from",
+            MatchField::Status => "status",
+            MatchField::CallerName => "caller_name",
+            MatchField::Account => "account",
+        }
+    }
+
+    /// The field for a policy-file key, if it is one.
+    pub fn from_key(key: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|field| field.key() == key)
+    }
+
+    /// The call's value for this field (`""` when the call has none).
+    pub fn value_of<'a>(self, call: &'a Call, account: &'a str) -> &'a str {
+        match self {
+            MatchField::Direction => call.direction.as_str(),
+            MatchField::To => &call.to,
+            MatchField::From => &call.from,
+            MatchField::Status => call.status.as_str(),
+            MatchField::CallerName => &call.caller_name,
+            MatchField::Account => account,
+        }
+    }
+
+    /// Whether values of this field are phone numbers (patterns normalized).
+    pub fn is_number(self) -> bool {
+        matches!(self, MatchField::To | MatchField::From)
+    }
+}
+
+impl fmt::Display for MatchField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.key())
+    }
+}
+
+/// A compiled matcher for one field: any pattern matching is a match.
 #[derive(Debug, Clone)]
-pub struct FieldMatcher;
+pub struct FieldMatcher {
+    /// The field it looks at.
+    pub field: MatchField,
+    /// The patterns as written (for messages and `explain`).
+    pub patterns: Vec<String>,
+    set: GlobSet,
+}
+
+/// Why a pattern list could not be compiled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad glob `{pattern}`: {reason}")]
+pub struct PatternError {
+    /// Index of the offending pattern in its list.
+    pub index: usize,
+    /// The pattern as written.
+    pub pattern: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl FieldMatcher {
+    /// Compiles `patterns` for `field`; number patterns are normalized like numbers.
+    pub fn new(field: MatchField, patterns: Vec<String>) -> Result<Self, PatternError> {
+        let mut builder = GlobSetBuilder::new();
+        for (index, pattern) in patterns.iter().enumerate() {
+            builder.add(compile_glob(field, pattern).map_err(|reason| PatternError {
+                index,
+                pattern: pattern.clone(),
+                reason,
+            })?);
+        }
+        let set = builder.build().map_err(|err| PatternError {
+            index: 0,
+            pattern: patterns.first().cloned().unwrap_or_default(),
+            reason: err.kind().to_string(),
+        })?;
+        Ok(Self {
+            field,
+            patterns,
+            set,
+        })
+    }
+
+    /// Whether `value` matches any pattern.
+    pub fn is_match(&self, value: &str) -> bool {
+        self.set
+            .is_match_candidate(&Candidate::from_bytes(value.as_bytes()))
+    }
+}
+
+/// Compiles one pattern for `field`, or says why it is not a valid glob.
+pub fn compile_glob(field: MatchField, pattern: &str) -> Result<Glob, String> {
+    let normalized = if field.is_number() {
+        normalize_number_pattern(pattern)
+    } else {
+        pattern.to_owned()
+    };
+    GlobBuilder::new(&normalized)
+        .literal_separator(false)
+        .backslash_escape(true)
+        .build()
+        .map_err(|err| err.kind().to_string())
+}
+
+/// Normalizes a number pattern the way [`normalize_number`] normalizes a
+/// number, keeping the glob syntax: `+1 900*` becomes `1900*`.
+///
+/// Patterns that are not numbers (`sip:*@example.com`, `anonymous`) are
+/// returned trimmed, to match raw values.
+pub fn normalize_number_pattern(pattern: &str) -> String {
+    let trimmed = pattern.trim();
+    let mut out = String::with_capacity(trimmed.len());
+    let mut literal = String::new();
+    let mut in_class = false;
+    for c in trimmed.chars() {
+        if in_class {
+            out.push(c);
+            if c == ']' {
+                in_class = false;
+            }
+            continue;
+        }
+        match c {
+            '[' => {
+                in_class = true;
+                out.push(c);
+            }
+            '*' | '?' => out.push(c),
+            '+' | ' ' | '-' | '.' | '(' | ')' => {}
+            other => {
+                literal.push(other);
+                out.push(other);
+            }
+        }
+    }
+    // Only a pattern whose literal part is digits is a number pattern; the
+    // rest match raw strings, exactly as `normalize_number` treats values.
+    let literal_is_digits = literal.chars().all(|c| c.is_ascii_digit());
+    if literal_is_digits && !out.is_empty() {
+        out
+    } else {
+        trimmed.to_owned()
+    }
+}
 
 /// A compiled `[rule.match]` or `[rule.unless]` table.
 #[derive(Debug, Clone, Default)]
-pub struct Match;
+pub struct Match {
+    /// One matcher per field given, in check order.
+    pub fields: Vec<FieldMatcher>,
+}
 
 impl Match {
+    /// Builds a table from its field matchers (sorted into check order).
+    pub fn new(mut fields: Vec<FieldMatcher>) -> Self {
+        fields.sort_by_key(|matcher| {
+            MatchField::ALL
+                .iter()
+                .position(|field| *field == matcher.field)
+        });
+        Self { fields }
+    }
+
+    /// The matcher for `field`, if the table has one.
+    pub fn field(&self, field: MatchField) -> Option<&FieldMatcher> {
+        self.fields.iter().find(|matcher| matcher.field == field)
+    }
+
     /// Whether the `status` list names `word`.
-    pub fn names_status(&self, _word: &str) -> bool {
-        false
+    pub fn names_status(&self, word: &str) -> bool {
+        self.field(MatchField::Status)
+            .is_some_and(|matcher| matcher.is_match(word))
+    }
+
+    /// For `[rule.match]` (AND): the first field that does not match, if any.
+    pub fn first_mismatch(&self, call: &Call, account: &str) -> Option<MatchField> {
+        self.fields
+            .iter()
+            .find(|matcher| !matcher.is_match(matcher.field.value_of(call, account)))
+            .map(|matcher| matcher.field)
+    }
+
+    /// For `[rule.unless]` (OR): the first field that matches, if any.
+    pub fn first_hit(&self, call: &Call, account: &str) -> Option<MatchField> {
+        self.fields
+            .iter()
+            .find(|matcher| matcher.is_match(matcher.field.value_of(call, account)))
+            .map(|matcher| matcher.field)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::call::normalize_number;
+
+    fn matcher(field: MatchField, patterns: &[&str]) -> FieldMatcher {
+        FieldMatcher::new(field, patterns.iter().map(|p| p.to_string()).collect()).unwrap()
+    }
+
+    #[test]
+    fn number_patterns_are_normalized_like_numbers() {
+        assert_eq!(normalize_number_pattern("+1900*"), "1900*");
+        assert_eq!(normalize_number_pattern("1900*"), "1900*");
+        assert_eq!(normalize_number_pattern("+1 (900) 55?-*"), "190055?*");
+        assert_eq!(normalize_number_pattern("+44[0-9]*"), "44[0-9]*");
+        assert_eq!(normalize_number_pattern("*"), "*");
+        assert_eq!(
+            normalize_number_pattern(" sip:*@example.com "),
+            "sip:*@example.com"
+        );
+        assert_eq!(normalize_number_pattern("anonymous"), "anonymous");
+    }
+
+    #[test]
+    fn number_globs_match_with_or_without_plus() {
+        for pattern in ["+1900*", "1900*", "+1 900*"] {
+            let m = matcher(MatchField::To, &[pattern]);
+            assert!(m.is_match(&normalize_number("19005551234")), "{pattern}");
+            assert!(m.is_match(&normalize_number("+19005551234")), "{pattern}");
+            assert!(!m.is_match(&normalize_number("+18005551234")), "{pattern}");
+        }
+    }
+
+    #[test]
+    fn non_number_values_match_raw() {
+        let m = matcher(MatchField::From, &["sip:*@example.com", "anonymous"]);
+        assert!(m.is_match("sip:alice@example.com"));
+        assert!(m.is_match("anonymous"));
+        assert!(!m.is_match("sip:alice@example.org"));
+    }
+
+    #[test]
+    fn star_matches_the_empty_value() {
+        let m = matcher(MatchField::CallerName, &["*"]);
+        assert!(m.is_match(""));
+        let m = matcher(MatchField::CallerName, &["?*"]);
+        assert!(!m.is_match(""));
+    }
+
+    #[test]
+    fn bad_glob_reports_its_index() {
+        let err = FieldMatcher::new(MatchField::To, vec!["1*".into(), "[12".into()]).unwrap_err();
+        assert_eq!(err.index, 1);
+        assert_eq!(err.pattern, "[12");
     }
 }

@@ -11,9 +11,14 @@ mod window;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use eval::{evaluate, Evaluation, RuleOutcome, RuleVerdict, Timeline};
-pub use matcher::{FieldMatcher, Match, MatchField};
-pub use window::Window;
+pub use eval::{
+    deadline_only, evaluate, evaluate_rule, is_protected, rule_deadline, Evaluation, RuleOutcome,
+    RuleVerdict, Timeline,
+};
+pub use matcher::{
+    compile_glob, normalize_number_pattern, FieldMatcher, Match, MatchField, PatternError,
+};
+pub use window::{parse_cron, CronParseError, Window, SEARCH_HORIZON};
 
 /// All rules in force for one account, in file order.
 #[derive(Debug, Clone, Default)]

@@ -1,0 +1,509 @@
+//! Policy files: every `[[rule]]` validated with positions and compiled into
+//! [`Rule`]s.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use humantime::format_duration;
+
+use super::diagnostic::FileDiagnostics;
+use super::walk::{Reader, Table};
+use crate::policy::{
+    parse_cron, Action, FieldMatcher, HangupScope, Limit, Match, MatchField, MeasureFrom, Rule,
+    Source, Warning, Window,
+};
+
+const RULE_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "max_duration",
+    "idle_timeout",
+    "measure_from",
+    "priority",
+    "match",
+    "unless",
+    "window",
+    "action",
+];
+const MATCH_KEYS: &[&str] = &[
+    "direction",
+    "to",
+    "from",
+    "status",
+    "caller_name",
+    "account",
+];
+const WINDOW_KEYS: &[&str] = &["cron", "duration", "timezone"];
+const ACTION_KEYS: &[&str] = &[
+    "hangup",
+    "warn_before",
+    "warn_text",
+    "dry_run",
+    "bypass_breaker",
+];
+const DIRECTIONS: &[&str] = &["inbound", "outbound"];
+const STATUSES: &[&str] = &["queued", "ringing", "early-media", "in-progress"];
+/// Statuses in which a call's observed state can still change.
+const IDLE_STATUSES: &[&str] = &["queued", "ringing", "early-media"];
+
+/// How far ahead window openings are examined for the period check.
+const PERIOD_CHECK_DAYS: i64 = 400;
+
+/// Where the first rule of each name was defined, across all policy files.
+pub(crate) type SeenNames = HashMap<String, (PathBuf, usize)>;
+
+/// Validates and compiles the rules of one parsed policy file.
+pub(crate) fn compile_rules(
+    doc: &Table<'_>,
+    diags: &mut FileDiagnostics,
+    seen: &mut SeenNames,
+    now: DateTime<Utc>,
+) -> Vec<Rule> {
+    let mut reader = Reader { diags };
+    reader.unknown_keys(doc, &["rule"]);
+    let mut rules = Vec::new();
+    for (table, header) in reader.tables(doc, "rule") {
+        if let Some(rule) = compile_rule(&mut reader, table, header, seen, now) {
+            rules.push(rule);
+        }
+    }
+    rules
+}
+
+fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn compile_rule(
+    r: &mut Reader<'_>,
+    table: &Table<'_>,
+    header: Range<usize>,
+    seen: &mut SeenNames,
+    now: DateTime<Utc>,
+) -> Option<Rule> {
+    let errors_before = r.diags.items.iter().filter(|d| d.is_error()).count();
+    r.unknown_keys(table, RULE_KEYS);
+
+    let name = match r.string(table, "name") {
+        Some((name, span)) if is_valid_name(name) => {
+            let line = r.diags.line_of(span.start);
+            if let Some((file, first_line)) = seen.get(name) {
+                r.diags.error(
+                    span,
+                    format!(
+                        "duplicate rule name `{name}` (first defined at {}:{first_line})",
+                        file.display()
+                    ),
+                );
+            } else {
+                seen.insert(name.to_owned(), (r.diags.file.clone(), line));
+            }
+            Some(name.to_owned())
+        }
+        Some((name, span)) => {
+            r.diags.error(
+                span,
+                format!("invalid rule name `{name}`: use lower-case letters, digits and `-`"),
+            );
+            None
+        }
+        None => {
+            if r.entry(table, "name").is_none() {
+                r.diags.error(header.clone(), "rule has no `name`");
+            }
+            None
+        }
+    };
+    let label = name.clone().unwrap_or_else(|| "?".into());
+    let description = r
+        .string(table, "description")
+        .map(|(s, _)| s.to_owned())
+        .unwrap_or_default();
+    let priority = r
+        .integer(table, "priority", i64::MIN, i64::MAX)
+        .map_or(0, |(n, _)| n);
+
+    let limit = compile_limit(r, table, &header, &label);
+    let windows = compile_windows(r, table, now);
+
+    if let (Some(Limit::MaxDuration { limit, .. }), Some(entry)) =
+        (limit, r.entry(table, "max_duration"))
+    {
+        if limit.is_zero() && windows.is_empty() && r.entry(table, "window").is_none() {
+            r.diags.error(
+                entry.span(),
+                format!(
+                    "rule `{label}`: `max_duration = \"0s\"` without a [[rule.window]] would hang up every matching call at once; use it only inside a maintenance window"
+                ),
+            );
+        }
+    }
+
+    let matcher = match r.table(table, "match") {
+        Some((t, _)) => compile_match(r, t),
+        None => Some(Match::default()),
+    };
+    let unless = match r.table(table, "unless") {
+        Some((t, _)) => compile_match(r, t).map(Some),
+        None => Some(None),
+    };
+
+    if let (Some(Limit::IdleTimeout(_)), Some(entry), Some(m)) =
+        (limit, r.entry(table, "idle_timeout"), matcher.as_ref())
+    {
+        let limited = m.field(MatchField::Status).is_some_and(|status| {
+            !STATUSES
+                .iter()
+                .filter(|s| !IDLE_STATUSES.contains(s))
+                .any(|s| status.is_match(s))
+        });
+        if !limited {
+            r.diags.warning(
+                entry.key_span,
+                format!(
+                    "idle rule `{label}` is not limited to ringing/queued/early-media calls; an answered call never changes state, so it would end `idle_timeout` after its last change (add `status = [\"ringing\", \"queued\"]` to [rule.match])"
+                ),
+            );
+        }
+    }
+
+    let action = compile_action(r, table, limit, &label);
+
+    let errors_after = r.diags.items.iter().filter(|d| d.is_error()).count();
+    if errors_after > errors_before {
+        return None;
+    }
+    Some(Rule {
+        name: name?,
+        description,
+        limit: limit?,
+        priority,
+        matcher: matcher?,
+        unless: unless?,
+        windows,
+        action: action?,
+        source: Source {
+            file: r.diags.file.clone(),
+            line: r.diags.line_of(header.start),
+        },
+    })
+}
+
+fn compile_limit(
+    r: &mut Reader<'_>,
+    table: &Table<'_>,
+    header: &Range<usize>,
+    label: &str,
+) -> Option<Limit> {
+    let max = r.entry(table, "max_duration").map(|e| e.key_span);
+    let idle = r.entry(table, "idle_timeout").map(|e| e.key_span);
+    let measure_from = match r.string(table, "measure_from") {
+        Some(("answer", _)) | None => Some(MeasureFrom::Answer),
+        Some(("start", _)) => Some(MeasureFrom::Start),
+        Some((other, span)) => {
+            r.diags.error(
+                span,
+                format!("`measure_from` must be \"answer\" or \"start\", found `{other}`"),
+            );
+            None
+        }
+    };
+    match (max, idle) {
+        (None, None) => {
+            // A misspelt limit key is already reported as unknown, with a suggestion.
+            let misspelt = table.iter().any(|(key, _)| {
+                let key: &str = key.get_ref();
+                !RULE_KEYS.contains(&key)
+                    && super::walk::suggest(key, &["max_duration", "idle_timeout"]).is_some()
+            });
+            if misspelt {
+                return None;
+            }
+            r.diags.error(
+                header.clone(),
+                format!("rule `{label}` needs one limit: `max_duration` or `idle_timeout`"),
+            );
+            None
+        }
+        (Some(a), Some(b)) => {
+            r.diags.error(
+                if a.start > b.start { a } else { b },
+                format!(
+                    "rule `{label}` has both `max_duration` and `idle_timeout`; give exactly one"
+                ),
+            );
+            None
+        }
+        (Some(_), None) => {
+            let (limit, _) = r.duration(table, "max_duration")?;
+            Some(Limit::MaxDuration {
+                limit,
+                measure_from: measure_from?,
+            })
+        }
+        (None, Some(_)) => {
+            if let Some(entry) = r.entry(table, "measure_from") {
+                r.diags.error(
+                    entry.key_span,
+                    format!("rule `{label}`: `measure_from` applies to `max_duration` only, not `idle_timeout`"),
+                );
+            }
+            let (limit, span) = r.duration(table, "idle_timeout")?;
+            if limit.is_zero() {
+                r.diags
+                    .error(span, "`idle_timeout` must be longer than 0s".to_string());
+                return None;
+            }
+            Some(Limit::IdleTimeout(limit))
+        }
+    }
+}
+
+fn compile_match(r: &mut Reader<'_>, table: &Table<'_>) -> Option<Match> {
+    r.unknown_keys(table, MATCH_KEYS);
+    let mut fields = Vec::new();
+    let mut ok = true;
+    for key in MATCH_KEYS {
+        let Some(field) = MatchField::from_key(key) else {
+            continue;
+        };
+        let Some((patterns, span)) = r.strings(table, key) else {
+            ok &= r.entry(table, key).is_none();
+            continue;
+        };
+        if patterns.is_empty() {
+            r.diags.error(
+                span,
+                format!("empty match list `{key}` matches nothing; remove it to match any value"),
+            );
+            ok = false;
+            continue;
+        }
+        for (pattern, span) in &patterns {
+            let known: &[&str] = match field {
+                MatchField::Direction => DIRECTIONS,
+                MatchField::Status => STATUSES,
+                _ => &[],
+            };
+            let is_glob = pattern.contains(['*', '?', '[']);
+            if !known.is_empty() && !is_glob && !known.contains(&pattern.as_str()) {
+                let hint = super::walk::suggest(pattern, known)
+                    .map(|s| format!(", did you mean `{s}`?"))
+                    .unwrap_or_else(|| format!(" (one of: {})", known.join(", ")));
+                r.diags
+                    .error(span.clone(), format!("unknown {key} `{pattern}`{hint}"));
+                ok = false;
+            }
+            if let Err(reason) = crate::policy::compile_glob(field, pattern) {
+                r.diags.error(
+                    span.clone(),
+                    format!("bad glob `{pattern}` in `{key}`: {reason}"),
+                );
+                ok = false;
+            }
+        }
+        if ok {
+            let texts = patterns.into_iter().map(|(p, _)| p).collect();
+            match FieldMatcher::new(field, texts) {
+                Ok(m) => fields.push(m),
+                Err(err) => {
+                    r.diags.error(span, err.to_string());
+                    ok = false;
+                }
+            }
+        }
+    }
+    ok.then(|| Match::new(fields))
+}
+
+fn compile_windows(r: &mut Reader<'_>, table: &Table<'_>, now: DateTime<Utc>) -> Vec<Window> {
+    let mut windows = Vec::new();
+    for (w, header) in r.tables(table, "window") {
+        r.unknown_keys(w, WINDOW_KEYS);
+        let cron = match r.string(w, "cron") {
+            Some((text, span)) => match parse_cron(text) {
+                Ok(cron) => Some((text.to_owned(), cron, span)),
+                Err(err) => {
+                    r.diags.error(span, format!("bad cron `{text}`: {err}"));
+                    None
+                }
+            },
+            None => {
+                if r.entry(w, "cron").is_none() {
+                    r.diags.error(header.clone(), "window has no `cron`");
+                }
+                None
+            }
+        };
+        let duration = match r.duration(w, "duration") {
+            Some((d, span)) if d.is_zero() => {
+                r.diags
+                    .error(span, "window `duration` must be longer than 0s".to_string());
+                None
+            }
+            Some(found) => Some(found),
+            None => {
+                if r.entry(w, "duration").is_none() {
+                    r.diags.error(header.clone(), "window has no `duration`");
+                }
+                None
+            }
+        };
+        let timezone = match r.string(w, "timezone") {
+            None => Some(Tz::UTC),
+            Some((name, span)) => match name.parse::<Tz>() {
+                Ok(tz) => Some(tz),
+                Err(_) => {
+                    r.diags
+                        .error(span, format!("unknown time zone `{name}` (use an IANA name such as \"Europe/London\")"));
+                    None
+                }
+            },
+        };
+        let (Some((text, cron, cron_span)), Some((duration, duration_span)), Some(tz)) =
+            (cron, duration, timezone)
+        else {
+            continue;
+        };
+        let window = Window::new(&text, cron, duration, tz);
+        if window.next_opening(now, true).is_none() {
+            r.diags.error(
+                cron_span,
+                format!(
+                    "cron `{text}` never fires in the next {} days",
+                    crate::policy::SEARCH_HORIZON.num_days()
+                ),
+            );
+            continue;
+        }
+        if let Some(period) = window.smallest_period(now, PERIOD_CHECK_DAYS) {
+            let period_std = period.to_std().unwrap_or(Duration::ZERO);
+            if duration > period_std {
+                r.diags.error(
+                    duration_span,
+                    format!(
+                        "window `duration` ({}) is longer than its period ({} between two openings of `{text}`)",
+                        format_duration(duration),
+                        format_duration(period_std)
+                    ),
+                );
+                continue;
+            }
+        }
+        windows.push(window);
+    }
+    windows
+}
+
+fn compile_action(
+    r: &mut Reader<'_>,
+    table: &Table<'_>,
+    limit: Option<Limit>,
+    label: &str,
+) -> Option<Action> {
+    let Some((t, _)) = r.table(table, "action") else {
+        return (r.entry(table, "action").is_none()).then_some(Action {
+            hangup: HangupScope::Call,
+            warn: None,
+            dry_run: false,
+            bypass_breaker: false,
+        });
+    };
+    r.unknown_keys(t, ACTION_KEYS);
+    let hangup = match r.string(t, "hangup") {
+        None => Some(HangupScope::Call),
+        Some(("call", _)) => Some(HangupScope::Call),
+        Some(("whole", _)) => Some(HangupScope::Whole),
+        Some(("b-legs", _)) => Some(HangupScope::BLegs),
+        Some((other, span)) => {
+            r.diags.error(
+                span,
+                format!("`hangup` must be \"call\", \"whole\" or \"b-legs\", found `{other}`"),
+            );
+            None
+        }
+    };
+    let before = r.duration(t, "warn_before");
+    let text = r.string(t, "warn_text");
+    let warn = match (before, text) {
+        (None, None) => {
+            // Both absent, or present with errors already reported.
+            let broken = r.entry(t, "warn_before").is_some() || r.entry(t, "warn_text").is_some();
+            if broken {
+                return None;
+            }
+            Some(None)
+        }
+        (Some((_, span)), None) => {
+            if r.entry(t, "warn_text").is_none() {
+                r.diags.error(
+                    span,
+                    format!("rule `{label}`: `warn_before` needs a `warn_text` to speak"),
+                );
+            }
+            None
+        }
+        (None, Some((_, span))) => {
+            if r.entry(t, "warn_before").is_none() {
+                r.diags.error(
+                    span,
+                    format!("rule `{label}`: `warn_text` needs a `warn_before`"),
+                );
+            }
+            None
+        }
+        (Some((before, before_span)), Some((text, text_span))) => {
+            let limit_duration = match limit {
+                Some(Limit::MaxDuration { limit, .. }) | Some(Limit::IdleTimeout(limit)) => {
+                    Some(limit)
+                }
+                None => None,
+            };
+            if text.trim().is_empty() {
+                r.diags.error(text_span, "`warn_text` is empty".to_string());
+                None
+            } else if let Some(limit) = limit_duration.filter(|l| before >= *l) {
+                r.diags.error(
+                    before_span,
+                    format!(
+                        "`warn_before` ({}) must be shorter than the rule's limit ({})",
+                        format_duration(before),
+                        format_duration(limit)
+                    ),
+                );
+                None
+            } else if before.is_zero() {
+                r.diags.error(
+                    before_span,
+                    "`warn_before` must be longer than 0s".to_string(),
+                );
+                None
+            } else {
+                Some(Some(Warning {
+                    before,
+                    text: text.to_owned(),
+                }))
+            }
+        }
+    };
+    let dry_run = r.boolean(t, "dry_run").unwrap_or(false);
+    let bypass_breaker = r.boolean(t, "bypass_breaker").unwrap_or(false);
+    Some(Action {
+        hangup: hangup?,
+        warn: warn?,
+        dry_run,
+        bypass_breaker,
+    })
+}
+
+/// Whether `path` names a policy file in a directory listing (`*.toml`).
+pub(crate) fn is_policy_file(path: &Path) -> bool {
+    path.extension().is_some_and(|ext| ext == "toml") && path.is_file()
+}
