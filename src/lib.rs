@@ -16,6 +16,8 @@
 //! - [`audit`]: the durable decision log.
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`sim`]: the bundled Vobiz API simulator.
+//! - [`daemon`]: `run`: engines, signals, systemd.
+//! - [`http`]: the status listener.
 //! - [`cli`]: the commands.
 
 pub mod audit;
@@ -23,7 +25,9 @@ pub mod call;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod daemon;
 pub mod engine;
+pub mod http;
 pub mod metrics;
 pub mod policy;
 pub mod sim;

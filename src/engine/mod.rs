@@ -344,7 +344,11 @@ impl<A: VobizApi> Engine<A> {
                 () = &mut shutdown => break,
                 Some(event) = self.events_rx.recv() => self.handle(event),
                 () = sleep => self.fire_due(),
-                _ = poll.tick() => self.start_poll(),
+                _ = poll.tick() => {
+                    self.start_poll();
+                    // Also the daemon's sign of life for the systemd watchdog.
+                    self.publish();
+                }
                 Some(command) = commands.recv() => {
                     if let Some(interval) = self.command(command) {
                         poll = tokio::time::interval(interval);

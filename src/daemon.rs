@@ -1,0 +1,336 @@
+//! `callwarden run`: loads the config, starts one engine per account, the
+//! status listener and the signal handlers, and talks to systemd.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use futures::StreamExt as _;
+use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use tokio::sync::{mpsc, watch};
+
+use crate::audit::{self, AuditLog};
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::{self, Config, Diagnostic, Environment};
+use crate::engine::{AccountStatus, Command, Engine, Settings, Shared};
+use crate::http::{self, AccountHandle, HttpState};
+use crate::metrics::Metrics;
+use crate::vobiz::{Client, ClientConfig};
+
+/// The lock file inside the state directory: one daemon (or `once`) at a time.
+pub const LOCK_FILE: &str = "callwarden.lock";
+
+/// An exclusive hold on the state directory, released on drop.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: File,
+}
+
+/// Takes the state directory's lock, or says who holds it.
+pub fn lock_state_dir(dir: &Path) -> anyhow::Result<StateLock> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+    let path = dir.join(LOCK_FILE);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(StateLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "another callwarden (the daemon?) holds {}; stop it first",
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(error)) => {
+            Err(error).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}
+
+/// Loads the config or returns every diagnostic as one error.
+pub fn load_config(path: &Path, env: &Environment) -> anyhow::Result<config::Loaded> {
+    match config::load(path, env) {
+        Ok(loaded) => {
+            for warning in &loaded.warnings {
+                tracing::warn!("{warning}");
+            }
+            Ok(loaded)
+        }
+        Err(diagnostics) => bail!("{}", render(&diagnostics)),
+    }
+}
+
+fn render(diagnostics: &[Diagnostic]) -> String {
+    let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+    format!("invalid configuration:\n{}", lines.join("\n"))
+}
+
+/// Builds the API client of every account; each needs a token.
+pub fn clients(config: &Config, clock: &SharedClock) -> anyhow::Result<Vec<(String, Arc<Client>)>> {
+    config
+        .accounts
+        .iter()
+        .map(|account| {
+            let Some(token) = account.token.clone() else {
+                bail!(
+                    "account `{}` has no auth token: set VOBIZ_AUTH_TOKEN, auth_token_file, or the systemd credential",
+                    account.name
+                );
+            };
+            let client = Client::new(ClientConfig {
+                base_url: config.api.base_url.clone(),
+                auth_id: account.auth_id.clone(),
+                token,
+                timeout: config.api.timeout,
+                max_requests_per_second: config.api.max_requests_per_second,
+                max_concurrent_requests: config.api.max_concurrent_requests,
+                timestamp_zone: config.api.timestamp_zone,
+                max_backoff: config.retry.max_backoff,
+                clock: Arc::clone(clock),
+            })
+            .with_context(|| format!("account `{}`", account.name))?;
+            Ok((account.name.clone(), Arc::new(client)))
+        })
+        .collect()
+}
+
+/// What `run` needs besides the config path.
+pub struct RunOptions {
+    /// The environment (tokens, state directory).
+    pub env: Environment,
+    /// Wall-clock time.
+    pub clock: SharedClock,
+    /// Jitter seed for retries (tests).
+    pub jitter_seed: Option<u64>,
+}
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub async fn run(config_path: PathBuf, options: RunOptions) -> anyhow::Result<()> {
+    let loaded = load_config(&config_path, &options.env)?;
+    let config = loaded.config;
+    let clock = options.clock;
+    let _lock = lock_state_dir(&config.state_dir)?;
+    let audit = Arc::new(
+        AuditLog::open(&config.state_dir)
+            .with_context(|| format!("cannot open the audit log in {}", config.state_dir.display()))?,
+    );
+    let replay = audit::replay(&config.state_dir).context("cannot read the audit log")?;
+    if replay.bad_lines > 0 {
+        tracing::warn!(lines = replay.bad_lines, "skipped unreadable audit lines (a torn write from a crash?)");
+    }
+    if !replay.pending.is_empty() {
+        tracing::warn!(calls = replay.pending.len(), "resuming hangups that were in flight when the last run stopped");
+    }
+    let metrics = Arc::new(Metrics::new());
+    let shared = Shared {
+        audit,
+        metrics: Arc::clone(&metrics),
+        clock: Arc::clone(&clock),
+    };
+    let mut settings = Settings::from_config(&config);
+    settings.jitter_seed = options.jitter_seed;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut handles = Vec::new();
+    let mut engines = Vec::new();
+    for (name, client) in clients(&config, &clock)? {
+        let policy = config
+            .accounts
+            .iter()
+            .find(|a| a.name == name)
+            .map(|a| Arc::clone(&a.policy))
+            .unwrap_or_default();
+        let engine = Engine::new(
+            name.clone(),
+            client,
+            policy,
+            settings.clone(),
+            shared.clone(),
+            &replay,
+        );
+        let (commands_tx, commands_rx) = mpsc::channel(64);
+        handles.push((
+            name,
+            AccountHandle {
+                status: engine.status(),
+                commands: commands_tx,
+            },
+        ));
+        let mut stop = stop_rx.clone();
+        engines.push(tokio::spawn(engine.run(commands_rx, async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        })));
+    }
+
+    let listener = match config.http.listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} ([http] listen)"))?,
+        ),
+        None => None,
+    };
+    if let Some(listener) = listener {
+        let addr = listener.local_addr().ok();
+        tracing::info!(?addr, "status listener up: /metrics /healthz /readyz /status /pardon");
+        let state = HttpState {
+            metrics: Arc::clone(&metrics),
+            accounts: handles.iter().map(|(_, h)| h.clone()).collect(),
+            allow_remote_pardon: config.http.allow_remote_pardon,
+            poll_interval: config.poll_interval,
+            clock: Arc::clone(&clock),
+        };
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            };
+            if let Err(error) = http::serve(listener, state, shutdown).await {
+                tracing::error!(%error, "status listener failed");
+            }
+        });
+    }
+
+    tokio::spawn(feed_systemd(
+        handles.iter().map(|(_, h)| h.status.clone()).collect(),
+    ));
+    notify(&[sd_notify::NotifyState::Ready]);
+    tracing::info!(
+        accounts = handles.len(),
+        config = %config_path.display(),
+        dry_run = config.enforce.dry_run,
+        "callwarden running"
+    );
+
+    let mut signals = signal_hook_tokio::Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR1])
+        .context("cannot install signal handlers")?;
+    while let Some(signal) = signals.next().await {
+        match signal {
+            SIGHUP => reload(&config_path, &options.env, &config, &handles, &metrics, options.jitter_seed).await,
+            SIGUSR1 => {
+                for (_, handle) in &handles {
+                    let _ = handle.commands.send(Command::ReleaseBreaker).await;
+                }
+            }
+            _ => {
+                tracing::info!(signal, "stopping: finishing in-flight hangups");
+                break;
+            }
+        }
+    }
+    notify(&[sd_notify::NotifyState::Stopping]);
+    let _ = stop_tx.send(true);
+    for engine in engines {
+        let _ = engine.await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn reload(
+    config_path: &Path,
+    env: &Environment,
+    running: &Config,
+    handles: &[(String, AccountHandle)],
+    metrics: &Metrics,
+    jitter_seed: Option<u64>,
+) {
+    notify(&[sd_notify::NotifyState::Reloading]);
+    match config::load(config_path, env) {
+        Err(diagnostics) => {
+            metrics.reload(false);
+            for diagnostic in &diagnostics {
+                tracing::error!("{diagnostic}");
+            }
+            tracing::error!(errors = diagnostics.iter().filter(|d| d.is_error()).count(),
+                "reload failed: the old config and policies stay in force");
+        }
+        Ok(loaded) => {
+            for warning in &loaded.warnings {
+                tracing::warn!("{warning}");
+            }
+            let names = |c: &Config| -> Vec<String> { c.accounts.iter().map(|a| a.name.clone()).collect() };
+            if names(&loaded.config) != names(running) {
+                tracing::warn!("the set of accounts changed: new or removed accounts take effect on restart");
+            }
+            let mut settings = Settings::from_config(&loaded.config);
+            settings.jitter_seed = jitter_seed;
+            for (name, handle) in handles {
+                if let Some(account) = loaded.config.accounts.iter().find(|a| &a.name == name) {
+                    let _ = handle
+                        .commands
+                        .send(Command::Reload {
+                            policy: Arc::clone(&account.policy),
+                            settings: Box::new(settings.clone()),
+                        })
+                        .await;
+                }
+            }
+            metrics.reload(true);
+            tracing::info!(files = loaded.files.len(), "reloaded config and policies");
+        }
+    }
+    notify(&[sd_notify::NotifyState::Ready]);
+}
+
+/// Tells systemd the engines are alive (WATCHDOG=1) each time one of them
+/// publishes its state — which it does from its loop at every poll tick —
+/// and keeps STATUS= current. A stuck loop stops the pings.
+async fn feed_systemd(mut statuses: Vec<watch::Receiver<AccountStatus>>) {
+    if statuses.is_empty() {
+        return;
+    }
+    loop {
+        let changed = futures::future::select_all(
+            statuses.iter_mut().map(|s| Box::pin(s.changed())),
+        )
+        .await;
+        if changed.0.is_err() {
+            return;
+        }
+        let line = status_line(&statuses);
+        notify(&[
+            sd_notify::NotifyState::Watchdog,
+            sd_notify::NotifyState::Status(&line),
+        ]);
+        // Publishing happens several times a poll; a ping a second is plenty.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn status_line(statuses: &[watch::Receiver<AccountStatus>]) -> String {
+    let parts: Vec<String> = statuses
+        .iter()
+        .map(|s| {
+            let s = s.borrow();
+            let poll = match (&s.last_poll_error, s.last_poll_ok) {
+                (Some(error), _) => format!("last poll failed: {error}"),
+                (None, Some(at)) => format!("last poll ok {}", at.format("%H:%M:%S")),
+                (None, None) => "no poll yet".to_owned(),
+            };
+            format!(
+                "{}: {} live, {} tracked, {}{}",
+                s.account,
+                s.live_calls,
+                s.tracked_calls,
+                poll,
+                if s.breaker_open { ", BREAKER OPEN" } else { "" }
+            )
+        })
+        .collect();
+    parts.join("; ")
+}
+
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    // Outside systemd NOTIFY_SOCKET is unset and this does nothing.
+    let _ = sd_notify::notify(false, states);
+}
+
+/// The system clock, shared.
+pub fn system_clock() -> SharedClock {
+    Arc::new(SystemClock)
+}
