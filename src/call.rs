@@ -224,7 +224,10 @@ mod tests {
     fn numbers_normalize_to_digits_and_keep_non_numbers() {
         assert_eq!(normalize_number("+1 (900) 555-1234"), "19005551234");
         assert_eq!(normalize_number("919262171438"), "919262171438");
-        assert_eq!(normalize_number("sip:alice@example.com"), "sip:alice@example.com");
+        assert_eq!(
+            normalize_number("sip:alice@example.com"),
+            "sip:alice@example.com"
+        );
         assert_eq!(normalize_number(" anonymous "), "anonymous");
         assert_eq!(normalize_number("+"), "+");
         assert_eq!(normalize_number(""), "");

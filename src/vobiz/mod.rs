@@ -3,6 +3,7 @@
 
 mod client;
 mod parse;
+mod rate;
 mod secret;
 
 use std::future::Future;
@@ -13,7 +14,7 @@ use chrono::{DateTime, Utc};
 use crate::call::{Call, CallUuid};
 
 pub use client::{Client, ClientConfig};
-pub use parse::{parse_call_detail, parse_call_list, parse_cdr, Cdr};
+pub use parse::{parse_call_detail, parse_call_list, parse_cdr, parse_timestamp, Cdr};
 pub use secret::Secret;
 
 /// What went wrong talking to the API. The engine's retry decision is a
@@ -107,10 +108,16 @@ pub trait VobizApi: Send + Sync + 'static {
     fn list_queued(&self) -> impl Future<Output = Result<Fetched<Vec<CallUuid>>, Error>> + Send;
 
     /// `GET /Call/{uuid}/?status=live`: details of one live call.
-    fn get_live(&self, uuid: &CallUuid) -> impl Future<Output = Result<Fetched<Call>, Error>> + Send;
+    fn get_live(
+        &self,
+        uuid: &CallUuid,
+    ) -> impl Future<Output = Result<Fetched<Call>, Error>> + Send;
 
     /// `GET /Call/{uuid}/?status=queued`: details of one queued call.
-    fn get_queued(&self, uuid: &CallUuid) -> impl Future<Output = Result<Fetched<Call>, Error>> + Send;
+    fn get_queued(
+        &self,
+        uuid: &CallUuid,
+    ) -> impl Future<Output = Result<Fetched<Call>, Error>> + Send;
 
     /// `GET /Call/{uuid}/`: the final record of an ended call.
     fn get_cdr(&self, uuid: &CallUuid) -> impl Future<Output = Result<Fetched<Cdr>, Error>> + Send;
