@@ -1,7 +1,489 @@
-//! The HTTP client.
-/// Client.
-#[derive(Debug)]
-pub struct Client;
-/// Config.
-#[derive(Debug)]
-pub struct ClientConfig;
+//! The HTTP client for the Vobiz call API: one pooled `reqwest::Client`,
+//! a per-account token bucket and concurrency limit, the 429 pause, and the
+//! mapping of HTTP outcomes onto [`Error`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, DATE, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+use super::parse::{self, malformed};
+use super::rate::{Pause, TokenBucket};
+use super::{Cdr, Error, Fetched, Secret, SpeakLegs, VobizApi};
+use crate::call::{Call, CallUuid};
+use crate::clock::SharedClock;
+
+/// Longest API error message kept in [`Error::Rejected`].
+const MESSAGE_CHARS: usize = 200;
+
+/// Everything a [`Client`] needs; plain data, built by the config loader.
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// API root up to `/api/v1`, e.g. `https://api.vobiz.ai/api/v1`.
+    pub base_url: String,
+    /// The account's auth id (also the path segment after `/Account/`).
+    pub auth_id: String,
+    /// The account's auth token.
+    pub token: Secret,
+    /// Per-request timeout, from sending to the end of the body.
+    pub timeout: Duration,
+    /// Budget for all requests of this client; `0` disables the limit.
+    pub max_requests_per_second: u32,
+    /// Requests in flight at once (at least 1).
+    pub max_concurrent_requests: usize,
+    /// Zone of API timestamps that carry none.
+    pub timestamp_zone: Tz,
+    /// Longest pause after a 429.
+    pub max_backoff: Duration,
+    /// Source of `Fetched::received_at`.
+    pub clock: SharedClock,
+}
+
+impl ClientConfig {
+    /// A config with the SPEC defaults (10 s timeout, 10 req/s, 8 concurrent, UTC, 30 s backoff cap).
+    pub fn new(
+        base_url: impl Into<String>,
+        auth_id: impl Into<String>,
+        token: Secret,
+        clock: SharedClock,
+    ) -> Self {
+        Self {
+            base_url: base_url.into(),
+            auth_id: auth_id.into(),
+            token,
+            timeout: Duration::from_secs(10),
+            max_requests_per_second: 10,
+            max_concurrent_requests: 8,
+            timestamp_zone: Tz::UTC,
+            max_backoff: Duration::from_secs(30),
+            clock,
+        }
+    }
+}
+
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("base_url", &self.base_url)
+            .field("auth_id", &self.auth_id)
+            .field("token", &self.token)
+            .field("timeout", &self.timeout)
+            .field("max_requests_per_second", &self.max_requests_per_second)
+            .field("max_concurrent_requests", &self.max_concurrent_requests)
+            .field("timestamp_zone", &self.timestamp_zone)
+            .field("max_backoff", &self.max_backoff)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A Vobiz API client for one account; cheap to clone (shared state behind `Arc`).
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    /// `{base_url}/Account/{auth_id}/Call/`
+    calls_url: String,
+    auth_id: String,
+    token: Secret,
+    zone: Tz,
+    max_backoff: Duration,
+    clock: SharedClock,
+    bucket: TokenBucket,
+    permits: Semaphore,
+    pause: Pause,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("calls_url", &self.inner.calls_url)
+            .field("token", &self.inner.token)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A raw answer: status, headers we care about, body.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+    server_date: Option<DateTime<Utc>>,
+    received_at: DateTime<Utc>,
+}
+
+impl Answer {
+    fn fetched<T>(&self, value: T) -> Fetched<T> {
+        Fetched {
+            value,
+            server_date: self.server_date,
+            received_at: self.received_at,
+        }
+    }
+}
+
+impl Client {
+    /// Builds the client; fails on an unusable base URL, auth id or token.
+    pub fn new(config: ClientConfig) -> Result<Self, Error> {
+        let base = config.base_url.trim_end_matches('/');
+        let parsed = reqwest::Url::parse(base)
+            .map_err(|err| Error::Transport(format!("invalid base URL: {err}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(Error::Transport(format!(
+                "invalid base URL: scheme {:?} is not http or https",
+                parsed.scheme()
+            )));
+        }
+        // The auth id becomes a path segment: refuse anything that could
+        // change the path, like we do for call UUIDs.
+        if CallUuid::parse(&config.auth_id).is_err() {
+            return Err(Error::Transport(
+                "invalid auth id: expected letters and digits".to_owned(),
+            ));
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "X-Auth-ID",
+            HeaderValue::from_str(&config.auth_id)
+                .map_err(|_| Error::Transport("invalid auth id".to_owned()))?,
+        );
+        let mut token = HeaderValue::from_str(config.token.expose()).map_err(|_| {
+            Error::Transport("the auth token is not a valid header value".to_owned())
+        })?;
+        token.set_sensitive(true);
+        headers.insert("X-Auth-Token", token);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .timeout(config.timeout)
+            // A redirect could carry the token to another host.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("callwarden/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|err| Error::Transport(format!("cannot build the HTTP client: {err}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                calls_url: format!("{base}/Account/{}/Call/", config.auth_id),
+                auth_id: config.auth_id,
+                token: config.token,
+                zone: config.timestamp_zone,
+                max_backoff: config.max_backoff,
+                clock: config.clock,
+                bucket: TokenBucket::new(config.max_requests_per_second),
+                permits: Semaphore::new(config.max_concurrent_requests.max(1)),
+                pause: Pause::default(),
+            }),
+        })
+    }
+
+    fn call_url(&self, uuid: &CallUuid, suffix: &str) -> String {
+        format!("{}{}/{suffix}", self.inner.calls_url, uuid.as_str())
+    }
+
+    /// Sends one request through the pause, the budget and the concurrency
+    /// limit, and maps every non-2xx status onto [`Error`].
+    async fn send(
+        &self,
+        method: Method,
+        url: String,
+        query: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Result<Answer, Error> {
+        let inner = &self.inner;
+        inner.pause.wait().await;
+        inner.bucket.acquire().await;
+        let _permit = inner
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| Error::Transport("client is shut down".to_owned()))?;
+        // A 429 answered while we queued pauses us too.
+        inner.pause.wait().await;
+
+        let mut request = inner.http.request(method, url).query(query);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.map_err(|err| self.transport(err))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let received_at = inner.clock.now();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|err| self.transport(err))?
+            .to_vec();
+        let server_date = header_date(&headers);
+        let answer = Answer {
+            status,
+            headers,
+            body,
+            server_date,
+            received_at,
+        };
+        if status.is_success() {
+            return Ok(answer);
+        }
+        Err(self.status_error(&answer))
+    }
+
+    fn status_error(&self, answer: &Answer) -> Error {
+        match answer.status.as_u16() {
+            401 => Error::Unauthorized,
+            403 => Error::Forbidden,
+            404 => Error::NotFound,
+            429 => {
+                let retry_after = retry_after(
+                    &answer.headers,
+                    answer.server_date.unwrap_or(answer.received_at),
+                );
+                let pause = retry_after
+                    .unwrap_or_else(|| Duration::from_secs(1).min(self.inner.max_backoff))
+                    .min(self.inner.max_backoff);
+                tracing::warn!(auth_id = %self.inner.auth_id, pause = ?pause, "rate limited (429); pausing every request of this account");
+                self.inner.pause.extend(pause);
+                Error::RateLimited { retry_after }
+            }
+            status @ 500..=599 => Error::Server(status),
+            status => Error::Rejected {
+                status,
+                message: self.scrub(&error_message(&answer.body)),
+            },
+        }
+    }
+
+    /// Maps a reqwest failure without URL, headers or token.
+    fn transport(&self, err: reqwest::Error) -> Error {
+        if err.is_timeout() {
+            return Error::Timeout;
+        }
+        let err = err.without_url();
+        let mut message = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        Error::Transport(self.scrub(&message))
+    }
+
+    /// Belt and braces: no message we produce may contain the token.
+    fn scrub(&self, message: &str) -> String {
+        let token = self.inner.token.expose();
+        if token.is_empty() {
+            message.to_owned()
+        } else {
+            message.replace(token, "[redacted]")
+        }
+    }
+
+    async fn get_list(&self, status: &str) -> Result<Fetched<Vec<CallUuid>>, Error> {
+        let answer = self
+            .send(
+                Method::GET,
+                self.inner.calls_url.clone(),
+                &[("status", status)],
+                None,
+            )
+            .await?;
+        expect_status(&answer, &[200])?;
+        Ok(answer.fetched(parse::parse_call_list(&answer.body)?))
+    }
+
+    async fn get_detail(&self, uuid: &CallUuid, status: &str) -> Result<Fetched<Call>, Error> {
+        let answer = self
+            .send(
+                Method::GET,
+                self.call_url(uuid, ""),
+                &[("status", status)],
+                None,
+            )
+            .await?;
+        expect_status(&answer, &[200])?;
+        let call = parse::parse_call_detail(&answer.body, uuid, self.inner.zone)?;
+        Ok(answer.fetched(call))
+    }
+}
+
+/// Refuses a 2xx we did not expect (e.g. 204 where a body is due).
+fn expect_status(answer: &Answer, accepted: &[u16]) -> Result<(), Error> {
+    if accepted.contains(&answer.status.as_u16()) {
+        Ok(())
+    } else {
+        Err(malformed(
+            format!("unexpected success status {}", answer.status.as_u16()),
+            &answer.body,
+        ))
+    }
+}
+
+/// The API's error message: top-level string `error`, or `error.message`, or `""`.
+fn error_message(body: &[u8]) -> String {
+    let message = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => match map.get("error") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Object(e)) => e
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            _ => map
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+        },
+        _ => String::new(),
+    };
+    message.chars().take(MESSAGE_CHARS).collect()
+}
+
+fn header_date(headers: &HeaderMap) -> Option<DateTime<Utc>> {
+    let raw = headers.get(DATE)?.to_str().ok()?;
+    DateTime::parse_from_rfc2822(raw.trim())
+        .ok()
+        .map(|d| d.with_timezone(&Utc))
+}
+
+/// `Retry-After` as seconds or an HTTP date (relative to `now`).
+fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
+    let raw = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = raw.parse::<f64>() {
+        return (seconds.is_finite() && seconds >= 0.0)
+            .then(|| Duration::try_from_secs_f64(seconds).ok())
+            .flatten();
+    }
+    let at = DateTime::parse_from_rfc2822(raw).ok()?.with_timezone(&Utc);
+    Some((at - now).to_std().unwrap_or(Duration::ZERO))
+}
+
+impl VobizApi for Client {
+    fn auth_id(&self) -> &str {
+        &self.inner.auth_id
+    }
+
+    async fn list_live(&self) -> Result<Fetched<Vec<CallUuid>>, Error> {
+        self.get_list("live").await
+    }
+
+    async fn list_queued(&self) -> Result<Fetched<Vec<CallUuid>>, Error> {
+        self.get_list("queued").await
+    }
+
+    async fn get_live(&self, uuid: &CallUuid) -> Result<Fetched<Call>, Error> {
+        self.get_detail(uuid, "live").await
+    }
+
+    async fn get_queued(&self, uuid: &CallUuid) -> Result<Fetched<Call>, Error> {
+        self.get_detail(uuid, "queued").await
+    }
+
+    async fn get_cdr(&self, uuid: &CallUuid) -> Result<Fetched<Cdr>, Error> {
+        let answer = self
+            .send(Method::GET, self.call_url(uuid, ""), &[], None)
+            .await?;
+        expect_status(&answer, &[200])?;
+        let cdr = parse::parse_cdr(&answer.body, uuid, self.inner.zone)?;
+        Ok(answer.fetched(cdr))
+    }
+
+    async fn hangup(&self, uuid: &CallUuid) -> Result<Fetched<()>, Error> {
+        let answer = self
+            .send(Method::DELETE, self.call_url(uuid, ""), &[], None)
+            .await?;
+        expect_status(&answer, &[200, 202, 204])?;
+        Ok(answer.fetched(()))
+    }
+
+    async fn speak(
+        &self,
+        uuid: &CallUuid,
+        text: &str,
+        legs: SpeakLegs,
+    ) -> Result<Fetched<()>, Error> {
+        let legs = match legs {
+            SpeakLegs::ALeg => "aleg",
+            SpeakLegs::BLeg => "bleg",
+            SpeakLegs::Both => "both",
+        };
+        let body = serde_json::json!({ "text": text, "legs": legs });
+        let answer = self
+            .send(Method::POST, self.call_url(uuid, "Speak/"), &[], Some(body))
+            .await?;
+        expect_status(&answer, &[200, 202])?;
+        Ok(answer.fetched(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_messages_come_from_either_documented_shape() {
+        assert_eq!(
+            error_message(br#"{"api_id":"x","error":"bad legs"}"#),
+            "bad legs"
+        );
+        assert_eq!(
+            error_message(br#"{"status":"error","error":{"code":"E1","message":"no balance"}}"#),
+            "no balance"
+        );
+        assert_eq!(error_message(b""), "");
+        assert_eq!(error_message(b"<html>"), "");
+        assert_eq!(error_message(br#"{"error":7}"#), "");
+        assert_eq!(error_message("x".repeat(500).as_bytes()), "");
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let now = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut headers = HeaderMap::new();
+        assert_eq!(retry_after(&headers, now), None);
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("2"));
+        assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(2)));
+        headers.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Thu, 01 Jan 2026 00:00:05 GMT"),
+        );
+        assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(5)));
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("-1"));
+        assert_eq!(retry_after(&headers, now), None);
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&headers, now), None);
+    }
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let config = ClientConfig::new(
+            "http://127.0.0.1:1/api/v1",
+            "MA123",
+            Secret::new("very-secret-token"),
+            Arc::new(crate::clock::SystemClock),
+        );
+        assert!(!format!("{config:?}").contains("very-secret-token"));
+        let client = Client::new(config).unwrap();
+        assert!(!format!("{client:?}").contains("very-secret-token"));
+    }
+
+    #[test]
+    fn bad_base_url_or_auth_id_is_refused() {
+        let clock: SharedClock = Arc::new(crate::clock::SystemClock);
+        let bad_url = ClientConfig::new("ftp://x", "MA1", Secret::new("t"), clock.clone());
+        assert!(Client::new(bad_url).is_err());
+        let bad_id = ClientConfig::new("http://x/api/v1", "MA/../x", Secret::new("t"), clock);
+        assert!(Client::new(bad_id).is_err());
+    }
+}

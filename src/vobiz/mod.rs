@@ -3,6 +3,7 @@
 
 mod client;
 mod parse;
+mod rate;
 mod secret;
 
 use std::future::Future;
@@ -13,7 +14,7 @@ use chrono::{DateTime, Utc};
 use crate::call::{Call, CallUuid};
 
 pub use client::{Client, ClientConfig};
-pub use parse::{parse_call_detail, parse_call_list, parse_cdr, Cdr};
+pub use parse::{parse_call_detail, parse_call_list, parse_cdr, parse_timestamp, Cdr};
 pub use secret::Secret;
 
 /// What went wrong talking to the API. The engine's retry decision is a
