@@ -285,11 +285,9 @@ async fn feed_systemd(mut statuses: Vec<watch::Receiver<AccountStatus>>) {
         return;
     }
     loop {
-        let changed = futures::future::select_all(
-            statuses.iter_mut().map(|s| Box::pin(s.changed())),
-        )
-        .await;
-        if changed.0.is_err() {
+        let (changed, _, _) =
+            futures::future::select_all(statuses.iter_mut().map(|s| Box::pin(s.changed()))).await;
+        if changed.is_err() {
             return;
         }
         let line = status_line(&statuses);

@@ -117,6 +117,7 @@ struct Answer {
     headers: HeaderMap,
     body: Vec<u8>,
     server_date: Option<DateTime<Utc>>,
+    sent_at: DateTime<Utc>,
     received_at: DateTime<Utc>,
 }
 
@@ -125,6 +126,7 @@ impl Answer {
         Fetched {
             value,
             server_date: self.server_date,
+            sent_at: self.sent_at,
             received_at: self.received_at,
         }
     }
@@ -213,6 +215,7 @@ impl Client {
         if let Some(body) = body {
             request = request.json(&body);
         }
+        let sent_at = inner.clock.now();
         let response = request.send().await.map_err(|err| self.transport(err))?;
         let status = response.status();
         let headers = response.headers().clone();
@@ -228,6 +231,7 @@ impl Client {
             headers,
             body,
             server_date,
+            sent_at,
             received_at,
         };
         if status.is_success() {
