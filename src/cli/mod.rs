@@ -1,7 +1,12 @@
 //! The commands of SPEC §1: argument parsing, logging set-up, and the
 //! mapping of each command's result to its documented exit code.
 
+mod calls;
+mod check;
+mod demo;
 mod logging;
+mod once;
+mod pardon;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +14,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::LogFormat;
+use crate::config::{Environment, LogFormat};
+use crate::daemon;
 
 /// The default config path when neither `--config` nor `$CALLWARDEN_CONFIG` is given.
 pub const DEFAULT_CONFIG: &str = "/etc/callwarden/callwarden.toml";
@@ -106,8 +112,8 @@ pub struct SimArgs {
     #[arg(long, default_value_t = 0)]
     pub calls: usize,
     /// Shape of call-detail answers.
-    #[arg(long, default_value = "flat", value_parser = ["flat", "legacy", "mixed"])]
-    pub shape: String,
+    #[arg(long, default_value = "flat")]
+    pub shape: crate::sim::ShapeMode,
     /// Seed of the simulator's randomness.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -117,20 +123,66 @@ pub struct SimArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format.unwrap_or_default(), cli.verbose);
-    let code = match cli.command {
-        Command::Sim(_) => not_built("sim"),
-        Command::Run => not_built("run"),
-        Command::Check => not_built("check"),
-        Command::Once { .. } => not_built("once"),
-        Command::Explain { .. } => not_built("explain"),
-        Command::Calls { .. } => not_built("calls"),
-        Command::Pardon { .. } => not_built("pardon"),
-        Command::Demo { .. } => not_built("demo"),
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("callwarden: cannot start the async runtime: {error}");
+            return ExitCode::from(EXIT_ERROR);
+        }
     };
+    let code = runtime.block_on(dispatch(cli));
     ExitCode::from(code)
 }
 
-fn not_built(command: &str) -> u8 {
-    eprintln!("callwarden: `{command}` is not built yet");
-    EXIT_USAGE
+async fn dispatch(cli: Cli) -> u8 {
+    let env = Environment::from_process();
+    let result = match cli.command {
+        Command::Check => Ok(check::run(&cli.config)),
+        Command::Sim(args) => sim(args).await,
+        Command::Run => daemon::run(
+            cli.config,
+            daemon::RunOptions {
+                env,
+                clock: daemon::system_clock(),
+                jitter_seed: None,
+            },
+        )
+        .await
+        .map(|()| EXIT_OK),
+        Command::Once { json } => once::run(&cli.config, &env, json).await,
+        Command::Explain {
+            uuid,
+            call_json,
+            json,
+        } => calls::explain(&cli.config, &env, uuid, call_json, json).await,
+        Command::Calls { json } => calls::list(&cli.config, &env, json).await,
+        Command::Pardon { uuid, for_ } => pardon::run(&cli.config, &env, &uuid, for_).await,
+        Command::Demo { duration } => demo::run(duration).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("callwarden: {error:#}");
+            EXIT_ERROR
+        }
+    }
+}
+
+async fn sim(args: SimArgs) -> anyhow::Result<u8> {
+    if args.auth_id.len() != args.auth_token.len() {
+        eprintln!("callwarden sim: give one --auth-token for each --auth-id");
+        return Ok(EXIT_USAGE);
+    }
+    let options = crate::sim::SimOptions {
+        listen: args.listen,
+        accounts: args.auth_id.into_iter().zip(args.auth_token).collect(),
+        calls: args.calls,
+        shape: args.shape,
+        seed: args.seed,
+    };
+    crate::sim::run_cli(options).await?;
+    Ok(EXIT_OK)
 }

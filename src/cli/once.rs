@@ -1,0 +1,92 @@
+//! `callwarden once`: one full cycle over every account, then a summary.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use crate::audit::{self, AuditLog};
+use crate::config::Environment;
+use crate::daemon::{self, lock_state_dir};
+use crate::engine::{Engine, OnceReport, Settings, Shared};
+use crate::metrics::Metrics;
+
+use super::{EXIT_OK, EXIT_PARTIAL};
+
+/// Runs one cycle; exit 0 when every due call was handled, 3 when some
+/// hangups failed or the breaker held them.
+pub async fn run(config_path: &Path, env: &Environment, json: bool) -> anyhow::Result<u8> {
+    let loaded = daemon::load_config(config_path, env)?;
+    let config = loaded.config;
+    let clock = daemon::system_clock();
+    let _lock = lock_state_dir(&config.state_dir)?;
+    let audit = Arc::new(AuditLog::open(&config.state_dir).context("cannot open the audit log")?);
+    let replay = audit::replay(&config.state_dir).context("cannot read the audit log")?;
+    let shared = Shared {
+        audit,
+        metrics: Arc::new(Metrics::new()),
+        clock: Arc::clone(&clock),
+    };
+    let settings = Settings::from_config(&config);
+    let progress = std::io::stderr().is_terminal() && !json;
+    let mut reports = Vec::new();
+    for (name, client) in daemon::clients(&config, &clock)? {
+        if progress {
+            eprintln!("{name}: listing and reading calls...");
+        }
+        let policy = config
+            .accounts
+            .iter()
+            .find(|a| a.name == name)
+            .map(|a| Arc::clone(&a.policy))
+            .unwrap_or_default();
+        let engine = Engine::new(name, client, policy, settings.clone(), shared.clone(), &replay);
+        reports.push(engine.run_once().await);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        print!("{}", render(&reports));
+    }
+    let partial = reports
+        .iter()
+        .any(|r| r.breaker_held || !r.errors.is_empty());
+    Ok(if partial { EXIT_PARTIAL } else { EXIT_OK })
+}
+
+/// The summary table.
+fn render(reports: &[OnceReport]) -> String {
+    let mut out = String::new();
+    for report in reports {
+        out.push_str(&format!(
+            "account {}: {} live, {} evaluated, {} past a deadline\n",
+            report.account,
+            report.live_calls,
+            report.evaluated,
+            report.outcomes.len()
+        ));
+        if !report.outcomes.is_empty() {
+            out.push_str(&format!("  {:<38} {:<24} {:<10} REASON\n", "CALL", "RULE", "OUTCOME"));
+            for o in &report.outcomes {
+                out.push_str(&format!(
+                    "  {:<38} {:<24} {:<10} {}\n",
+                    o.call_uuid, o.rule, o.outcome, o.reason
+                ));
+            }
+        }
+        if !report.not_evaluated.is_empty() {
+            out.push_str(&format!(
+                "  not evaluated (idle rules need history; the daemon judges them): {}\n",
+                report.not_evaluated.join(", ")
+            ));
+        }
+        if report.breaker_held {
+            out.push_str("  BREAKER: too many hangups due at once; held (see the audit log)\n");
+        }
+        for error in &report.errors {
+            out.push_str(&format!("  error: {error}\n"));
+        }
+    }
+    out
+}
