@@ -50,12 +50,15 @@ fn policy_diagnostics(name: &str) -> Vec<(usize, usize, Severity, String)> {
     positions(&diags, &path)
 }
 
+/// `(line, col, severity, message)` expected for one diagnostic.
+type Expected = (usize, usize, Severity, &'static str);
+
 const E: Severity = Severity::Error;
 const W: Severity = Severity::Warning;
 
 #[test]
 fn every_bad_policy_file_reports_its_exact_position_and_message() {
-    let table: &[(&str, &[(usize, usize, Severity, &str)])] = &[
+    let table: &[(&str, &[Expected])] = &[
         ("syntax.toml", &[(2, 15, E, "invalid basic string, expected `\"`")]),
         (
             "unknown_key.toml",
@@ -196,7 +199,7 @@ fn config_fixture(name: &str) -> PathBuf {
 
 #[test]
 fn bad_config_files_report_exact_positions() {
-    let table: &[(&str, &[(usize, usize, Severity, &str)])] = &[
+    let table: &[(&str, &[Expected])] = &[
         (
             "unknown_key.toml",
             &[(7, 1, E, "unknown key `intervall`, did you mean `interval`?")],
