@@ -842,3 +842,73 @@ proptest! {
         }
     }
 }
+
+// ---- explain ----
+
+#[test]
+fn explain_names_the_failing_field_the_winner_and_protection() {
+    use callwarden::policy::{explain, ExplainSettings};
+    let policy = sample_policy();
+    let c = call(
+        Direction::Outbound,
+        "+14155550100",
+        "+19005551234",
+        CallStatus::InProgress,
+    );
+    let answered = utc("2026-06-01T11:55:00Z");
+    let timeline = Timeline {
+        started: Some(answered),
+        answered: Some(answered),
+        last_change: answered,
+    };
+    let protected = vec!["911".to_string()];
+    let settings = ExplainSettings {
+        grace: Duration::ZERO,
+        global_dry_run: false,
+        protected_numbers: &protected,
+    };
+    let e = explain(&policy, &c, "default", &timeline, now(), &settings);
+    let premium = &e.rules[index(&policy, "premium-rate-10m")];
+    assert!(premium.winner);
+    assert_eq!(premium.time_left_s, Some(300));
+    assert_eq!(premium.warn_at, Some(utc("2026-06-01T12:04:30Z")));
+    let inbound = &e.rules[index(&policy, "inbound-support-4h")];
+    assert_eq!(inbound.result, "not-matched");
+    assert_eq!(inbound.field.as_deref(), Some("direction"));
+    assert_eq!(inbound.value.as_deref(), Some("outbound"));
+    assert_eq!(inbound.patterns, ["inbound"]);
+    let decision = e.decision.as_ref().unwrap();
+    assert_eq!(decision.rule, "premium-rate-10m");
+    assert_eq!(decision.action, "hang up the call at the deadline");
+    assert!(!decision.protected);
+
+    let text = e.to_string();
+    assert!(text.contains("premium-rate-10m"), "{text}");
+    assert!(
+        text.contains("direction = \"outbound\" not in [\"inbound\"]"),
+        "{text}"
+    );
+    assert!(text.ends_with("decision: hang up the call at the deadline (rule premium-rate-10m, deadline 2026-06-01T12:05:00Z, in 5m)"), "{text}");
+    let json = serde_json::to_value(&e).unwrap();
+    assert_eq!(json["decision"]["rule"], "premium-rate-10m");
+    assert_eq!(json["rules"][0]["hangup"], "whole");
+
+    // The same call from a protected number is never hung up; global dry-run is only a log.
+    let c911 = call(
+        Direction::Outbound,
+        "911",
+        "+19005551234",
+        CallStatus::InProgress,
+    );
+    let e = explain(&policy, &c911, "default", &timeline, now(), &settings);
+    assert!(e.decision.as_ref().unwrap().protected);
+    let dry = ExplainSettings {
+        global_dry_run: true,
+        ..settings
+    };
+    let e = explain(&policy, &c, "default", &timeline, now(), &dry);
+    assert_eq!(
+        e.decision.unwrap().action,
+        "dry run: log that it would hang up the call"
+    );
+}
