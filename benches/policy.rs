@@ -94,7 +94,11 @@ fn calls(count: usize) -> Vec<(Call, Timeline)> {
                 },
                 from: normalize_number(&from),
                 to: normalize_number(&to),
-                caller_name: if r % 50 == 0 { "NOC x".into() } else { String::new() },
+                caller_name: if r % 50 == 0 {
+                    "NOC x".into()
+                } else {
+                    String::new()
+                },
                 status,
                 started_at: Some(started),
                 answered_at: answered,
@@ -131,7 +135,8 @@ fn bench(c: &mut Criterion) {
             let mut due = 0usize;
             for (i, (call, timeline)) in calls.iter().enumerate() {
                 let account = accounts[i % accounts.len()];
-                if deadline_only(&policy, call, account, timeline, now(), Duration::ZERO).is_some() {
+                if deadline_only(&policy, call, account, timeline, now(), Duration::ZERO).is_some()
+                {
                     due += 1;
                 }
             }
