@@ -85,7 +85,46 @@ pub struct FieldMatcher {
     pub field: MatchField,
     /// The patterns as written (for messages and `explain`).
     pub patterns: Vec<String>,
-    set: GlobSet,
+    strategy: Strategy,
+}
+
+/// How a pattern list is matched: most real patterns are literals or
+/// prefixes (`+1900*`), which a string comparison decides far faster than a
+/// glob engine; anything else goes to a [`GlobSet`].
+#[derive(Debug, Clone)]
+enum Strategy {
+    Simple(Vec<Simple>),
+    Glob(GlobSet),
+}
+
+/// A pattern that needs no glob engine.
+#[derive(Debug, Clone)]
+enum Simple {
+    Any,
+    Literal(String),
+    Prefix(String),
+}
+
+impl Simple {
+    fn classify(normalized: &str) -> Option<Self> {
+        let has_meta = |s: &str| s.contains(['*', '?', '[', ']', '{', '}', '\\']);
+        if normalized == "*" {
+            Some(Simple::Any)
+        } else if !has_meta(normalized) {
+            Some(Simple::Literal(normalized.to_owned()))
+        } else {
+            let stem = normalized.strip_suffix('*')?;
+            (!has_meta(stem)).then(|| Simple::Prefix(stem.to_owned()))
+        }
+    }
+
+    fn is_match(&self, value: &str) -> bool {
+        match self {
+            Simple::Any => true,
+            Simple::Literal(literal) => value == literal,
+            Simple::Prefix(prefix) => value.starts_with(prefix.as_str()),
+        }
+    }
 }
 
 /// Why a pattern list could not be compiled.
@@ -104,29 +143,40 @@ impl FieldMatcher {
     /// Compiles `patterns` for `field`; number patterns are normalized like numbers.
     pub fn new(field: MatchField, patterns: Vec<String>) -> Result<Self, PatternError> {
         let mut builder = GlobSetBuilder::new();
+        let mut simple = Some(Vec::new());
         for (index, pattern) in patterns.iter().enumerate() {
-            builder.add(compile_glob(field, pattern).map_err(|reason| PatternError {
+            let glob = compile_glob(field, pattern).map_err(|reason| PatternError {
                 index,
                 pattern: pattern.clone(),
                 reason,
-            })?);
+            })?;
+            simple = simple.and_then(|mut list: Vec<Simple>| {
+                list.push(Simple::classify(glob.glob())?);
+                Some(list)
+            });
+            builder.add(glob);
         }
-        let set = builder.build().map_err(|err| PatternError {
-            index: 0,
-            pattern: patterns.first().cloned().unwrap_or_default(),
-            reason: err.kind().to_string(),
-        })?;
+        let strategy = match simple {
+            Some(list) => Strategy::Simple(list),
+            None => Strategy::Glob(builder.build().map_err(|err| PatternError {
+                index: 0,
+                pattern: patterns.first().cloned().unwrap_or_default(),
+                reason: err.kind().to_string(),
+            })?),
+        };
         Ok(Self {
             field,
             patterns,
-            set,
+            strategy,
         })
     }
 
     /// Whether `value` matches any pattern.
     pub fn is_match(&self, value: &str) -> bool {
-        self.set
-            .is_match_candidate(&Candidate::from_bytes(value.as_bytes()))
+        match &self.strategy {
+            Strategy::Simple(list) => list.iter().any(|p| p.is_match(value)),
+            Strategy::Glob(set) => set.is_match_candidate(&Candidate::from_bytes(value.as_bytes())),
+        }
     }
 }
 
@@ -278,6 +328,43 @@ mod tests {
         assert!(m.is_match(""));
         let m = matcher(MatchField::CallerName, &["?*"]);
         assert!(!m.is_match(""));
+    }
+
+    #[test]
+    fn fast_paths_agree_with_the_glob_engine() {
+        let values = [
+            "",
+            "1900",
+            "19005551234",
+            "44",
+            "4420",
+            "anonymous",
+            "x*y",
+            "1800",
+        ];
+        for pattern in [
+            "*",
+            "1900*",
+            "+1900",
+            "44*",
+            "anonymous",
+            "",
+            "1?00*",
+            "[14]*",
+            "x\\*y",
+        ] {
+            let m = matcher(MatchField::To, &[pattern]);
+            let glob = compile_glob(MatchField::To, pattern)
+                .unwrap()
+                .compile_matcher();
+            for value in values {
+                assert_eq!(
+                    m.is_match(value),
+                    glob.is_match(value),
+                    "{pattern:?} vs {value:?}"
+                );
+            }
+        }
     }
 
     #[test]

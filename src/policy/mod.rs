@@ -5,6 +5,7 @@
 //! module holds what they compile into.
 
 mod eval;
+mod explain;
 mod matcher;
 mod window;
 
@@ -15,6 +16,7 @@ pub use eval::{
     deadline_only, evaluate, evaluate_rule, is_protected, rule_deadline, Evaluation, RuleOutcome,
     RuleVerdict, Timeline,
 };
+pub use explain::{explain, Decision, ExplainSettings, Explanation, RuleExplanation};
 pub use matcher::{
     compile_glob, normalize_number_pattern, FieldMatcher, Match, MatchField, PatternError,
 };
