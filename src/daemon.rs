@@ -114,16 +114,24 @@ pub async fn run(config_path: PathBuf, options: RunOptions) -> anyhow::Result<()
     let config = loaded.config;
     let clock = options.clock;
     let _lock = lock_state_dir(&config.state_dir)?;
-    let audit = Arc::new(
-        AuditLog::open(&config.state_dir)
-            .with_context(|| format!("cannot open the audit log in {}", config.state_dir.display()))?,
-    );
+    let audit = Arc::new(AuditLog::open(&config.state_dir).with_context(|| {
+        format!(
+            "cannot open the audit log in {}",
+            config.state_dir.display()
+        )
+    })?);
     let replay = audit::replay(&config.state_dir).context("cannot read the audit log")?;
     if replay.bad_lines > 0 {
-        tracing::warn!(lines = replay.bad_lines, "skipped unreadable audit lines (a torn write from a crash?)");
+        tracing::warn!(
+            lines = replay.bad_lines,
+            "skipped unreadable audit lines (a torn write from a crash?)"
+        );
     }
     if !replay.pending.is_empty() {
-        tracing::warn!(calls = replay.pending.len(), "resuming hangups that were in flight when the last run stopped");
+        tracing::warn!(
+            calls = replay.pending.len(),
+            "resuming hangups that were in flight when the last run stopped"
+        );
     }
     let metrics = Arc::new(Metrics::new());
     let shared = Shared {
@@ -176,7 +184,10 @@ pub async fn run(config_path: PathBuf, options: RunOptions) -> anyhow::Result<()
     };
     if let Some(listener) = listener {
         let addr = listener.local_addr().ok();
-        tracing::info!(?addr, "status listener up: /metrics /healthz /readyz /status /pardon");
+        tracing::info!(
+            ?addr,
+            "status listener up: /metrics /healthz /readyz /status /pardon"
+        );
         let state = HttpState {
             metrics: Arc::clone(&metrics),
             accounts: handles.iter().map(|(_, h)| h.clone()).collect(),
@@ -210,7 +221,17 @@ pub async fn run(config_path: PathBuf, options: RunOptions) -> anyhow::Result<()
         .context("cannot install signal handlers")?;
     while let Some(signal) = signals.next().await {
         match signal {
-            SIGHUP => reload(&config_path, &options.env, &config, &handles, &metrics, options.jitter_seed).await,
+            SIGHUP => {
+                reload(
+                    &config_path,
+                    &options.env,
+                    &config,
+                    &handles,
+                    &metrics,
+                    options.jitter_seed,
+                )
+                .await
+            }
             SIGUSR1 => {
                 for (_, handle) in &handles {
                     let _ = handle.commands.send(Command::ReleaseBreaker).await;
@@ -246,16 +267,21 @@ async fn reload(
             for diagnostic in &diagnostics {
                 tracing::error!("{diagnostic}");
             }
-            tracing::error!(errors = diagnostics.iter().filter(|d| d.is_error()).count(),
-                "reload failed: the old config and policies stay in force");
+            tracing::error!(
+                errors = diagnostics.iter().filter(|d| d.is_error()).count(),
+                "reload failed: the old config and policies stay in force"
+            );
         }
         Ok(loaded) => {
             for warning in &loaded.warnings {
                 tracing::warn!("{warning}");
             }
-            let names = |c: &Config| -> Vec<String> { c.accounts.iter().map(|a| a.name.clone()).collect() };
+            let names =
+                |c: &Config| -> Vec<String> { c.accounts.iter().map(|a| a.name.clone()).collect() };
             if names(&loaded.config) != names(running) {
-                tracing::warn!("the set of accounts changed: new or removed accounts take effect on restart");
+                tracing::warn!(
+                    "the set of accounts changed: new or removed accounts take effect on restart"
+                );
             }
             let mut settings = Settings::from_config(&loaded.config);
             settings.jitter_seed = jitter_seed;

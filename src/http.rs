@@ -97,8 +97,7 @@ impl HttpState {
             .collect();
         let now = self.clock.now();
         let window = TimeDelta::from_std(self.poll_interval * 3).unwrap_or(TimeDelta::MAX);
-        let ready = !accounts.is_empty()
-            && accounts.iter().all(|a| is_ready(a, now, window));
+        let ready = !accounts.is_empty() && accounts.iter().all(|a| is_ready(a, now, window));
         StatusDocument { ready, accounts }
     }
 }

@@ -8,8 +8,17 @@ use crate::config::LogFormat;
 
 /// Installs the global subscriber. `RUST_LOG` wins over `-v`.
 pub fn init(format: LogFormat, verbose: u8) {
+    install(format, verbose, "info");
+}
+
+/// Like [`init`], but only warnings and errors unless `-v` is given.
+pub fn init_quiet(format: LogFormat, verbose: u8) {
+    install(format, verbose, "warn");
+}
+
+fn install(format: LogFormat, verbose: u8, quiet_level: &str) {
     let default_level = match verbose {
-        0 => "info",
+        0 => quiet_level,
         1 => "debug",
         _ => "trace",
     };

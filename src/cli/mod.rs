@@ -122,7 +122,12 @@ pub struct SimArgs {
 /// Parses the command line, runs the command, and maps the result to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log_format.unwrap_or_default(), cli.verbose);
+    if let Command::Demo { .. } = cli.command {
+        // The demo has its own live view; logs would drown it.
+        logging::init_quiet(cli.log_format.unwrap_or(LogFormat::Pretty), cli.verbose);
+    } else {
+        logging::init(cli.log_format.unwrap_or_default(), cli.verbose);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -41,7 +41,14 @@ pub async fn run(config_path: &Path, env: &Environment, json: bool) -> anyhow::R
             .find(|a| a.name == name)
             .map(|a| Arc::clone(&a.policy))
             .unwrap_or_default();
-        let engine = Engine::new(name, client, policy, settings.clone(), shared.clone(), &replay);
+        let engine = Engine::new(
+            name,
+            client,
+            policy,
+            settings.clone(),
+            shared.clone(),
+            &replay,
+        );
         reports.push(engine.run_once().await);
     }
     if json {
@@ -67,7 +74,10 @@ fn render(reports: &[OnceReport]) -> String {
             report.outcomes.len()
         ));
         if !report.outcomes.is_empty() {
-            out.push_str(&format!("  {:<38} {:<24} {:<10} REASON\n", "CALL", "RULE", "OUTCOME"));
+            out.push_str(&format!(
+                "  {:<38} {:<24} {:<10} REASON\n",
+                "CALL", "RULE", "OUTCOME"
+            ));
             for o in &report.outcomes {
                 out.push_str(&format!(
                     "  {:<38} {:<24} {:<10} {}\n",

@@ -36,10 +36,13 @@ pub async fn run(
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
     if status.is_success() {
-        println!("pardoned {uuid}{}", match for_ {
-            Some(d) => format!(" for {}", humantime::format_duration(d)),
-            None => " for good".to_owned(),
-        });
+        println!(
+            "pardoned {uuid}{}",
+            match for_ {
+                Some(d) => format!(" for {}", humantime::format_duration(d)),
+                None => " for good".to_owned(),
+            }
+        );
         Ok(EXIT_OK)
     } else if status == reqwest::StatusCode::NOT_FOUND {
         eprintln!("callwarden: the daemon does not track {uuid}; the pardon is kept in case it appears before the next poll");

@@ -76,7 +76,11 @@ impl Settings {
             safety: config.safety.clone(),
             max_concurrent_requests: config.api.max_concurrent_requests.max(1),
             jitter_seed: None,
-            stop_grace: config.api.timeout.saturating_mul(2).max(Duration::from_secs(5)),
+            stop_grace: config
+                .api
+                .timeout
+                .saturating_mul(2)
+                .max(Duration::from_secs(5)),
         }
     }
 }
@@ -174,6 +178,7 @@ struct Job {
     action: String,
     deadline: DateTime<Utc>,
     dry_run: bool,
+    reason: String,
     call: serde_json::Value,
 }
 
@@ -378,8 +383,7 @@ impl<A: VobizApi> Engine<A> {
         });
         self.start_poll();
         // Discovery: until the list and every detail have come back.
-        while self.list_in_flight || self.details_in_flight > 0 || !self.detail_queue.is_empty()
-        {
+        while self.list_in_flight || self.details_in_flight > 0 || !self.detail_queue.is_empty() {
             match self.events_rx.recv().await {
                 Some(event) => self.handle(event),
                 None => break,
@@ -616,12 +620,7 @@ impl<A: VobizApi> Engine<A> {
         }
     }
 
-    fn on_detail(
-        &mut self,
-        uuid: CallUuid,
-        fetch: Fetch,
-        result: Result<Fetched<Call>, ApiError>,
-    ) {
+    fn on_detail(&mut self, uuid: CallUuid, fetch: Fetch, result: Result<Fetched<Call>, ApiError>) {
         self.details_in_flight = self.details_in_flight.saturating_sub(1);
         self.detail_queued.remove(&uuid);
         self.pump_details();
@@ -735,7 +734,10 @@ impl<A: VobizApi> Engine<A> {
                 let evaluation = self.evaluate_tracked(tracked, now);
                 evaluation.verdicts.iter().any(|v| {
                     matches!(self.policy.rules[v.rule].limit, Limit::IdleTimeout(_))
-                        && matches!(v.outcome, RuleOutcome::Due { .. } | RuleOutcome::NotDue { .. })
+                        && matches!(
+                            v.outcome,
+                            RuleOutcome::Due { .. } | RuleOutcome::NotDue { .. }
+                        )
                 })
             })
             .map(|(uuid, _)| uuid.clone())
@@ -922,13 +924,11 @@ impl<A: VobizApi> Engine<A> {
             Err(error) => {
                 tracing::error!(account = %self.account, call = %uuid, %error,
                     "cannot re-read a due call; trying again later");
-                let retry_at = now
-                    + TimeDelta::from_std(self.settings.retry.max_backoff).unwrap_or_default();
+                let retry_at =
+                    now + TimeDelta::from_std(self.settings.retry.max_backoff).unwrap_or_default();
                 match purpose {
                     Purpose::Enforce => self.reschedule_enforce(&uuid, retry_at),
-                    Purpose::DryRunRule(index) => {
-                        self.dry_timers.schedule((uuid, index), retry_at)
-                    }
+                    Purpose::DryRunRule(index) => self.dry_timers.schedule((uuid, index), retry_at),
                 }
             }
         }
@@ -986,23 +986,17 @@ impl<A: VobizApi> Engine<A> {
             action: format!("hangup:{}", scope_word(rule.action.hangup)),
             deadline,
             dry_run,
+            reason: format!(
+                "rule {} due at {}",
+                rule.name,
+                deadline.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            ),
             call: call.raw.clone(),
         };
         if let Purpose::DryRunRule(index) = purpose {
             self.dry_done.insert((uuid.clone(), index));
         }
-        let snapshot: HashMap<CallUuid, &Call> = self
-            .calls
-            .iter()
-            .map(|(uuid, tracked)| (uuid.clone(), &tracked.call))
-            .collect();
-        let plan = plan::plan_hangup(
-            &call,
-            rule.action.hangup,
-            &snapshot,
-            &self.settings.safety.protected_numbers,
-        );
-        let targets = match plan {
+        let targets = match self.plan(&call, rule.action.hangup) {
             Plan::End(targets) => targets,
             Plan::Protected { leg, number } => {
                 self.finish(uuid, purpose);
@@ -1049,11 +1043,7 @@ impl<A: VobizApi> Engine<A> {
                 return;
             }
         }
-        let reason = format!(
-            "rule {} due at {}",
-            job.rule,
-            deadline.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-        );
+        let reason = job.reason.clone();
         if let Err(error) = self.audit(&job, AuditEvent::Intent, None, 0, &reason) {
             // Nothing is done that is not on disk first.
             tracing::error!(account = %self.account, call = %uuid, %error,
@@ -1090,6 +1080,21 @@ impl<A: VobizApi> Engine<A> {
             }
             let _ = tx.send(Event::HungUp { job, results });
         });
+    }
+
+    /// Which legs a hangup of `call` would end, with the safety checks.
+    fn plan(&self, call: &Call, scope: HangupScope) -> Plan {
+        let snapshot: HashMap<CallUuid, &Call> = self
+            .calls
+            .iter()
+            .map(|(uuid, tracked)| (uuid.clone(), &tracked.call))
+            .collect();
+        plan::plan_hangup(
+            call,
+            scope,
+            &snapshot,
+            &self.settings.safety.protected_numbers,
+        )
     }
 
     fn finish(&mut self, uuid: &CallUuid, purpose: Purpose) {
@@ -1134,7 +1139,11 @@ impl<A: VobizApi> Engine<A> {
                 }
             }
         }
-        let reason = reasons.join("; ");
+        let reason = if reasons.is_empty() {
+            job.reason.clone()
+        } else {
+            reasons.join("; ")
+        };
         match outcome {
             Outcome::Ok | Outcome::Gone => {
                 self.finish(&uuid, Purpose::Enforce);
@@ -1173,6 +1182,7 @@ impl<A: VobizApi> Engine<A> {
             action: "warn".to_owned(),
             deadline,
             dry_run: self.settings.enforce.dry_run || rule.action.dry_run,
+            reason: String::new(),
             call: tracked.call.raw.clone(),
         })
     }
@@ -1190,14 +1200,23 @@ impl<A: VobizApi> Engine<A> {
         let Some(job) = self.warn_job(uuid) else {
             return;
         };
-        let Some(text) = self
+        let Some((text, scope)) = self
             .winners
             .get(uuid)
-            .and_then(|(index, _)| self.policy.rules[*index].action.warn.as_ref())
-            .map(|w| w.text.clone())
+            .map(|(index, _)| &self.policy.rules[*index].action)
+            .and_then(|action| Some((action.warn.as_ref()?.text.clone(), action.hangup)))
         else {
             return;
         };
+        let Some(call) = self.calls.get(uuid).map(|t| t.call.clone()) else {
+            return;
+        };
+        if let Plan::Protected { leg, number } = self.plan(&call, scope) {
+            // Never tell a caller their call will end when it will not.
+            let reason = format!("leg {leg} has protected number {number}: no hangup, no warning");
+            self.audit_outcome(&job, AuditEvent::Warn, Outcome::Skipped, 0, &reason);
+            return;
+        }
         if job.dry_run {
             self.audit_outcome(&job, AuditEvent::Warn, Outcome::DryRun, 0, &text);
             return;
@@ -1455,6 +1474,7 @@ impl<A: VobizApi> Engine<A> {
             action: String::new(),
             deadline,
             dry_run: self.settings.enforce.dry_run,
+            reason: String::new(),
             call: self
                 .calls
                 .get(uuid)

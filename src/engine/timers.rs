@@ -71,10 +71,7 @@ impl<K: Clone + Eq + Hash> TimerQueue<K> {
 
     /// How many keys fire at or before `until`, counting at most `cap`.
     pub fn count_until(&self, until: DateTime<Utc>, cap: usize) -> usize {
-        self.by_time
-            .range(..=(until, u64::MAX))
-            .take(cap)
-            .count()
+        self.by_time.range(..=(until, u64::MAX)).take(cap).count()
     }
 
     /// The first `n` keys in time order.
