@@ -54,7 +54,10 @@ async fn official_python_sdk_drives_the_simulator() {
         .expect("the SDK interpreter runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "SDK script failed:\n{stdout}\n{stderr}");
+    assert!(
+        output.status.success(),
+        "SDK script failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("sdk compat: ok"), "{stdout}");
 
     // What the SDK did is what the simulator recorded.
@@ -62,5 +65,8 @@ async fn official_python_sdk_drives_the_simulator() {
     assert_eq!((hung_up.hangups, hung_up.delete_requests), (1, 2));
     assert_eq!(sim.state().call(&ids[2]).unwrap().speaks.len(), 1);
     let log = log_since(&sim, 0).await;
-    assert!(log.iter().any(|r| r["status"] == 401), "the wrong-token request is logged");
+    assert!(
+        log.iter().any(|r| r["status"] == 401),
+        "the wrong-token request is logged"
+    );
 }
