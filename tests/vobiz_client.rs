@@ -827,3 +827,27 @@ async fn banner_lists_every_account_on_one_line() {
     )));
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_lost_answer_after_a_real_hangup_is_a_transport_error() {
+    let sim = default_sim();
+    let api = client(&sim);
+    let ids = add_calls(&sim, json!([{"age_s": 5}, {"age_s": 5}])).await;
+    set_faults(
+        &sim,
+        json!({"scripts": [{"endpoint": "hangup", "responses": [{"reset": true}, {"reset": true, "act_first": true}]}]}),
+    )
+    .await;
+    // A plain reset: nothing happened.
+    let err = api.hangup(&uuid(&ids[0])).await.unwrap_err();
+    assert!(matches!(err, Error::Transport(_)), "{err:?}");
+    assert_eq!(sim.state().call(&ids[0]).unwrap().hangups, 0);
+    // act_first: the call was hung up, the answer is lost; a re-read shows it gone.
+    let err = api.hangup(&uuid(&ids[1])).await.unwrap_err();
+    assert!(matches!(err, Error::Transport(_)), "{err:?}");
+    assert_eq!(sim.state().call(&ids[1]).unwrap().hangups, 1);
+    assert_eq!(
+        api.get_live(&uuid(&ids[1])).await.unwrap_err(),
+        Error::NotFound
+    );
+}
