@@ -12,23 +12,27 @@ use callwarden::sim::{DEFAULT_AUTH_ID, DEFAULT_AUTH_TOKEN};
 use common::*;
 use serde_json::json;
 
-fn interpreter() -> Option<PathBuf> {
-    let path = std::env::var_os("CALLWARDEN_SDK_PYTHON")
+fn interpreter() -> PathBuf {
+    std::env::var_os("CALLWARDEN_SDK_PYTHON")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
-    path.exists().then_some(path)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_python_sdk_drives_the_simulator() {
-    let Some(python) = interpreter() else {
+    let python = interpreter();
+    if !python.exists() {
         assert!(
             std::env::var_os("CI").is_none(),
-            "CI is set but no SDK interpreter: create .venv with vobiz-python or set CALLWARDEN_SDK_PYTHON"
+            "CI is set but the SDK interpreter {} is missing: create .venv with vobiz-python or set CALLWARDEN_SDK_PYTHON",
+            python.display()
         );
-        eprintln!("skipping SDK compatibility: no .venv/bin/python (python3 -m venv .venv && .venv/bin/pip install vobiz-python)");
+        eprintln!(
+            "skipping SDK compatibility: {} is missing (python3 -m venv .venv && .venv/bin/pip install vobiz-python)",
+            python.display()
+        );
         return;
-    };
+    }
     let sim = default_sim();
     let ids = add_calls(
         &sim,

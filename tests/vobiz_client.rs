@@ -851,3 +851,47 @@ async fn a_lost_answer_after_a_real_hangup_is_a_transport_error() {
         Error::NotFound
     );
 }
+
+#[tokio::test]
+async fn accounts_see_only_their_own_calls() {
+    let sim = start_sim(SimOptions {
+        accounts: vec![
+            ("MAAAAAAAAAAAAAAAAAA1".into(), "token-one".into()),
+            ("MABBBBBBBBBBBBBBBBB2".into(), "token-two".into()),
+        ],
+        ..SimOptions::ephemeral()
+    });
+    let one_calls = add_calls(&sim, json!([{"age_s": 5}])).await;
+    let two = control_post(
+        &sim,
+        "/calls",
+        json!({"account": "MABBBBBBBBBBBBBBBBB2", "calls": [{"age_s": 5}]}),
+    )
+    .await;
+    let two_call = two["uuids"][0].as_str().unwrap().to_owned();
+    let client_for = |id: &str, token: &str| {
+        let mut config = client_config(&sim);
+        config.auth_id = id.into();
+        config.token = Secret::new(token);
+        Client::new(config).unwrap()
+    };
+    let one = client_for("MAAAAAAAAAAAAAAAAAA1", "token-one");
+    let other = client_for("MABBBBBBBBBBBBBBBBB2", "token-two");
+    assert_eq!(
+        one.list_live().await.unwrap().value,
+        vec![uuid(&one_calls[0])]
+    );
+    assert_eq!(
+        other.list_live().await.unwrap().value,
+        vec![uuid(&two_call)]
+    );
+    assert_eq!(
+        one.get_live(&uuid(&two_call)).await.unwrap_err(),
+        Error::NotFound
+    );
+    assert_eq!(
+        one.hangup(&uuid(&two_call)).await.unwrap_err(),
+        Error::NotFound
+    );
+    assert_eq!(sim.state().call(&two_call).unwrap().hangups, 0);
+}
