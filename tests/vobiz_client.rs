@@ -59,7 +59,10 @@ async fn lists_and_reads_flat_calls() {
     // Never older than the truth: µs rendering rounded up by one µs.
     let truth = sim.state().call(&uuids[0]).unwrap().started_at;
     let started = call.started_at.unwrap();
-    assert!(started > truth && started - truth <= TimeDelta::microseconds(1), "{started} vs {truth}");
+    assert!(
+        started > truth && started - truth <= TimeDelta::microseconds(1),
+        "{started} vs {truth}"
+    );
 
     let ringing = api.get_live(&uuid(&uuids[1])).await.unwrap().value;
     assert_eq!(ringing.status, CallStatus::Ringing);
@@ -117,7 +120,10 @@ async fn mixed_shapes_all_parse_and_keep_their_shape() {
         shapes.push(first.shape);
     }
     assert!(!list.is_empty());
-    assert!(shapes.contains(&Shape::Flat) && shapes.contains(&Shape::Legacy), "{shapes:?}");
+    assert!(
+        shapes.contains(&Shape::Flat) && shapes.contains(&Shape::Legacy),
+        "{shapes:?}"
+    );
 }
 
 #[tokio::test]
@@ -139,8 +145,14 @@ async fn queued_calls_are_listed_and_read() {
     assert_eq!(live, vec![uuid(&uuids[1]), uuid(&uuids[2])]);
     let call = api.get_queued(&uuid(&uuids[0])).await.unwrap().value;
     assert_eq!(call.status, CallStatus::Queued);
-    assert_eq!(api.get_queued(&uuid(&uuids[2])).await.unwrap_err(), Error::NotFound);
-    assert_eq!(api.get_live(&uuid(&uuids[0])).await.unwrap_err(), Error::NotFound);
+    assert_eq!(
+        api.get_queued(&uuid(&uuids[2])).await.unwrap_err(),
+        Error::NotFound
+    );
+    assert_eq!(
+        api.get_live(&uuid(&uuids[0])).await.unwrap_err(),
+        Error::NotFound
+    );
 }
 
 #[tokio::test]
@@ -149,7 +161,11 @@ async fn hangup_then_cdr_then_not_found() {
     let api = client(&sim);
     let uuids = add_calls(&sim, json!([{"age_s": 60, "from": "1", "to": "2"}])).await;
     let id = uuid(&uuids[0]);
-    assert_eq!(api.get_cdr(&id).await.unwrap_err(), Error::NotFound, "no CDR while live");
+    assert_eq!(
+        api.get_cdr(&id).await.unwrap_err(),
+        Error::NotFound,
+        "no CDR while live"
+    );
     api.hangup(&id).await.unwrap();
     assert_eq!(api.hangup(&id).await.unwrap_err(), Error::NotFound);
     assert_eq!(api.get_live(&id).await.unwrap_err(), Error::NotFound);
@@ -163,7 +179,9 @@ async fn hangup_then_cdr_then_not_found() {
     let state = sim.state().call(&uuids[0]).unwrap();
     assert_eq!((state.hangups, state.delete_requests), (1, 2));
     assert_eq!(
-        api.hangup(&uuid("00000000-0000-4000-8000-000000000000")).await.unwrap_err(),
+        api.hangup(&uuid("00000000-0000-4000-8000-000000000000"))
+            .await
+            .unwrap_err(),
         Error::NotFound
     );
 }
@@ -185,7 +203,10 @@ async fn b_legs_end_with_their_parent_but_not_the_reverse() {
     assert_eq!(leg.parent_call_uuid, Some(uuid(&ids[0])));
     // Hanging up one B-leg ends only that leg.
     api.hangup(&uuid(&ids[1])).await.unwrap();
-    assert_eq!(api.list_live().await.unwrap().value, vec![uuid(&ids[0]), uuid(&ids[2])]);
+    assert_eq!(
+        api.list_live().await.unwrap().value,
+        vec![uuid(&ids[0]), uuid(&ids[2])]
+    );
     // The caller ending the A-leg ends the other B-leg too.
     control_post(&sim, &format!("/calls/{}/end", ids[0]), json!({})).await;
     assert!(api.list_live().await.unwrap().value.is_empty());
@@ -201,12 +222,26 @@ async fn speak_succeeds_on_live_calls_only() {
     let api = client(&sim);
     let ids = add_calls(&sim, json!([{"age_s": 60}])).await;
     let id = uuid(&ids[0]);
-    api.speak(&id, "This call will end in one minute.", SpeakLegs::Both).await.unwrap();
-    assert_eq!(sim.state().call(&ids[0]).unwrap().speaks, vec!["This call will end in one minute."]);
-    let err = api.speak(&id, &"x".repeat(1001), SpeakLegs::ALeg).await.unwrap_err();
-    assert!(matches!(err, Error::Rejected { status: 400, ref message } if message.contains("1000")), "{err:?}");
+    api.speak(&id, "This call will end in one minute.", SpeakLegs::Both)
+        .await
+        .unwrap();
+    assert_eq!(
+        sim.state().call(&ids[0]).unwrap().speaks,
+        vec!["This call will end in one minute."]
+    );
+    let err = api
+        .speak(&id, &"x".repeat(1001), SpeakLegs::ALeg)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Rejected { status: 400, ref message } if message.contains("1000")),
+        "{err:?}"
+    );
     api.hangup(&id).await.unwrap();
-    assert_eq!(api.speak(&id, "hello", SpeakLegs::BLeg).await.unwrap_err(), Error::NotFound);
+    assert_eq!(
+        api.speak(&id, "hello", SpeakLegs::BLeg).await.unwrap_err(),
+        Error::NotFound
+    );
 }
 
 #[tokio::test]
@@ -221,19 +256,30 @@ async fn wrong_credentials_are_unauthorized_and_never_leak() {
     let mut config = client_config(&sim);
     config.auth_id = "MAAAAAAAAAAAAAAAAAA1".into();
     config.token = Secret::new("wrong-token-123");
-    let err = Client::new(config.clone()).unwrap().list_live().await.unwrap_err();
+    let err = Client::new(config.clone())
+        .unwrap()
+        .list_live()
+        .await
+        .unwrap_err();
     assert_eq!(err, Error::Unauthorized);
     assert_clean(&err);
     // Another account's valid token does not open this account.
     config.token = Secret::new("token-two");
-    let err = Client::new(config.clone()).unwrap().list_live().await.unwrap_err();
+    let err = Client::new(config.clone())
+        .unwrap()
+        .list_live()
+        .await
+        .unwrap_err();
     assert_eq!(err, Error::Unauthorized);
     config.token = Secret::new("token-one");
     assert!(Client::new(config).unwrap().list_live().await.is_ok());
 
     // Headers for one account, path of another: 401.
     let response = http()
-        .get(format!("{}/Account/MABBBBBBBBBBBBBBBBB2/Call/?status=live", sim.base_url()))
+        .get(format!(
+            "{}/Account/MABBBBBBBBBBBBBBBBB2/Call/?status=live",
+            sim.base_url()
+        ))
         .header("X-Auth-ID", "MAAAAAAAAAAAAAAAAAA1")
         .header("X-Auth-Token", "token-one")
         .send()
@@ -255,11 +301,18 @@ async fn raw_api_faithfulness() {
             .header("X-Auth-Token", DEFAULT_AUTH_TOKEN)
     };
     // Lower-case paths answer 401 even with good credentials.
-    let lower = get(format!("/account/{DEFAULT_AUTH_ID}/call/?status=live")).send().await.unwrap();
+    let lower = get(format!("/account/{DEFAULT_AUTH_ID}/call/?status=live"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(lower.status(), 401);
     // Wrong method: 405 JSON.
     let post = http()
-        .post(format!("{}/Account/{DEFAULT_AUTH_ID}/Call/{}/", sim.base_url(), ids[0]))
+        .post(format!(
+            "{}/Account/{DEFAULT_AUTH_ID}/Call/{}/",
+            sim.base_url(),
+            ids[0]
+        ))
         .header("X-Auth-ID", DEFAULT_AUTH_ID)
         .header("X-Auth-Token", DEFAULT_AUTH_TOKEN)
         .send()
@@ -269,9 +322,17 @@ async fn raw_api_faithfulness() {
     let body: serde_json::Value = post.json().await.unwrap();
     assert_eq!(body["error"], "method not allowed");
     // Bad Speak bodies: 400.
-    for bad in [json!({}), json!({"text": "hi", "legs": "cleg"}), json!({"text": 5})] {
+    for bad in [
+        json!({}),
+        json!({"text": "hi", "legs": "cleg"}),
+        json!({"text": 5}),
+    ] {
         let speak = http()
-            .post(format!("{}/Account/{DEFAULT_AUTH_ID}/Call/{}/Speak/", sim.base_url(), ids[0]))
+            .post(format!(
+                "{}/Account/{DEFAULT_AUTH_ID}/Call/{}/Speak/",
+                sim.base_url(),
+                ids[0]
+            ))
             .header("X-Auth-ID", DEFAULT_AUTH_ID)
             .header("X-Auth-Token", DEFAULT_AUTH_TOKEN)
             .json(&bad)
@@ -282,7 +343,11 @@ async fn raw_api_faithfulness() {
     }
     // Stop speaking: 204.
     let stop = http()
-        .delete(format!("{}/Account/{DEFAULT_AUTH_ID}/Call/{}/Speak/", sim.base_url(), ids[0]))
+        .delete(format!(
+            "{}/Account/{DEFAULT_AUTH_ID}/Call/{}/Speak/",
+            sim.base_url(),
+            ids[0]
+        ))
         .header("X-Auth-ID", DEFAULT_AUTH_ID)
         .header("X-Auth-Token", DEFAULT_AUTH_TOKEN)
         .send()
@@ -290,8 +355,20 @@ async fn raw_api_faithfulness() {
         .unwrap();
     assert_eq!(stop.status(), 204);
     // Every JSON answer has a fresh UUID-v4 api_id.
-    let a: serde_json::Value = get(format!("/Account/{DEFAULT_AUTH_ID}/Call/?status=live")).send().await.unwrap().json().await.unwrap();
-    let b: serde_json::Value = get(format!("/Account/{DEFAULT_AUTH_ID}/Call/?status=live")).send().await.unwrap().json().await.unwrap();
+    let a: serde_json::Value = get(format!("/Account/{DEFAULT_AUTH_ID}/Call/?status=live"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let b: serde_json::Value = get(format!("/Account/{DEFAULT_AUTH_ID}/Call/?status=live"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let (a, b) = (a["api_id"].as_str().unwrap(), b["api_id"].as_str().unwrap());
     assert_ne!(a, b);
     assert_eq!(a.len(), 36);
@@ -340,7 +417,10 @@ async fn scripted_client_errors_map_to_rejected_forbidden_and_server() {
             message: String::new()
         }
     );
-    assert_eq!(&errors[8..], &[Error::Server(500), Error::Server(502), Error::Server(503)]);
+    assert_eq!(
+        &errors[8..],
+        &[Error::Server(500), Error::Server(502), Error::Server(503)]
+    );
     errors.iter().for_each(assert_clean);
     // Scripts are consumed: normal behaviour afterwards.
     assert!(api.list_live().await.is_ok());
@@ -368,8 +448,14 @@ async fn rate_limit_pauses_the_whole_account_for_retry_after() {
     api.list_live().await.unwrap();
     let log = log_since(&sim, 0).await;
     let limited = log.iter().find(|r| r["status"] == 429).unwrap();
-    let next = log.iter().find(|r| r["seq"].as_u64() > limited["seq"].as_u64()).unwrap();
-    assert!(t_wall(next) - t_wall(limited) >= TimeDelta::milliseconds(990), "{limited} {next}");
+    let next = log
+        .iter()
+        .find(|r| r["seq"].as_u64() > limited["seq"].as_u64())
+        .unwrap();
+    assert!(
+        t_wall(next) - t_wall(limited) >= TimeDelta::milliseconds(990),
+        "{limited} {next}"
+    );
     // The call was not hung up by the 429.
     assert_eq!(sim.state().call(&ids[0]).unwrap().hangups, 0);
 }
@@ -381,7 +467,10 @@ async fn rate_limit_without_retry_after_pauses_min_of_one_second_and_max_backoff
     config.max_backoff = Duration::from_millis(300);
     let api = Client::new(config).unwrap();
     set_faults(&sim, json!({"scripts": [{"responses": [429]}]})).await;
-    assert_eq!(api.list_live().await.unwrap_err(), Error::RateLimited { retry_after: None });
+    assert_eq!(
+        api.list_live().await.unwrap_err(),
+        Error::RateLimited { retry_after: None }
+    );
     api.list_live().await.unwrap();
     let log = log_since(&sim, 0).await;
     assert!(t_wall(&log[1]) - t_wall(&log[0]) >= TimeDelta::milliseconds(290));
@@ -393,7 +482,11 @@ async fn rate_limit_pause_is_capped_at_max_backoff() {
     let mut config = client_config(&sim);
     config.max_backoff = Duration::from_millis(200);
     let api = Client::new(config).unwrap();
-    set_faults(&sim, json!({"scripts": [{"responses": [{"status": 429, "retry_after": "3600"}]}]})).await;
+    set_faults(
+        &sim,
+        json!({"scripts": [{"responses": [{"status": 429, "retry_after": "3600"}]}]}),
+    )
+    .await;
     assert_eq!(
         api.list_live().await.unwrap_err(),
         Error::RateLimited {
@@ -454,7 +547,11 @@ async fn connection_resets_are_transport_errors() {
     let sim = default_sim();
     let api = client(&sim);
     let ids = add_calls(&sim, json!([{"age_s": 5}])).await;
-    set_faults(&sim, json!({"scripts": [{"endpoint": "detail", "responses": [{"reset": true}]}]})).await;
+    set_faults(
+        &sim,
+        json!({"scripts": [{"endpoint": "detail", "responses": [{"reset": true}]}]}),
+    )
+    .await;
     let err = api.get_live(&uuid(&ids[0])).await.unwrap_err();
     assert!(matches!(err, Error::Transport(_)), "{err:?}");
     assert_clean(&err);
@@ -508,7 +605,10 @@ async fn malformed_bodies_are_malformed_not_panics() {
     .await;
     for _ in kinds {
         let err = api.list_live().await.unwrap_err();
-        assert!(matches!(&err, Error::Malformed { excerpt, .. } if excerpt.chars().count() <= 120), "{err:?}");
+        assert!(
+            matches!(&err, Error::Malformed { excerpt, .. } if excerpt.chars().count() <= 120),
+            "{err:?}"
+        );
     }
     for _ in kinds {
         let err = api.get_live(&uuid(&ids[0])).await.unwrap_err();
@@ -517,7 +617,11 @@ async fn malformed_bodies_are_malformed_not_panics() {
     }
     // CDR bodies too.
     api.hangup(&uuid(&ids[1])).await.unwrap();
-    set_faults(&sim, json!({"scripts": [{"endpoint": "detail", "responses": responses}]})).await;
+    set_faults(
+        &sim,
+        json!({"scripts": [{"endpoint": "detail", "responses": responses}]}),
+    )
+    .await;
     for _ in kinds {
         let err = api.get_cdr(&uuid(&ids[1])).await.unwrap_err();
         assert!(matches!(err, Error::Malformed { .. }), "{err:?}");
@@ -534,7 +638,10 @@ async fn scripted_success_for_delete_really_hangs_up() {
         json!({"scripts": [{"method": "DELETE", "uuid": ids[0], "responses": [500, 202]}]}),
     )
     .await;
-    assert_eq!(api.hangup(&uuid(&ids[0])).await.unwrap_err(), Error::Server(500));
+    assert_eq!(
+        api.hangup(&uuid(&ids[0])).await.unwrap_err(),
+        Error::Server(500)
+    );
     assert_eq!(sim.state().call(&ids[0]).unwrap().hangups, 0);
     api.hangup(&uuid(&ids[0])).await.unwrap();
     let state = sim.state().call(&ids[0]).unwrap();
@@ -576,14 +683,22 @@ async fn timestamp_zone_fault_renders_local_times() {
 
     let mut config = client_config(&sim);
     config.timestamp_zone = "Asia/Kolkata".parse().unwrap();
-    let right = Client::new(config).unwrap().get_live(&uuid(&ids[0])).await.unwrap().value;
+    let right = Client::new(config)
+        .unwrap()
+        .get_live(&uuid(&ids[0]))
+        .await
+        .unwrap()
+        .value;
     let started = right.started_at.unwrap();
     assert!(started > truth && started - truth <= TimeDelta::microseconds(1));
 
     // Read in the wrong zone the call looks 5.5 hours younger (the sim's zone is east of UTC).
     let wrong = client(&sim).get_live(&uuid(&ids[0])).await.unwrap().value;
     let off = wrong.started_at.unwrap() - truth;
-    assert!((off - TimeDelta::minutes(330)).num_seconds().abs() <= 1, "{off}");
+    assert!(
+        (off - TimeDelta::minutes(330)).num_seconds().abs() <= 1,
+        "{off}"
+    );
 }
 
 #[tokio::test]
@@ -597,7 +712,10 @@ async fn request_log_records_api_requests_only() {
     let log = log_since(&sim, 0).await;
     assert_eq!(log.len(), 3, "control requests are not logged: {log:?}");
     assert_eq!(log[0]["method"], "GET");
-    assert_eq!(log[0]["path"], format!("/api/v1/Account/{DEFAULT_AUTH_ID}/Call/"));
+    assert_eq!(
+        log[0]["path"],
+        format!("/api/v1/Account/{DEFAULT_AUTH_ID}/Call/")
+    );
     assert_eq!(log[0]["query"], "status=live");
     assert_eq!(log[0]["status"], 200);
     assert!(log[0]["uuid"].is_null());
@@ -618,10 +736,19 @@ async fn request_log_records_api_requests_only() {
 async fn control_api_state_changes() {
     let sim = default_sim();
     let api = client(&sim);
-    let ids = add_calls(&sim, json!([{"age_s": 5, "answered": false, "to": "+1900"}])).await;
+    let ids = add_calls(
+        &sim,
+        json!([{"age_s": 5, "answered": false, "to": "+1900"}]),
+    )
+    .await;
     let id = uuid(&ids[0]);
     assert_eq!(api.get_live(&id).await.unwrap().value.answered_at, None);
-    control_post(&sim, &format!("/calls/{}/state", ids[0]), json!({"status": "in-progress", "to": "+1800"})).await;
+    control_post(
+        &sim,
+        &format!("/calls/{}/state", ids[0]),
+        json!({"status": "in-progress", "to": "+1800"}),
+    )
+    .await;
     let call = api.get_live(&id).await.unwrap().value;
     assert_eq!(call.status, CallStatus::InProgress);
     assert_eq!(call.to, "1800");
@@ -654,4 +781,117 @@ async fn scale_100k_live_calls() {
     let elapsed = start.elapsed();
     println!("live list of {} calls in {elapsed:?}", list.value.len());
     assert!(list.value.len() > 80_000);
+}
+
+#[tokio::test]
+async fn concurrency_limit_serializes_requests() {
+    let sim = default_sim();
+    let mut config = client_config(&sim);
+    config.max_concurrent_requests = 1;
+    let api = Client::new(config).unwrap();
+    set_faults(&sim, json!({"latency_ms": 300})).await;
+    let (a, b, c) = tokio::join!(api.list_live(), api.list_live(), api.list_queued());
+    for result in [a, b, c] {
+        result.unwrap();
+    }
+    // The log stamps arrival; with one request in flight each arrives after
+    // the previous one's 300 ms latency.
+    let log = log_since(&sim, 0).await;
+    assert_eq!(log.len(), 3);
+    for pair in log.windows(2) {
+        assert!(
+            t_wall(&pair[1]) - t_wall(&pair[0]) >= TimeDelta::milliseconds(290),
+            "{pair:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn banner_lists_every_account_on_one_line() {
+    let sim = start_sim(SimOptions {
+        accounts: vec![("MA1".into(), "t1".into()), ("MA2".into(), "t2".into())],
+        ..SimOptions::ephemeral()
+    });
+    let line = callwarden::sim::banner(&sim);
+    assert_eq!(
+        line,
+        format!(
+            "listening on {} auth_id=MA1 auth_token=t1 auth_id=MA2 auth_token=t2",
+            sim.base_url()
+        )
+    );
+    assert!(!line.contains('\n'));
+    let default = default_sim();
+    assert!(callwarden::sim::banner(&default).ends_with(&format!(
+        "auth_id={DEFAULT_AUTH_ID} auth_token={DEFAULT_AUTH_TOKEN}"
+    )));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_lost_answer_after_a_real_hangup_is_a_transport_error() {
+    let sim = default_sim();
+    let api = client(&sim);
+    let ids = add_calls(&sim, json!([{"age_s": 5}, {"age_s": 5}])).await;
+    set_faults(
+        &sim,
+        json!({"scripts": [{"endpoint": "hangup", "responses": [{"reset": true}, {"reset": true, "act_first": true}]}]}),
+    )
+    .await;
+    // A plain reset: nothing happened.
+    let err = api.hangup(&uuid(&ids[0])).await.unwrap_err();
+    assert!(matches!(err, Error::Transport(_)), "{err:?}");
+    assert_eq!(sim.state().call(&ids[0]).unwrap().hangups, 0);
+    // act_first: the call was hung up, the answer is lost; a re-read shows it gone.
+    let err = api.hangup(&uuid(&ids[1])).await.unwrap_err();
+    assert!(matches!(err, Error::Transport(_)), "{err:?}");
+    assert_eq!(sim.state().call(&ids[1]).unwrap().hangups, 1);
+    assert_eq!(
+        api.get_live(&uuid(&ids[1])).await.unwrap_err(),
+        Error::NotFound
+    );
+}
+
+#[tokio::test]
+async fn accounts_see_only_their_own_calls() {
+    let sim = start_sim(SimOptions {
+        accounts: vec![
+            ("MAAAAAAAAAAAAAAAAAA1".into(), "token-one".into()),
+            ("MABBBBBBBBBBBBBBBBB2".into(), "token-two".into()),
+        ],
+        ..SimOptions::ephemeral()
+    });
+    let one_calls = add_calls(&sim, json!([{"age_s": 5}])).await;
+    let two = control_post(
+        &sim,
+        "/calls",
+        json!({"account": "MABBBBBBBBBBBBBBBBB2", "calls": [{"age_s": 5}]}),
+    )
+    .await;
+    let two_call = two["uuids"][0].as_str().unwrap().to_owned();
+    let client_for = |id: &str, token: &str| {
+        let mut config = client_config(&sim);
+        config.auth_id = id.into();
+        config.token = Secret::new(token);
+        Client::new(config).unwrap()
+    };
+    let one = client_for("MAAAAAAAAAAAAAAAAAA1", "token-one");
+    let other = client_for("MABBBBBBBBBBBBBBBBB2", "token-two");
+    assert_eq!(
+        one.list_live().await.unwrap().value,
+        vec![uuid(&one_calls[0])]
+    );
+    assert_eq!(
+        other.list_live().await.unwrap().value,
+        vec![uuid(&two_call)]
+    );
+    assert_eq!(
+        one.get_live(&uuid(&two_call)).await.unwrap_err(),
+        Error::NotFound
+    );
+    assert_eq!(
+        one.hangup(&uuid(&two_call)).await.unwrap_err(),
+        Error::NotFound
+    );
+    assert_eq!(sim.state().call(&two_call).unwrap().hangups, 0);
 }

@@ -319,6 +319,10 @@ fn decide(
     match plan {
         Plan::Normal => Outcome::Reply(op.run(world)),
         Plan::Reset => Outcome::Reset,
+        Plan::ResetAfter => {
+            op.run(world);
+            Outcome::Reset
+        }
         Plan::Fail {
             status,
             retry_after,

@@ -88,6 +88,9 @@ pub struct ScriptedAction {
     pub malformed: Option<MalformedKind>,
     /// Drop the connection without an answer.
     pub reset: Option<bool>,
+    /// With `reset`: perform the operation first, then drop the connection
+    /// (the answer is lost, e.g. a DELETE that did hang up).
+    pub act_first: Option<bool>,
 }
 
 /// How a scripted error body looks.
@@ -135,6 +138,8 @@ pub enum Plan {
     Succeed(u16),
     /// Behave normally, but answer 200 with a broken body.
     Malformed(MalformedKind),
+    /// Behave normally, then drop the connection instead of answering.
+    ResetAfter,
 }
 
 /// The faults in force, with their derived state.
@@ -241,7 +246,9 @@ impl ActiveFaults {
         match answer {
             Scripted::Status(status) => status_plan(status, None, ErrorFormat::String),
             Scripted::Action(action) => {
-                if action.reset == Some(true) {
+                if action.reset == Some(true) && action.act_first == Some(true) {
+                    Plan::ResetAfter
+                } else if action.reset == Some(true) {
                     Plan::Reset
                 } else if let Some(kind) = action.malformed {
                     Plan::Malformed(kind)
@@ -292,6 +299,9 @@ fn validate(answer: &Scripted) -> Result<(), String> {
                 return Err(
                     "a scripted answer needs exactly one of status, malformed, reset".to_owned(),
                 );
+            }
+            if a.act_first.is_some() && a.reset != Some(true) {
+                return Err("act_first goes with reset".to_owned());
             }
             if let Some(value) = &a.retry_after {
                 if value.contains(['\r', '\n']) {

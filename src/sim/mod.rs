@@ -134,7 +134,8 @@ impl fmt::Debug for SimHandle {
 }
 
 impl Simulator {
-    /// Binds, spawns the server on the current tokio runtime, and returns at once.
+    /// Binds, spawns the server on the current tokio runtime (call it inside
+    /// one), and returns at once.
     pub fn start(options: SimOptions, clock: SharedClock) -> Result<SimHandle, io::Error> {
         let accounts = if options.accounts.is_empty() {
             vec![(DEFAULT_AUTH_ID.to_owned(), DEFAULT_AUTH_TOKEN.to_owned())]

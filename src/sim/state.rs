@@ -2,7 +2,7 @@
 //! index), the active faults, the request log and the seeded RNG — all behind
 //! one lock, shared by the API and the control API.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
@@ -272,10 +272,10 @@ impl SimState {
         }
         // Validate everything first so a bad entry creates nothing.
         let mut prepared: Vec<SimCall> = Vec::with_capacity(specs.len());
+        let mut seen = HashSet::with_capacity(specs.len());
         for spec in specs {
             let call = world.prepare(spec, &default_account, now)?;
-            if world.calls.contains_key(&call.uuid) || prepared.iter().any(|c| c.uuid == call.uuid)
-            {
+            if world.calls.contains_key(&call.uuid) || !seen.insert(call.uuid.clone()) {
                 return Err(ControlError::Invalid(format!(
                     "duplicate call uuid {}",
                     call.uuid

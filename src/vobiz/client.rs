@@ -211,6 +211,7 @@ impl Client {
         // A 429 answered while we queued pauses us too.
         inner.pause.wait().await;
 
+        tracing::debug!(auth_id = %inner.auth_id, %method, %url, ?query, "API request");
         let mut request = inner.http.request(method, url).query(query);
         if let Some(body) = body {
             request = request.json(&body);
@@ -226,6 +227,7 @@ impl Client {
             .map_err(|err| self.transport(err))?
             .to_vec();
         let server_date = header_date(&headers);
+        tracing::debug!(auth_id = %inner.auth_id, status = status.as_u16(), bytes = body.len(), "API answer");
         let answer = Answer {
             status,
             headers,
