@@ -225,7 +225,8 @@ pub fn evaluate_rule(
 impl Rule {
     /// Whether `[rule.match]` matches and `[rule.unless]` does not.
     pub fn applies_to(&self, call: &Call, account: &str) -> bool {
-        self.matcher.first_mismatch(call, account).is_none()
+        self.matcher.may_match(call)
+            && self.matcher.first_mismatch(call, account).is_none()
             && self
                 .unless
                 .as_ref()
@@ -295,6 +296,9 @@ fn window_deadline(
 }
 
 fn add(at: DateTime<Utc>, by: Duration) -> Result<DateTime<Utc>, &'static str> {
+    if by.is_zero() {
+        return Ok(at);
+    }
     chrono::Duration::from_std(by)
         .ok()
         .filter(|d| *d <= SEARCH_HORIZON * 100)

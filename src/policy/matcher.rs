@@ -6,7 +6,8 @@ use std::fmt;
 use globset::{Candidate, Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::Serialize;
 
-use crate::call::Call;
+use super::glob::SimpleGlob;
+use crate::call::{Call, CallStatus, Direction};
 
 /// One field a rule can match on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -103,6 +104,7 @@ enum Simple {
     Any,
     Literal(String),
     Prefix(String),
+    Pattern(SimpleGlob),
 }
 
 impl Simple {
@@ -113,8 +115,10 @@ impl Simple {
         } else if !has_meta(normalized) {
             Some(Simple::Literal(normalized.to_owned()))
         } else {
-            let stem = normalized.strip_suffix('*')?;
-            (!has_meta(stem)).then(|| Simple::Prefix(stem.to_owned()))
+            match normalized.strip_suffix('*') {
+                Some(stem) if !has_meta(stem) => Some(Simple::Prefix(stem.to_owned())),
+                _ => SimpleGlob::new(normalized).map(Simple::Pattern),
+            }
         }
     }
 
@@ -123,6 +127,7 @@ impl Simple {
             Simple::Any => true,
             Simple::Literal(literal) => value == literal,
             Simple::Prefix(prefix) => value.starts_with(prefix.as_str()),
+            Simple::Pattern(glob) => glob.is_match(value),
         }
     }
 }
@@ -240,6 +245,73 @@ pub fn normalize_number_pattern(pattern: &str) -> String {
 pub struct Match {
     /// One matcher per field given, in check order.
     pub fields: Vec<FieldMatcher>,
+    quick: QuickMasks,
+}
+
+/// Which directions and statuses a table accepts, as bit masks, so most
+/// non-matching rules are rejected without touching a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct QuickMasks {
+    direction: u8,
+    status: u8,
+}
+
+impl Default for QuickMasks {
+    fn default() -> Self {
+        Self {
+            direction: u8::MAX,
+            status: u8::MAX,
+        }
+    }
+}
+
+fn direction_bit(direction: Direction) -> u8 {
+    match direction {
+        Direction::Inbound => 1,
+        Direction::Outbound => 2,
+        Direction::Unknown => 4,
+    }
+}
+
+/// The bit of a status; every word outside the four known ones shares the
+/// last bit, which is always set (those are decided by the string matcher).
+fn status_bit(status: &CallStatus) -> u8 {
+    match status {
+        CallStatus::Queued => 1,
+        CallStatus::Ringing => 2,
+        CallStatus::EarlyMedia => 4,
+        CallStatus::InProgress => 8,
+        CallStatus::Other(_) => 16,
+    }
+}
+
+impl QuickMasks {
+    fn of(fields: &[FieldMatcher]) -> Self {
+        let mut masks = Self::default();
+        for matcher in fields {
+            match matcher.field {
+                MatchField::Direction => {
+                    masks.direction = [Direction::Inbound, Direction::Outbound, Direction::Unknown]
+                        .into_iter()
+                        .filter(|d| matcher.is_match(d.as_str()))
+                        .fold(0, |mask, d| mask | direction_bit(d));
+                }
+                MatchField::Status => {
+                    masks.status = [
+                        CallStatus::Queued,
+                        CallStatus::Ringing,
+                        CallStatus::EarlyMedia,
+                        CallStatus::InProgress,
+                    ]
+                    .iter()
+                    .filter(|s| matcher.is_match(s.as_str()))
+                    .fold(16, |mask, s| mask | status_bit(s));
+                }
+                _ => {}
+            }
+        }
+        masks
+    }
 }
 
 impl Match {
@@ -250,7 +322,15 @@ impl Match {
                 .iter()
                 .position(|field| *field == matcher.field)
         });
-        Self { fields }
+        let quick = QuickMasks::of(&fields);
+        Self { fields, quick }
+    }
+
+    /// A cheap test that is false only when `[rule.match]` cannot match
+    /// (its direction or status list excludes the call's).
+    pub fn may_match(&self, call: &Call) -> bool {
+        self.quick.direction & direction_bit(call.direction) != 0
+            && self.quick.status & status_bit(&call.status) != 0
     }
 
     /// The matcher for `field`, if the table has one.

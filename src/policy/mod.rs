@@ -6,6 +6,7 @@
 
 mod eval;
 mod explain;
+mod glob;
 mod matcher;
 mod window;
 
