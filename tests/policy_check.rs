@@ -912,3 +912,35 @@ fn explain_names_the_failing_field_the_winner_and_protection() {
         "dry run: log that it would hang up the call"
     );
 }
+
+#[test]
+fn equal_deadlines_go_to_higher_priority_then_name() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        file.path(),
+        "[[rule]]\nname = \"b-low\"\nmax_duration = \"10m\"\n\n\
+         [[rule]]\nname = \"c-high\"\nmax_duration = \"10m\"\npriority = 5\n\n\
+         [[rule]]\nname = \"a-high\"\nmax_duration = \"10m\"\npriority = 5\n\n\
+         [[rule]]\nname = \"dry\"\nmax_duration = \"1m\"\npriority = 99\n[rule.action]\ndry_run = true\n",
+    )
+    .unwrap();
+    let policy = load_policy_files(&[file.path().to_path_buf()], now())
+        .unwrap()
+        .0;
+    let c = call(Direction::Inbound, "1", "2", CallStatus::InProgress);
+    let t = utc("2026-06-01T11:00:00Z");
+    let timeline = Timeline {
+        started: Some(t),
+        answered: Some(t),
+        last_change: t,
+    };
+    let eval = evaluate(&policy, &c, "default", &timeline, now(), Duration::ZERO);
+    assert_eq!(
+        eval.effective(&policy, false),
+        Some((index(&policy, "a-high"), utc("2026-06-01T11:10:00Z")))
+    );
+    assert_eq!(
+        eval.dry_run_due(&policy).collect::<Vec<_>>(),
+        vec![(index(&policy, "dry"), utc("2026-06-01T11:01:00Z"))]
+    );
+}

@@ -67,9 +67,42 @@ impl MatchField {
         }
     }
 
+    /// A dense index, `0..6`, for [`FieldValues`].
+    pub fn index(self) -> usize {
+        match self {
+            MatchField::Account => 0,
+            MatchField::Direction => 1,
+            MatchField::Status => 2,
+            MatchField::To => 3,
+            MatchField::From => 4,
+            MatchField::CallerName => 5,
+        }
+    }
+
     /// Whether values of this field are phone numbers (patterns normalized).
     pub fn is_number(self) -> bool {
         matches!(self, MatchField::To | MatchField::From)
+    }
+}
+
+/// A call's value for every field, looked up once per call rather than once
+/// per rule.
+#[derive(Debug, Clone, Copy)]
+pub struct FieldValues<'a>([&'a str; 6]);
+
+impl<'a> FieldValues<'a> {
+    /// The values of `call` listed under `account`.
+    pub fn new(call: &'a Call, account: &'a str) -> Self {
+        let mut values = [""; 6];
+        for field in MatchField::ALL {
+            values[field.index()] = field.value_of(call, account);
+        }
+        Self(values)
+    }
+
+    /// The value of `field`.
+    pub fn get(&self, field: MatchField) -> &'a str {
+        self.0[field.index()]
     }
 }
 
@@ -125,8 +158,10 @@ impl Simple {
     fn is_match(&self, value: &str) -> bool {
         match self {
             Simple::Any => true,
-            Simple::Literal(literal) => value == literal,
-            Simple::Prefix(prefix) => value.starts_with(prefix.as_str()),
+            Simple::Literal(literal) => {
+                literal.len() == value.len() && starts_with(value.as_bytes(), literal.as_bytes())
+            }
+            Simple::Prefix(prefix) => starts_with(value.as_bytes(), prefix.as_bytes()),
             Simple::Pattern(glob) => glob.is_match(value),
         }
     }
@@ -240,6 +275,13 @@ pub fn normalize_number_pattern(pattern: &str) -> String {
     }
 }
 
+/// `value` starts with `prefix`; a plain loop, because these strings are a
+/// few bytes long and a `memcmp` call costs more than the comparison.
+#[inline]
+fn starts_with(value: &[u8], prefix: &[u8]) -> bool {
+    prefix.len() <= value.len() && prefix.iter().zip(value).all(|(a, b)| a == b)
+}
+
 /// A compiled `[rule.match]` or `[rule.unless]` table.
 #[derive(Debug, Clone, Default)]
 pub struct Match {
@@ -345,18 +387,18 @@ impl Match {
     }
 
     /// For `[rule.match]` (AND): the first field that does not match, if any.
-    pub fn first_mismatch(&self, call: &Call, account: &str) -> Option<MatchField> {
+    pub fn first_mismatch(&self, values: &FieldValues<'_>) -> Option<MatchField> {
         self.fields
             .iter()
-            .find(|matcher| !matcher.is_match(matcher.field.value_of(call, account)))
+            .find(|matcher| !matcher.is_match(values.get(matcher.field)))
             .map(|matcher| matcher.field)
     }
 
     /// For `[rule.unless]` (OR): the first field that matches, if any.
-    pub fn first_hit(&self, call: &Call, account: &str) -> Option<MatchField> {
+    pub fn first_hit(&self, values: &FieldValues<'_>) -> Option<MatchField> {
         self.fields
             .iter()
-            .find(|matcher| matcher.is_match(matcher.field.value_of(call, account)))
+            .find(|matcher| matcher.is_match(values.get(matcher.field)))
             .map(|matcher| matcher.field)
     }
 }
