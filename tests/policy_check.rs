@@ -944,3 +944,15 @@ fn equal_deadlines_go_to_higher_priority_then_name() {
         vec![(index(&policy, "dry"), utc("2026-06-01T11:01:00Z"))]
     );
 }
+
+#[test]
+fn an_unreadable_config_is_one_error_at_line_1_col_1() {
+    let path = root().join("tests/fixtures/does-not-exist.toml");
+    let report = check(&path, &Environment::default());
+    assert_eq!(report.diagnostics.len(), 1);
+    let d = &report.diagnostics[0];
+    assert_eq!((d.line, d.col, d.severity), (1, 1, Severity::Error));
+    assert!(d.message.starts_with("cannot read file: "), "{}", d.message);
+    assert_eq!(report.summary(), "1 file, 0 rules: 1 error");
+    assert!(load(&path, &Environment::default()).is_err());
+}

@@ -234,7 +234,7 @@ pub fn compile_glob(field: MatchField, pattern: &str) -> Result<Glob, String> {
         .map_err(|err| err.kind().to_string())
 }
 
-/// Normalizes a number pattern the way [`normalize_number`] normalizes a
+/// Normalizes a number pattern the way [`crate::call::normalize_number`] normalizes a
 /// number, keeping the glob syntax: `+1 900*` becomes `1900*`.
 ///
 /// Patterns that are not numbers (`sip:*@example.com`, `anonymous`) are
