@@ -398,7 +398,11 @@ fn several_accounts_have_their_own_policies_and_credentials() {
         credentials_directory: Some(creds.path().to_path_buf()),
         ..Environment::default()
     };
-    let config = load(&config_fixture("accounts.toml"), &env).unwrap().config;
+    let loaded = load(&config_fixture("accounts.toml"), &env).unwrap();
+    assert!(loaded.warnings.iter().any(|w| w
+        .message
+        .starts_with("VOBIZ_AUTH_ID / VOBIZ_AUTH_TOKEN are ignored")));
+    let config = loaded.config;
     let names: Vec<_> = config.accounts.iter().map(|a| a.name.as_str()).collect();
     assert_eq!(names, ["sales", "support"]);
     assert_eq!(config.accounts[0].auth_id, "MA1");
