@@ -398,7 +398,11 @@ fn several_accounts_have_their_own_policies_and_credentials() {
         credentials_directory: Some(creds.path().to_path_buf()),
         ..Environment::default()
     };
-    let config = load(&config_fixture("accounts.toml"), &env).unwrap().config;
+    let loaded = load(&config_fixture("accounts.toml"), &env).unwrap();
+    assert!(loaded.warnings.iter().any(|w| w
+        .message
+        .starts_with("VOBIZ_AUTH_ID / VOBIZ_AUTH_TOKEN are ignored")));
+    let config = loaded.config;
     let names: Vec<_> = config.accounts.iter().map(|a| a.name.as_str()).collect();
     assert_eq!(names, ["sales", "support"]);
     assert_eq!(config.accounts[0].auth_id, "MA1");
@@ -911,4 +915,48 @@ fn explain_names_the_failing_field_the_winner_and_protection() {
         e.decision.unwrap().action,
         "dry run: log that it would hang up the call"
     );
+}
+
+#[test]
+fn equal_deadlines_go_to_higher_priority_then_name() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        file.path(),
+        "[[rule]]\nname = \"b-low\"\nmax_duration = \"10m\"\n\n\
+         [[rule]]\nname = \"c-high\"\nmax_duration = \"10m\"\npriority = 5\n\n\
+         [[rule]]\nname = \"a-high\"\nmax_duration = \"10m\"\npriority = 5\n\n\
+         [[rule]]\nname = \"dry\"\nmax_duration = \"1m\"\npriority = 99\n[rule.action]\ndry_run = true\n",
+    )
+    .unwrap();
+    let policy = load_policy_files(&[file.path().to_path_buf()], now())
+        .unwrap()
+        .0;
+    let c = call(Direction::Inbound, "1", "2", CallStatus::InProgress);
+    let t = utc("2026-06-01T11:00:00Z");
+    let timeline = Timeline {
+        started: Some(t),
+        answered: Some(t),
+        last_change: t,
+    };
+    let eval = evaluate(&policy, &c, "default", &timeline, now(), Duration::ZERO);
+    assert_eq!(
+        eval.effective(&policy, false),
+        Some((index(&policy, "a-high"), utc("2026-06-01T11:10:00Z")))
+    );
+    assert_eq!(
+        eval.dry_run_due(&policy).collect::<Vec<_>>(),
+        vec![(index(&policy, "dry"), utc("2026-06-01T11:01:00Z"))]
+    );
+}
+
+#[test]
+fn an_unreadable_config_is_one_error_at_line_1_col_1() {
+    let path = root().join("tests/fixtures/does-not-exist.toml");
+    let report = check(&path, &Environment::default());
+    assert_eq!(report.diagnostics.len(), 1);
+    let d = &report.diagnostics[0];
+    assert_eq!((d.line, d.col, d.severity), (1, 1, Severity::Error));
+    assert!(d.message.starts_with("cannot read file: "), "{}", d.message);
+    assert_eq!(report.summary(), "1 file, 0 rules: 1 error");
+    assert!(load(&path, &Environment::default()).is_err());
 }

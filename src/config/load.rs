@@ -699,6 +699,12 @@ fn read_accounts(
         }];
     }
 
+    if env.auth_id.is_some() || env.auth_token.is_some() {
+        r.diags.warning(
+            0..0,
+            "VOBIZ_AUTH_ID / VOBIZ_AUTH_TOKEN are ignored with [[account]] tables (they apply to a single-account config only)",
+        );
+    }
     for key in ["auth_id", "auth_token_file"] {
         if let Some(entry) = api.and_then(|t| r.entry(t, key)) {
             r.diags.error(

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::matcher::MatchField;
+use super::matcher::{FieldValues, MatchField};
 use super::window::SEARCH_HORIZON;
 use super::{Limit, MeasureFrom, Policy, Rule};
 use crate::call::Call;
@@ -152,13 +152,14 @@ pub fn evaluate(
     now: DateTime<Utc>,
     grace: Duration,
 ) -> Evaluation {
+    let values = FieldValues::new(call, account);
     let verdicts = policy
         .rules
         .iter()
         .enumerate()
         .map(|(index, rule)| RuleVerdict {
             rule: index,
-            outcome: evaluate_rule(rule, call, account, timeline, now, grace),
+            outcome: rule_outcome(rule, &values, timeline, now, grace),
         })
         .collect();
     Evaluation { verdicts }
@@ -174,13 +175,14 @@ pub fn deadline_only(
     now: DateTime<Utc>,
     grace: Duration,
 ) -> Option<(usize, DateTime<Utc>)> {
+    let values = FieldValues::new(call, account);
     pick_winner(
         policy,
         policy
             .rules
             .iter()
             .enumerate()
-            .filter(|(_, rule)| !rule.action.dry_run && rule.applies_to(call, account))
+            .filter(|(_, rule)| !rule.action.dry_run && rule.applies_to_values(call, &values))
             .filter_map(|(index, rule)| {
                 rule_deadline(rule, timeline, now, grace)
                     .ok()
@@ -198,20 +200,31 @@ pub fn evaluate_rule(
     now: DateTime<Utc>,
     grace: Duration,
 ) -> RuleOutcome {
-    if let Some(field) = rule.matcher.first_mismatch(call, account) {
+    rule_outcome(rule, &FieldValues::new(call, account), timeline, now, grace)
+}
+
+/// [`evaluate_rule`] with the call's field values already looked up.
+fn rule_outcome(
+    rule: &Rule,
+    values: &FieldValues<'_>,
+    timeline: &Timeline,
+    now: DateTime<Utc>,
+    grace: Duration,
+) -> RuleOutcome {
+    if let Some(field) = rule.matcher.first_mismatch(values) {
         return RuleOutcome::NotMatched {
             field,
-            value: field.value_of(call, account).to_owned(),
+            value: values.get(field).to_owned(),
         };
     }
     if let Some(field) = rule
         .unless
         .as_ref()
-        .and_then(|unless| unless.first_hit(call, account))
+        .and_then(|unless| unless.first_hit(values))
     {
         return RuleOutcome::Exempt {
             field,
-            value: field.value_of(call, account).to_owned(),
+            value: values.get(field).to_owned(),
         };
     }
     match rule_deadline(rule, timeline, now, grace) {
@@ -225,11 +238,17 @@ pub fn evaluate_rule(
 impl Rule {
     /// Whether `[rule.match]` matches and `[rule.unless]` does not.
     pub fn applies_to(&self, call: &Call, account: &str) -> bool {
-        self.matcher.first_mismatch(call, account).is_none()
+        self.applies_to_values(call, &FieldValues::new(call, account))
+    }
+
+    /// [`Rule::applies_to`] with the call's field values already looked up.
+    pub fn applies_to_values(&self, call: &Call, values: &FieldValues<'_>) -> bool {
+        self.matcher.may_match(call)
+            && self.matcher.first_mismatch(values).is_none()
             && self
                 .unless
                 .as_ref()
-                .is_none_or(|unless| unless.first_hit(call, account).is_none())
+                .is_none_or(|unless| unless.first_hit(values).is_none())
     }
 
     /// Whether the rule is in force at `at` (no windows, or one is open).
@@ -295,6 +314,9 @@ fn window_deadline(
 }
 
 fn add(at: DateTime<Utc>, by: Duration) -> Result<DateTime<Utc>, &'static str> {
+    if by.is_zero() {
+        return Ok(at);
+    }
     chrono::Duration::from_std(by)
         .ok()
         .filter(|d| *d <= SEARCH_HORIZON * 100)

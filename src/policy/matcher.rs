@@ -6,7 +6,8 @@ use std::fmt;
 use globset::{Candidate, Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::Serialize;
 
-use crate::call::Call;
+use super::glob::SimpleGlob;
+use crate::call::{Call, CallStatus, Direction};
 
 /// One field a rule can match on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -66,9 +67,42 @@ impl MatchField {
         }
     }
 
+    /// A dense index, `0..6`, for [`FieldValues`].
+    pub fn index(self) -> usize {
+        match self {
+            MatchField::Account => 0,
+            MatchField::Direction => 1,
+            MatchField::Status => 2,
+            MatchField::To => 3,
+            MatchField::From => 4,
+            MatchField::CallerName => 5,
+        }
+    }
+
     /// Whether values of this field are phone numbers (patterns normalized).
     pub fn is_number(self) -> bool {
         matches!(self, MatchField::To | MatchField::From)
+    }
+}
+
+/// A call's value for every field, looked up once per call rather than once
+/// per rule.
+#[derive(Debug, Clone, Copy)]
+pub struct FieldValues<'a>([&'a str; 6]);
+
+impl<'a> FieldValues<'a> {
+    /// The values of `call` listed under `account`.
+    pub fn new(call: &'a Call, account: &'a str) -> Self {
+        let mut values = [""; 6];
+        for field in MatchField::ALL {
+            values[field.index()] = field.value_of(call, account);
+        }
+        Self(values)
+    }
+
+    /// The value of `field`.
+    pub fn get(&self, field: MatchField) -> &'a str {
+        self.0[field.index()]
     }
 }
 
@@ -103,6 +137,7 @@ enum Simple {
     Any,
     Literal(String),
     Prefix(String),
+    Pattern(SimpleGlob),
 }
 
 impl Simple {
@@ -113,16 +148,21 @@ impl Simple {
         } else if !has_meta(normalized) {
             Some(Simple::Literal(normalized.to_owned()))
         } else {
-            let stem = normalized.strip_suffix('*')?;
-            (!has_meta(stem)).then(|| Simple::Prefix(stem.to_owned()))
+            match normalized.strip_suffix('*') {
+                Some(stem) if !has_meta(stem) => Some(Simple::Prefix(stem.to_owned())),
+                _ => SimpleGlob::new(normalized).map(Simple::Pattern),
+            }
         }
     }
 
     fn is_match(&self, value: &str) -> bool {
         match self {
             Simple::Any => true,
-            Simple::Literal(literal) => value == literal,
-            Simple::Prefix(prefix) => value.starts_with(prefix.as_str()),
+            Simple::Literal(literal) => {
+                literal.len() == value.len() && starts_with(value.as_bytes(), literal.as_bytes())
+            }
+            Simple::Prefix(prefix) => starts_with(value.as_bytes(), prefix.as_bytes()),
+            Simple::Pattern(glob) => glob.is_match(value),
         }
     }
 }
@@ -194,7 +234,7 @@ pub fn compile_glob(field: MatchField, pattern: &str) -> Result<Glob, String> {
         .map_err(|err| err.kind().to_string())
 }
 
-/// Normalizes a number pattern the way [`normalize_number`] normalizes a
+/// Normalizes a number pattern the way [`crate::call::normalize_number`] normalizes a
 /// number, keeping the glob syntax: `+1 900*` becomes `1900*`.
 ///
 /// Patterns that are not numbers (`sip:*@example.com`, `anonymous`) are
@@ -235,11 +275,85 @@ pub fn normalize_number_pattern(pattern: &str) -> String {
     }
 }
 
+/// `value` starts with `prefix`; a plain loop, because these strings are a
+/// few bytes long and a `memcmp` call costs more than the comparison.
+#[inline]
+fn starts_with(value: &[u8], prefix: &[u8]) -> bool {
+    prefix.len() <= value.len() && prefix.iter().zip(value).all(|(a, b)| a == b)
+}
+
 /// A compiled `[rule.match]` or `[rule.unless]` table.
 #[derive(Debug, Clone, Default)]
 pub struct Match {
     /// One matcher per field given, in check order.
     pub fields: Vec<FieldMatcher>,
+    quick: QuickMasks,
+}
+
+/// Which directions and statuses a table accepts, as bit masks, so most
+/// non-matching rules are rejected without touching a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct QuickMasks {
+    direction: u8,
+    status: u8,
+}
+
+impl Default for QuickMasks {
+    fn default() -> Self {
+        Self {
+            direction: u8::MAX,
+            status: u8::MAX,
+        }
+    }
+}
+
+fn direction_bit(direction: Direction) -> u8 {
+    match direction {
+        Direction::Inbound => 1,
+        Direction::Outbound => 2,
+        Direction::Unknown => 4,
+    }
+}
+
+/// The bit of a status; every word outside the four known ones shares the
+/// last bit, which is always set (those are decided by the string matcher).
+fn status_bit(status: &CallStatus) -> u8 {
+    match status {
+        CallStatus::Queued => 1,
+        CallStatus::Ringing => 2,
+        CallStatus::EarlyMedia => 4,
+        CallStatus::InProgress => 8,
+        CallStatus::Other(_) => 16,
+    }
+}
+
+impl QuickMasks {
+    fn of(fields: &[FieldMatcher]) -> Self {
+        let mut masks = Self::default();
+        for matcher in fields {
+            match matcher.field {
+                MatchField::Direction => {
+                    masks.direction = [Direction::Inbound, Direction::Outbound, Direction::Unknown]
+                        .into_iter()
+                        .filter(|d| matcher.is_match(d.as_str()))
+                        .fold(0, |mask, d| mask | direction_bit(d));
+                }
+                MatchField::Status => {
+                    masks.status = [
+                        CallStatus::Queued,
+                        CallStatus::Ringing,
+                        CallStatus::EarlyMedia,
+                        CallStatus::InProgress,
+                    ]
+                    .iter()
+                    .filter(|s| matcher.is_match(s.as_str()))
+                    .fold(16, |mask, s| mask | status_bit(s));
+                }
+                _ => {}
+            }
+        }
+        masks
+    }
 }
 
 impl Match {
@@ -250,7 +364,15 @@ impl Match {
                 .iter()
                 .position(|field| *field == matcher.field)
         });
-        Self { fields }
+        let quick = QuickMasks::of(&fields);
+        Self { fields, quick }
+    }
+
+    /// A cheap test that is false only when `[rule.match]` cannot match
+    /// (its direction or status list excludes the call's).
+    pub fn may_match(&self, call: &Call) -> bool {
+        self.quick.direction & direction_bit(call.direction) != 0
+            && self.quick.status & status_bit(&call.status) != 0
     }
 
     /// The matcher for `field`, if the table has one.
@@ -265,18 +387,18 @@ impl Match {
     }
 
     /// For `[rule.match]` (AND): the first field that does not match, if any.
-    pub fn first_mismatch(&self, call: &Call, account: &str) -> Option<MatchField> {
+    pub fn first_mismatch(&self, values: &FieldValues<'_>) -> Option<MatchField> {
         self.fields
             .iter()
-            .find(|matcher| !matcher.is_match(matcher.field.value_of(call, account)))
+            .find(|matcher| !matcher.is_match(values.get(matcher.field)))
             .map(|matcher| matcher.field)
     }
 
     /// For `[rule.unless]` (OR): the first field that matches, if any.
-    pub fn first_hit(&self, call: &Call, account: &str) -> Option<MatchField> {
+    pub fn first_hit(&self, values: &FieldValues<'_>) -> Option<MatchField> {
         self.fields
             .iter()
-            .find(|matcher| matcher.is_match(matcher.field.value_of(call, account)))
+            .find(|matcher| matcher.is_match(values.get(matcher.field)))
             .map(|matcher| matcher.field)
     }
 }

@@ -6,6 +6,7 @@
 
 mod eval;
 mod explain;
+mod glob;
 mod matcher;
 mod window;
 
@@ -18,7 +19,8 @@ pub use eval::{
 };
 pub use explain::{explain, Decision, ExplainSettings, Explanation, RuleExplanation};
 pub use matcher::{
-    compile_glob, normalize_number_pattern, FieldMatcher, Match, MatchField, PatternError,
+    compile_glob, normalize_number_pattern, FieldMatcher, FieldValues, Match, MatchField,
+    PatternError,
 };
 pub use window::{parse_cron, CronParseError, Window, SEARCH_HORIZON};
 
