@@ -272,7 +272,11 @@ impl<A: VobizApi> Engine<A> {
         replay: &audit::Replay,
     ) -> Self {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let (status_tx, _) = watch::channel(AccountStatus::default());
+        let (status_tx, _) = watch::channel(AccountStatus {
+            account: account.clone(),
+            healthy: true,
+            ..AccountStatus::default()
+        });
         let mine = |set: &HashSet<(String, String)>| -> HashSet<CallUuid> {
             set.iter()
                 .filter(|(a, _)| *a == account)

@@ -94,3 +94,5 @@ pub async fn log_since(sim: &SimHandle, since: u64) -> Vec<Value> {
         .expect("records")
         .clone()
 }
+
+pub mod engine;

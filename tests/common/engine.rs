@@ -1,0 +1,171 @@
+//! Running the real engine against an in-process simulator: policies from
+//! TOML text, settings with small timings, the audit log in a temp dir.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use callwarden::audit::{self, AuditLog, Record};
+use callwarden::clock::{SharedClock, SystemClock};
+use callwarden::config::{self, EnforceSettings, RetrySettings, SafetySettings};
+use callwarden::engine::{AccountStatus, Command, Engine, Settings, Shared};
+use callwarden::metrics::Metrics;
+use callwarden::sim::SimHandle;
+use callwarden::vobiz::Client;
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+/// Settings for tests: 1 s polls, quick retries, the default safety limits.
+pub fn settings() -> Settings {
+    Settings {
+        poll_interval: Duration::from_secs(1),
+        enforce: EnforceSettings {
+            dry_run: false,
+            grace: Duration::ZERO,
+        },
+        retry: RetrySettings {
+            max_attempts: 4,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(3),
+        },
+        safety: SafetySettings {
+            protected_numbers: ["911", "112", "999"].map(String::from).to_vec(),
+            max_hangups_per_cycle: 100,
+            max_hangups_percent: 100,
+            breaker_min_live_calls: 20,
+        },
+        max_concurrent_requests: 8,
+        jitter_seed: Some(7),
+        stop_grace: Duration::from_secs(5),
+    }
+}
+
+/// A running engine and what a test needs to watch it.
+pub struct Running {
+    /// The audit directory.
+    pub state: tempfile::TempDir,
+    /// Commands to the engine.
+    pub commands: mpsc::Sender<Command>,
+    /// The engine's published state.
+    pub status: watch::Receiver<AccountStatus>,
+    /// The metrics it updates.
+    pub metrics: Arc<Metrics>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Every audit record so far.
+    pub fn audit(&self) -> Vec<Record> {
+        audit::read_all(self.state.path())
+            .expect("audit readable")
+            .0
+    }
+
+    /// Audit records about one call.
+    pub fn audit_of(&self, uuid: &str) -> Vec<Record> {
+        self.audit()
+            .into_iter()
+            .filter(|r| r.call_uuid == uuid)
+            .collect()
+    }
+
+    /// Stops the engine and waits for it.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+        self.state
+    }
+}
+
+/// Writes `policy_toml` to a file and compiles it.
+pub fn policy(policy_toml: &str) -> Arc<callwarden::policy::Policy> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path: PathBuf = dir.path().join("rules.toml");
+    std::fs::write(&path, policy_toml).expect("write policy");
+    let (policy, _warnings) = config::load_policy_files(&[path], Utc::now())
+        .unwrap_or_else(|d| panic!("test policy invalid: {d:?}"));
+    Arc::new(policy)
+}
+
+/// Starts the engine for the default account of `sim`.
+pub fn start(sim: &SimHandle, policy_toml: &str, settings: Settings) -> Running {
+    start_in(
+        sim,
+        policy_toml,
+        settings,
+        tempfile::tempdir().expect("tempdir"),
+    )
+}
+
+/// Starts the engine with an existing state directory (restart tests).
+pub fn start_in(
+    sim: &SimHandle,
+    policy_toml: &str,
+    settings: Settings,
+    state: tempfile::TempDir,
+) -> Running {
+    let clock: SharedClock = Arc::new(SystemClock);
+    let client = Arc::new(Client::new(super::client_config(sim)).expect("client"));
+    let metrics = Arc::new(Metrics::new());
+    let shared = Shared {
+        audit: Arc::new(AuditLog::open(state.path()).expect("audit")),
+        metrics: Arc::clone(&metrics),
+        clock,
+    };
+    let replay = audit::replay(state.path()).expect("replay");
+    let engine = Engine::new(
+        "default".to_owned(),
+        client,
+        policy(policy_toml),
+        settings,
+        shared,
+        &replay,
+    );
+    let status = engine.status();
+    let (commands, commands_rx) = mpsc::channel(8);
+    let (stop, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(engine.run(commands_rx, async move {
+        let _ = stop_rx.await;
+    }));
+    Running {
+        state,
+        commands,
+        status,
+        metrics,
+        stop: Some(stop),
+        task,
+    }
+}
+
+/// Polls `condition` every 50 ms until it holds or `limit` passes.
+pub async fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let until = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < until {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    condition()
+}
+
+/// Parses a simulator log timestamp.
+pub fn t_wall(record: &serde_json::Value) -> DateTime<Utc> {
+    record["t_wall"]
+        .as_str()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .expect("t_wall")
+        .with_timezone(&Utc)
+}
+
+/// The simulator's API requests of one method on one call.
+pub fn requests(log: &[serde_json::Value], method: &str, uuid: &str) -> Vec<serde_json::Value> {
+    log.iter()
+        .filter(|r| r["method"] == method && r["uuid"] == uuid)
+        .cloned()
+        .collect()
+}
