@@ -537,6 +537,17 @@ impl<A: VobizApi> Engine<A> {
         for uuid in gone {
             self.forget(&uuid);
         }
+        // Intents left open by a crash whose calls are no longer live: the
+        // hangup (or the caller) ended them. Close them.
+        let ended: Vec<CallUuid> = self
+            .resumed
+            .iter()
+            .filter(|uuid| !live.contains(*uuid) && !self.calls.contains_key(*uuid))
+            .cloned()
+            .collect();
+        for uuid in ended {
+            self.forget(&uuid);
+        }
         self.hung_up.retain(|uuid| live.contains(uuid));
         self.finished.retain(|uuid| live.contains(uuid));
         self.pardons.retain(|uuid, _| live.contains(uuid));
