@@ -135,6 +135,7 @@ pub async fn run(config_path: PathBuf, options: RunOptions) -> anyhow::Result<()
     }
     let metrics = Arc::new(Metrics::new());
     let shared = Shared {
+        state_dir: Some(config.state_dir.clone()),
         audit,
         metrics: Arc::clone(&metrics),
         clock: Arc::clone(&clock),

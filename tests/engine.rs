@@ -448,3 +448,42 @@ warn_text = "This call will end soon."
     );
     running.stop().await;
 }
+
+#[tokio::test]
+async fn a_restart_keeps_when_a_flat_shape_call_was_first_seen_answered() {
+    let sim = default_sim();
+    // Flat shape: no answer_time, so the answer is timed from first sight.
+    let uuid = add_calls(&sim, json!([outbound(100.0, "+14155550188")])).await[0].clone();
+    let policy = r#"
+[[rule]]
+name = "answered-6s"
+max_duration = "6s"
+[rule.match]
+direction = ["outbound"]
+"#;
+    let first_sight = chrono::Utc::now();
+    let running = start(&sim, policy, settings());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let state = running.stop().await;
+    let restarted_at = chrono::Utc::now();
+    let running = common::engine::start_in(&sim, policy, settings(), state);
+    let sim_state = sim.state().clone();
+    let id = uuid.clone();
+    assert!(
+        wait_for(Duration::from_secs(12), || sim_state
+            .call(&id)
+            .is_some_and(|c| c.ended_at.is_some()))
+        .await
+    );
+    let log = log_since(&sim, 0).await;
+    let deleted_at = t_wall(&requests(&log, "DELETE", &uuid)[0]);
+    assert!(
+        deleted_at >= first_sight + TimeDelta::seconds(6),
+        "early: {deleted_at}"
+    );
+    assert!(
+        deleted_at < restarted_at + TimeDelta::seconds(5),
+        "re-timed from the restart ({restarted_at}), hung up at {deleted_at}"
+    );
+    running.stop().await;
+}

@@ -64,6 +64,7 @@ pub async fn run(duration: Duration) -> anyhow::Result<u8> {
     let config = loaded.config;
     let audit = Arc::new(AuditLog::open(&config.state_dir)?);
     let shared = Shared {
+        state_dir: Some(config.state_dir.clone()),
         audit: Arc::clone(&audit),
         metrics: Arc::new(Metrics::new()),
         clock: Arc::clone(&clock),

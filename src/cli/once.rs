@@ -24,6 +24,7 @@ pub async fn run(config_path: &Path, env: &Environment, json: bool) -> anyhow::R
     let audit = Arc::new(AuditLog::open(&config.state_dir).context("cannot open the audit log")?);
     let replay = audit::replay(&config.state_dir).context("cannot read the audit log")?;
     let shared = Shared {
+        state_dir: Some(config.state_dir.clone()),
         audit,
         metrics: Arc::new(Metrics::new()),
         clock: Arc::clone(&clock),

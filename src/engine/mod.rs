@@ -11,6 +11,7 @@
 pub mod actions;
 pub mod backoff;
 pub mod breaker;
+pub mod memory;
 pub mod plan;
 pub mod skew;
 pub mod status;
@@ -94,6 +95,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Wall-clock time.
     pub clock: SharedClock,
+    /// Where to remember call times across restarts (`None`: nowhere).
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// Operator requests to a running engine.
@@ -251,6 +254,11 @@ pub struct Engine<A: VobizApi> {
     overridden: HashSet<CallUuid>,
     recent_fires: VecDeque<DateTime<Utc>>,
 
+    remembered: HashMap<String, memory::Remembered>,
+    memory_dirty: bool,
+    memory_writes: Arc<Mutex<u64>>,
+    memory_generation: u64,
+
     skew: Option<SkewEstimate>,
     mismatch: Option<Mismatch>,
     unhealthy: Option<String>,
@@ -287,7 +295,16 @@ impl<A: VobizApi> Engine<A> {
             settings: settings.retry,
             jitter: Mutex::new(Jitter::new(settings.jitter_seed)),
         });
+        let remembered = shared
+            .state_dir
+            .as_deref()
+            .map(|dir| memory::load(&memory::path(dir, &account)))
+            .unwrap_or_default();
         let engine = Self {
+            remembered,
+            memory_dirty: false,
+            memory_writes: Arc::new(Mutex::new(0)),
+            memory_generation: 0,
             hung_up: mine(&replay.hung_up),
             resumed: mine(&replay.pending),
             account,
@@ -581,6 +598,7 @@ impl<A: VobizApi> Engine<A> {
         }
         self.observe_legs();
         self.check_breaker();
+        self.save_memory();
         self.publish();
         self.shared
             .metrics
@@ -663,21 +681,71 @@ impl<A: VobizApi> Engine<A> {
         let seen_at = fetched.received_at;
         match fetch {
             Fetch::Discover { new_since, queued } => {
-                let tracked = Tracked::new(fetched.value, seen_at, new_since, queued);
+                let mut tracked = Tracked::new(fetched.value, seen_at, new_since, queued);
+                if let Some(remembered) = self.remembered.get(uuid.as_str()) {
+                    tracked.restore(remembered);
+                }
                 self.check_mismatch(&tracked, seen_at);
                 self.calls.insert(uuid.clone(), tracked);
+                self.memory_dirty = true;
             }
             Fetch::Refresh => {
                 let legs = self.leg_count(&uuid);
                 match self.calls.get_mut(&uuid) {
                     Some(tracked) => {
-                        tracked.refresh(fetched.value, seen_at, legs);
+                        self.memory_dirty |= tracked.refresh(fetched.value, seen_at, legs);
                     }
                     None => return,
                 }
             }
         }
         self.evaluate(&uuid);
+    }
+
+    /// Writes the remembered call times when they changed since the last
+    /// poll, off the engine's task (at 100,000 calls this is megabytes).
+    fn save_memory(&mut self) {
+        if let Some(write) = self.memory_snapshot() {
+            tokio::task::spawn_blocking(write);
+        }
+    }
+
+    /// The pending write of the remembered call times, if they changed.
+    /// Calls no longer live are dropped; one writer at a time, and never an
+    /// older snapshot over a newer one.
+    fn memory_snapshot(&mut self) -> Option<impl FnOnce() + Send + 'static> {
+        let dir = self.shared.state_dir.clone()?;
+        if !self.memory_dirty && self.remembered.len() == self.calls.len() {
+            return None;
+        }
+        self.memory_dirty = false;
+        // Calls still waiting for their details keep what an earlier run knew.
+        let live = &self.live;
+        self.remembered
+            .retain(|uuid, _| CallUuid::parse(uuid).is_ok_and(|uuid| live.contains(&uuid)));
+        for (uuid, tracked) in &self.calls {
+            self.remembered
+                .insert(uuid.to_string(), tracked.remembered());
+        }
+        let path = memory::path(&dir, &self.account);
+        let snapshot = self.remembered.clone();
+        self.memory_generation += 1;
+        let generation = self.memory_generation;
+        let written = Arc::clone(&self.memory_writes);
+        Some(move || {
+            let Ok(mut last) = written.lock() else {
+                return;
+            };
+            if *last >= generation {
+                return;
+            }
+            match memory::save(&path, &snapshot) {
+                Ok(()) => *last = generation,
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "cannot save call memory")
+                }
+            }
+        })
     }
 
     fn check_mismatch(&mut self, tracked: &Tracked, now: DateTime<Utc>) {
@@ -1447,6 +1515,11 @@ impl<A: VobizApi> Engine<A> {
                     break;
                 }
             }
+        }
+        self.memory_dirty = true;
+        if let Some(write) = self.memory_snapshot() {
+            // Synchronously: the runtime may be going away.
+            write();
         }
         self.publish();
     }

@@ -53,6 +53,31 @@ impl Tracked {
         }
     }
 
+    /// Restores the times remembered from an earlier run.
+    pub fn restore(&mut self, remembered: &super::memory::Remembered) {
+        self.first_seen = remembered.first_seen.min(self.first_seen);
+        self.answered_seen = match (remembered.answered_seen, self.answered_seen) {
+            (Some(then), Some(now)) => Some(then.min(now)),
+            (then, now) => then.or(now),
+        };
+        // If the state changed while we were down, the change happened at
+        // some unknown time: keep "now", the later and so safer choice.
+        if remembered.state_key == self.state_key {
+            self.last_change = remembered.last_change.min(self.last_change);
+        }
+        self.new_since = None;
+    }
+
+    /// The times worth remembering across a restart.
+    pub fn remembered(&self) -> super::memory::Remembered {
+        super::memory::Remembered {
+            first_seen: self.first_seen,
+            answered_seen: self.answered_seen,
+            last_change: self.last_change,
+            state_key: self.state_key,
+        }
+    }
+
     /// Takes fresh details fetched at `seen_at`; `legs` is how many live
     /// B-legs name this call as parent. Returns whether the state changed.
     pub fn refresh(&mut self, call: Call, seen_at: DateTime<Utc>, legs: usize) -> bool {

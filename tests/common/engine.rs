@@ -112,6 +112,7 @@ pub fn start_in(
     let client = Arc::new(Client::new(super::client_config(sim)).expect("client"));
     let metrics = Arc::new(Metrics::new());
     let shared = Shared {
+        state_dir: Some(state.path().to_path_buf()),
         audit: Arc::new(AuditLog::open(state.path()).expect("audit")),
         metrics: Arc::clone(&metrics),
         clock,
