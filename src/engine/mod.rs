@@ -227,6 +227,8 @@ pub struct Engine<A: VobizApi> {
     retrier: Arc<Retrier>,
 
     calls: HashMap<CallUuid, Tracked>,
+    /// B-legs by parent A-leg, kept exact as calls come and go.
+    children: HashMap<CallUuid, std::collections::BTreeSet<CallUuid>>,
     winners: HashMap<CallUuid, (usize, DateTime<Utc>)>,
     enforce_timers: TimerQueue<CallUuid>,
     bypass_timers: TimerQueue<CallUuid>,
@@ -235,6 +237,12 @@ pub struct Engine<A: VobizApi> {
 
     detail_queue: VecDeque<(CallUuid, Fetch)>,
     detail_queued: HashSet<CallUuid>,
+    /// Discovery fetches not yet answered, and when that batch began.
+    discovering: usize,
+    batch_started: Option<DateTime<Utc>>,
+    /// Newly discovered calls already overdue, held until their batch is
+    /// read so the breaker sees the whole batch at once.
+    batch_due: Vec<CallUuid>,
     details_in_flight: usize,
     list_in_flight: bool,
     live: HashSet<CallUuid>,
@@ -314,6 +322,7 @@ impl<A: VobizApi> Engine<A> {
             shared,
             retrier,
             calls: HashMap::new(),
+            children: HashMap::new(),
             winners: HashMap::new(),
             enforce_timers: TimerQueue::default(),
             bypass_timers: TimerQueue::default(),
@@ -321,6 +330,9 @@ impl<A: VobizApi> Engine<A> {
             dry_timers: TimerQueue::default(),
             detail_queue: VecDeque::new(),
             detail_queued: HashSet::new(),
+            discovering: 0,
+            batch_started: None,
+            batch_due: Vec::new(),
             details_in_flight: 0,
             list_in_flight: false,
             live: HashSet::new(),
@@ -467,6 +479,7 @@ impl<A: VobizApi> Engine<A> {
 
     fn sleep_until_next_timer(&self) -> tokio::time::Sleep {
         let next = [
+            self.batch_release_at(),
             self.enforce_timers.next_at(),
             self.bypass_timers.next_at(),
             self.warn_timers.next_at(),
@@ -585,11 +598,10 @@ impl<A: VobizApi> Engine<A> {
         }
         self.live = live;
 
-        let idle_watch = self.idle_watched();
         let refresh: Vec<CallUuid> = self
             .calls
             .iter()
-            .filter(|(uuid, t)| t.needs_refresh(idle_watch.contains(*uuid)))
+            .filter(|(_, t)| t.needs_refresh())
             .filter(|(uuid, _)| !self.busy.contains(*uuid))
             .map(|(uuid, _)| uuid.clone())
             .collect();
@@ -620,7 +632,31 @@ impl<A: VobizApi> Engine<A> {
 
     fn enqueue_detail(&mut self, uuid: CallUuid, fetch: Fetch) {
         if self.detail_queued.insert(uuid.clone()) {
+            if matches!(fetch, Fetch::Discover { .. }) {
+                if self.discovering == 0 {
+                    self.batch_started = Some(self.now());
+                }
+                self.discovering += 1;
+            }
             self.detail_queue.push_back((uuid, fetch));
+        }
+    }
+
+    /// When the held overdue calls of the current discovery batch are let
+    /// go at the latest: one poll interval after the batch began, so a slow
+    /// start-up (a large account under a tight rate budget) still enforces.
+    fn batch_release_at(&self) -> Option<DateTime<Utc>> {
+        if self.batch_due.is_empty() {
+            return None;
+        }
+        let interval = TimeDelta::from_std(self.settings.poll_interval).unwrap_or_default();
+        Some(self.batch_started.unwrap_or_else(|| self.now()) + interval)
+    }
+
+    fn release_batch(&mut self) {
+        let now = self.now();
+        for uuid in std::mem::take(&mut self.batch_due) {
+            self.enforce_timers.schedule(uuid, now);
         }
     }
 
@@ -657,6 +693,22 @@ impl<A: VobizApi> Engine<A> {
         self.details_in_flight = self.details_in_flight.saturating_sub(1);
         self.detail_queued.remove(&uuid);
         self.pump_details();
+        self.read_detail(uuid, fetch, result);
+        if matches!(fetch, Fetch::Discover { .. }) {
+            self.discovering = self.discovering.saturating_sub(1);
+            if self.discovering == 0 {
+                self.batch_started = None;
+                self.release_batch();
+            }
+        }
+    }
+
+    fn read_detail(
+        &mut self,
+        uuid: CallUuid,
+        fetch: Fetch,
+        result: Result<Fetched<Call>, ApiError>,
+    ) {
         let fetched = match result {
             Ok(fetched) => fetched,
             Err(ApiError::NotFound) => {
@@ -686,16 +738,14 @@ impl<A: VobizApi> Engine<A> {
                     tracked.restore(remembered);
                 }
                 self.check_mismatch(&tracked, seen_at);
+                self.index_parent(&uuid, None, tracked.call.parent_call_uuid.clone());
                 self.calls.insert(uuid.clone(), tracked);
                 self.memory_dirty = true;
             }
             Fetch::Refresh => {
                 let legs = self.leg_count(&uuid);
-                match self.calls.get_mut(&uuid) {
-                    Some(tracked) => {
-                        self.memory_dirty |= tracked.refresh(fetched.value, seen_at, legs);
-                    }
-                    None => return,
+                if !self.refresh_tracked(&uuid, fetched.value, seen_at, legs) {
+                    return;
                 }
             }
         }
@@ -783,52 +833,60 @@ impl<A: VobizApi> Engine<A> {
     }
 
     fn leg_count(&self, parent: &CallUuid) -> usize {
-        self.calls
-            .values()
-            .filter(|t| t.call.parent_call_uuid.as_ref() == Some(parent))
-            .count()
+        self.children.get(parent).map_or(0, |legs| legs.len())
+    }
+
+    /// Moves `uuid` in the parent index from `old` to `new` parent.
+    fn index_parent(&mut self, uuid: &CallUuid, old: Option<CallUuid>, new: Option<CallUuid>) {
+        if old == new {
+            return;
+        }
+        if let Some(old) = old {
+            if let Some(legs) = self.children.get_mut(&old) {
+                legs.remove(uuid);
+                if legs.is_empty() {
+                    self.children.remove(&old);
+                }
+            }
+        }
+        if let Some(new) = new {
+            self.children.entry(new).or_default().insert(uuid.clone());
+        }
+    }
+
+    /// Takes fresh details of a tracked call; false if it is not tracked.
+    fn refresh_tracked(
+        &mut self,
+        uuid: &CallUuid,
+        call: Call,
+        seen_at: DateTime<Utc>,
+        legs: usize,
+    ) -> bool {
+        let Some(tracked) = self.calls.get_mut(uuid) else {
+            return false;
+        };
+        let old_parent = tracked.call.parent_call_uuid.clone();
+        let new_parent = call.parent_call_uuid.clone();
+        self.memory_dirty |= tracked.refresh(call, seen_at, legs);
+        self.index_parent(uuid, old_parent, new_parent);
+        true
     }
 
     fn observe_legs(&mut self) {
         if !self.policy.has_idle_rules() {
             return;
         }
-        let mut legs: HashMap<CallUuid, usize> = HashMap::new();
-        for tracked in self.calls.values() {
-            if let Some(parent) = &tracked.call.parent_call_uuid {
-                *legs.entry(parent.clone()).or_default() += 1;
-            }
-        }
         let now = self.now();
         for (uuid, tracked) in &mut self.calls {
-            tracked.observe_legs(legs.get(uuid).copied().unwrap_or(0), now);
+            let legs = self.children.get(uuid).map_or(0, |legs| legs.len());
+            tracked.observe_legs(legs, now);
         }
-    }
-
-    /// Calls an idle rule currently matches: their state is re-read each poll.
-    fn idle_watched(&self) -> HashSet<CallUuid> {
-        if !self.policy.has_idle_rules() {
-            return HashSet::new();
-        }
-        let now = self.now();
-        self.calls
-            .iter()
-            .filter(|(_, tracked)| {
-                let evaluation = self.evaluate_tracked(tracked, now);
-                evaluation.verdicts.iter().any(|v| {
-                    matches!(self.policy.rules[v.rule].limit, Limit::IdleTimeout(_))
-                        && matches!(
-                            v.outcome,
-                            RuleOutcome::Due { .. } | RuleOutcome::NotDue { .. }
-                        )
-                })
-            })
-            .map(|(uuid, _)| uuid.clone())
-            .collect()
     }
 
     fn forget(&mut self, uuid: &CallUuid) {
-        self.calls.remove(uuid);
+        if let Some(tracked) = self.calls.remove(uuid) {
+            self.index_parent(uuid, tracked.call.parent_call_uuid, None);
+        }
         self.winners.remove(uuid);
         self.enforce_timers.cancel(uuid);
         self.bypass_timers.cancel(uuid);
@@ -836,9 +894,10 @@ impl<A: VobizApi> Engine<A> {
         self.held.remove(uuid);
         self.overridden.remove(uuid);
         self.warned.remove(uuid);
-        self.dry_done.retain(|(u, _)| u != uuid);
-        for index in 0..self.policy.rules.len() {
-            self.dry_timers.cancel(&(uuid.clone(), index));
+        for index in dry_run_rules(&self.policy) {
+            let key = (uuid.clone(), index);
+            self.dry_done.remove(&key);
+            self.dry_timers.cancel(&key);
         }
         if self.resumed.remove(uuid) {
             // A hangup was in flight when the last run stopped; the call has
@@ -877,11 +936,17 @@ impl<A: VobizApi> Engine<A> {
         let evaluation = self.evaluate_tracked(tracked, now);
         let winner = evaluation.effective(&self.policy, self.settings.enforce.dry_run);
         let dry: Vec<(usize, DateTime<Utc>)> = evaluation.dry_run_due(&self.policy).collect();
+        let watched = evaluation
+            .matched()
+            .any(|v| matches!(self.policy.rules[v.rule].limit, Limit::IdleTimeout(_)));
+        if let Some(tracked) = self.calls.get_mut(uuid) {
+            tracked.watched_by_idle_rule = watched;
+        }
 
         self.enforce_timers.cancel(uuid);
         self.bypass_timers.cancel(uuid);
         self.warn_timers.cancel(uuid);
-        for index in 0..self.policy.rules.len() {
+        for index in dry_run_rules(&self.policy) {
             if !dry.iter().any(|(i, _)| *i == index) {
                 self.dry_timers.cancel(&(uuid.clone(), index));
             }
@@ -906,8 +971,15 @@ impl<A: VobizApi> Engine<A> {
             _ => deadline,
         };
         let rule = &self.policy.rules[index];
+        let in_batch = self.batch_started.is_some_and(|started| {
+            self.calls
+                .get(uuid)
+                .is_some_and(|t| t.first_seen >= started)
+        });
         if rule.action.bypass_breaker {
             self.bypass_timers.schedule(uuid.clone(), deadline);
+        } else if in_batch && deadline <= now && self.once.is_none() {
+            self.batch_due.push(uuid.clone());
         } else {
             self.enforce_timers.schedule(uuid.clone(), deadline);
         }
@@ -934,6 +1006,9 @@ impl<A: VobizApi> Engine<A> {
 
     fn fire_due(&mut self) {
         let now = self.now();
+        if self.batch_release_at().is_some_and(|at| at <= now) {
+            self.release_batch();
+        }
         for (uuid, _) in self.warn_timers.pop_due(now) {
             self.fire_warning(&uuid);
         }
@@ -993,11 +1068,12 @@ impl<A: VobizApi> Engine<A> {
                 self.observe_skew(&fetched);
                 let legs = self.leg_count(&uuid);
                 let seen_at = fetched.received_at;
-                let Some(tracked) = self.calls.get_mut(&uuid) else {
+                if !self.refresh_tracked(&uuid, fetched.value, seen_at, legs) {
+                    return;
+                }
+                let Some(call) = self.calls.get(&uuid).map(|t| t.call.clone()) else {
                     return;
                 };
-                tracked.refresh(fetched.value, seen_at, legs);
-                let call = tracked.call.clone();
                 self.act(&uuid, purpose, call, now);
             }
             Err(ApiError::NotFound) => self.forget(&uuid),
@@ -1167,17 +1243,7 @@ impl<A: VobizApi> Engine<A> {
 
     /// Which legs a hangup of `call` would end, with the safety checks.
     fn plan(&self, call: &Call, scope: HangupScope) -> Plan {
-        let snapshot: HashMap<CallUuid, &Call> = self
-            .calls
-            .iter()
-            .map(|(uuid, tracked)| (uuid.clone(), &tracked.call))
-            .collect();
-        plan::plan_hangup(
-            call,
-            scope,
-            &snapshot,
-            &self.settings.safety.protected_numbers,
-        )
+        plan::plan_hangup(call, scope, self, &self.settings.safety.protected_numbers)
     }
 
     fn finish(&mut self, uuid: &CallUuid, purpose: Purpose) {
@@ -1704,6 +1770,29 @@ impl<A: VobizApi> Engine<A> {
             calls,
         });
     }
+}
+
+impl<A: VobizApi> plan::Legs for Engine<A> {
+    fn call(&self, uuid: &CallUuid) -> Option<&Call> {
+        self.calls.get(uuid).map(|t| &t.call)
+    }
+
+    fn children(&self, parent: &CallUuid) -> Vec<CallUuid> {
+        self.children
+            .get(parent)
+            .map(|legs| legs.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Indices of the rules that are dry-run by their own action.
+fn dry_run_rules(policy: &Policy) -> impl Iterator<Item = usize> + '_ {
+    policy
+        .rules
+        .iter()
+        .enumerate()
+        .filter(|(_, rule)| rule.action.dry_run)
+        .map(|(index, _)| index)
 }
 
 fn scope_word(scope: HangupScope) -> &'static str {

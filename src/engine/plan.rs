@@ -1,10 +1,16 @@
-//! Turning a due rule into the legs to end: pure functions over the
-//! snapshot of tracked calls, so the safety checks are testable alone.
-
-use std::collections::HashMap;
+//! Turning a due rule into the legs to end: pure functions over a view of
+//! the tracked calls, so the safety checks are testable alone.
 
 use crate::call::{Call, CallUuid};
 use crate::policy::{is_protected, HangupScope};
+
+/// What planning needs to know about the other live calls.
+pub trait Legs {
+    /// The details of a tracked call.
+    fn call(&self, uuid: &CallUuid) -> Option<&Call>;
+    /// The live legs whose parent is `parent`, in a stable order.
+    fn children(&self, parent: &CallUuid) -> Vec<CallUuid>;
+}
 
 /// The legs one hangup ends, or why it must not happen.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,12 +31,11 @@ pub enum Plan {
     UnknownLeg(CallUuid),
 }
 
-/// Plans the hangup of `call` with `scope`. `calls` is the snapshot of
-/// tracked calls (B-legs name their A-leg in `parent_call_uuid`).
+/// Plans the hangup of `call` with `scope`.
 pub fn plan_hangup(
     call: &Call,
     scope: HangupScope,
-    calls: &HashMap<CallUuid, &Call>,
+    legs: &impl Legs,
     protected: &[String],
 ) -> Plan {
     let targets: Vec<CallUuid> = match scope {
@@ -39,7 +44,7 @@ pub fn plan_hangup(
             .parent_call_uuid
             .clone()
             .unwrap_or_else(|| call.uuid.clone())],
-        HangupScope::BLegs => children(&call.uuid, calls),
+        HangupScope::BLegs => legs.children(&call.uuid),
     };
     if targets.is_empty() {
         return Plan::NoLegs;
@@ -47,13 +52,13 @@ pub fn plan_hangup(
     // Ending an A-leg ends its B-legs too: check every leg that goes.
     for target in &targets {
         let mut ending = vec![target.clone()];
-        ending.extend(children(target, calls));
+        ending.extend(legs.children(target));
         for leg in ending {
             let details = if leg == call.uuid {
                 call
             } else {
-                match calls.get(&leg) {
-                    Some(details) => *details,
+                match legs.call(&leg) {
+                    Some(details) => details,
                     None => return Plan::UnknownLeg(leg),
                 }
             };
@@ -70,13 +75,98 @@ pub fn plan_hangup(
     Plan::End(targets)
 }
 
-/// The live legs whose parent is `parent`, sorted for a stable order.
-pub fn children(parent: &CallUuid, calls: &HashMap<CallUuid, &Call>) -> Vec<CallUuid> {
-    let mut legs: Vec<CallUuid> = calls
-        .values()
-        .filter(|c| c.parent_call_uuid.as_ref() == Some(parent))
-        .map(|c| c.uuid.clone())
-        .collect();
-    legs.sort();
-    legs
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::call::{CallStatus, Direction, Shape};
+
+    struct Snapshot(HashMap<CallUuid, Call>);
+
+    impl Legs for Snapshot {
+        fn call(&self, uuid: &CallUuid) -> Option<&Call> {
+            self.0.get(uuid)
+        }
+        fn children(&self, parent: &CallUuid) -> Vec<CallUuid> {
+            let mut legs: Vec<_> = self
+                .0
+                .values()
+                .filter(|c| c.parent_call_uuid.as_ref() == Some(parent))
+                .map(|c| c.uuid.clone())
+                .collect();
+            legs.sort();
+            legs
+        }
+    }
+
+    fn uuid(s: &str) -> CallUuid {
+        CallUuid::parse(s).unwrap()
+    }
+
+    fn call(id: &str, to: &str, parent: Option<&str>) -> Call {
+        Call {
+            uuid: uuid(id),
+            direction: Direction::Outbound,
+            from: "14155550100".into(),
+            to: to.into(),
+            caller_name: String::new(),
+            status: CallStatus::InProgress,
+            started_at: None,
+            answered_at: None,
+            duration_s: None,
+            parent_call_uuid: parent.map(uuid),
+            shape: Shape::Flat,
+            raw: serde_json::Value::Null,
+        }
+    }
+
+    fn snapshot(calls: &[Call]) -> Snapshot {
+        Snapshot(calls.iter().map(|c| (c.uuid.clone(), c.clone())).collect())
+    }
+
+    const PROTECTED: &[&str] = &["911"];
+
+    fn protected() -> Vec<String> {
+        PROTECTED.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn whole_ends_the_parent_and_checks_every_leg() {
+        let a = call("a", "14155550101", None);
+        let b = call("b", "14155550102", Some("a"));
+        let legs = snapshot(&[a.clone(), b.clone()]);
+        assert_eq!(
+            plan_hangup(&b, HangupScope::Whole, &legs, &protected()),
+            Plan::End(vec![uuid("a")])
+        );
+        // A protected B-leg protects the A-leg whose hangup would end it.
+        let b911 = call("b", "911", Some("a"));
+        let legs = snapshot(&[a.clone(), b911]);
+        assert!(matches!(
+            plan_hangup(&a, HangupScope::Call, &legs, &protected()),
+            Plan::Protected { leg, .. } if leg == uuid("b")
+        ));
+    }
+
+    #[test]
+    fn b_legs_end_only_children_and_unknown_parents_wait() {
+        let a = call("a", "14155550101", None);
+        let b = call("b", "14155550102", Some("a"));
+        let c = call("c", "14155550103", Some("a"));
+        let legs = snapshot(&[a.clone(), b.clone(), c]);
+        assert_eq!(
+            plan_hangup(&a, HangupScope::BLegs, &legs, &protected()),
+            Plan::End(vec![uuid("b"), uuid("c")])
+        );
+        assert_eq!(
+            plan_hangup(&b, HangupScope::BLegs, &legs, &protected()),
+            Plan::NoLegs
+        );
+        let orphan = call("d", "14155550104", Some("zz"));
+        assert_eq!(
+            plan_hangup(&orphan, HangupScope::Whole, &snapshot(&[]), &protected()),
+            Plan::UnknownLeg(uuid("zz"))
+        );
+    }
 }

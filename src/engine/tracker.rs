@@ -30,6 +30,8 @@ pub struct Tracked {
     pub new_since: Option<DateTime<Utc>>,
     /// Came from the queued list (details via `?status=queued`).
     pub queued: bool,
+    /// An idle rule matched at the last evaluation: re-read at each poll.
+    pub watched_by_idle_rule: bool,
 }
 
 impl Tracked {
@@ -50,6 +52,7 @@ impl Tracked {
             state_key,
             new_since,
             queued,
+            watched_by_idle_rule: false,
         }
     }
 
@@ -132,8 +135,8 @@ impl Tracked {
     /// Whether details must be fetched again at each poll: the call may
     /// still be answered (unanswered calls are not due under
     /// `measure_from = "answer"`), or an idle rule watches it.
-    pub fn needs_refresh(&self, watched_by_idle_rule: bool) -> bool {
-        watched_by_idle_rule || !is_answered(&self.call)
+    pub fn needs_refresh(&self) -> bool {
+        self.watched_by_idle_rule || !is_answered(&self.call)
     }
 }
 
