@@ -110,6 +110,10 @@ pub struct RunOptions {
 
 /// Runs the daemon until SIGTERM/SIGINT.
 pub async fn run(config_path: PathBuf, options: RunOptions) -> anyhow::Result<()> {
+    // Installed first: until then SIGHUP/SIGTERM would kill the process
+    // outright, and systemd may send them as soon as READY=1 is out.
+    let mut signals = signal_hook_tokio::Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR1])
+        .context("cannot install signal handlers")?;
     let loaded = load_config(&config_path, &options.env)?;
     let config = loaded.config;
     let clock = options.clock;
@@ -183,11 +187,14 @@ pub async fn run(config_path: PathBuf, options: RunOptions) -> anyhow::Result<()
         None => None,
     };
     if let Some(listener) = listener {
-        let addr = listener.local_addr().ok();
-        tracing::info!(
-            ?addr,
-            "status listener up: /metrics /healthz /readyz /status /pardon"
-        );
+        // Plain `addr` so scripts (and tests, with port 0) can read it.
+        match listener.local_addr() {
+            Ok(addr) => tracing::info!(
+                %addr,
+                "status listener up: /metrics /healthz /readyz /status /pardon"
+            ),
+            Err(error) => tracing::warn!(%error, "status listener up at an unknown address"),
+        }
         let state = HttpState {
             metrics: Arc::clone(&metrics),
             accounts: handles.iter().map(|(_, h)| h.clone()).collect(),
@@ -217,8 +224,6 @@ pub async fn run(config_path: PathBuf, options: RunOptions) -> anyhow::Result<()
         "callwarden running"
     );
 
-    let mut signals = signal_hook_tokio::Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR1])
-        .context("cannot install signal handlers")?;
     while let Some(signal) = signals.next().await {
         match signal {
             SIGHUP => {
@@ -346,7 +351,8 @@ fn status_line(statuses: &[watch::Receiver<AccountStatus>]) -> String {
             )
         })
         .collect();
-    parts.join("; ")
+    // One line: a newline would start a new assignment in the notify datagram.
+    parts.join("; ").replace(['\n', '\r'], " ")
 }
 
 fn notify(states: &[sd_notify::NotifyState<'_>]) {
