@@ -54,9 +54,12 @@ fn install(format: LogFormat, verbose: u8, quiet_level: &str) {
     };
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("callwarden={default_level},warn")));
-    let json = wants_json(format, std::io::stderr().is_terminal());
+    let terminal = std::io::stderr().is_terminal();
+    let json = wants_json(format, terminal);
+    // Colour codes only on a terminal: journald and files get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(terminal)
         .with_writer(std::io::stderr);
     // A second init (tests, demo) keeps the first subscriber; that is fine.
     let _ = if json {
@@ -99,6 +102,9 @@ mod tests {
 
     #[test]
     fn a_missing_file_gives_none() {
-        assert_eq!(format_from_config(Path::new("/nonexistent/callwarden.toml")), None);
+        assert_eq!(
+            format_from_config(Path::new("/nonexistent/callwarden.toml")),
+            None
+        );
     }
 }
