@@ -799,3 +799,27 @@ async fn usage_errors_exit_2_and_a_bad_config_exits_1() {
     let output = run(command("/nonexistent/callwarden.toml".as_ref(), &["run"])).await;
     assert_eq!(output.status.code(), Some(1));
 }
+
+#[tokio::test]
+async fn the_packaged_sample_config_checks_clean() {
+    // As installed: /etc/callwarden/callwarden.toml beside policies/.
+    let dir = tempfile::tempdir().unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let config = dir.path().join("callwarden.toml");
+    std::fs::copy(format!("{root}/packaging/callwarden.toml"), &config).unwrap();
+    std::fs::set_permissions(&config, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    for entry in std::fs::read_dir(format!("{root}/policies")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(
+            &path,
+            dir.path().join("policies").join(path.file_name().unwrap()),
+        )
+        .unwrap();
+    }
+    let output = run(command(&config, &["check"])).await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(!stdout.contains("warning"), "{stdout}");
+    assert!(stdout.lines().last().unwrap().ends_with(": ok"), "{stdout}");
+}
