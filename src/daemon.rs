@@ -308,26 +308,50 @@ async fn reload(
     notify(&[sd_notify::NotifyState::Ready]);
 }
 
-/// Tells systemd the engines are alive (WATCHDOG=1) each time one of them
-/// publishes its state — which it does from its loop at every poll tick —
-/// and keeps STATUS= current. A stuck loop stops the pings.
+/// Keeps STATUS= current and tells systemd the engines are alive
+/// (WATCHDOG=1) once every engine has published since the last ping — each
+/// does from its loop at every poll tick — so one stuck account loop stops
+/// the pings even while others run.
 async fn feed_systemd(mut statuses: Vec<watch::Receiver<AccountStatus>>) {
     if statuses.is_empty() {
         return;
     }
+    let mut fresh = vec![false; statuses.len()];
     loop {
-        let (changed, _, _) =
+        let (changed, index, _) =
             futures::future::select_all(statuses.iter_mut().map(|s| Box::pin(s.changed()))).await;
         if changed.is_err() {
             return;
         }
+        fresh[index] = true;
+        // The others may have published meanwhile too.
+        for (seen, status) in fresh.iter_mut().zip(statuses.iter_mut()) {
+            if status.has_changed().unwrap_or(false) {
+                status.mark_unchanged();
+                *seen = true;
+            }
+        }
         let line = status_line(&statuses);
-        notify(&[
-            sd_notify::NotifyState::Watchdog,
-            sd_notify::NotifyState::Status(&line),
-        ]);
-        // Publishing happens several times a poll; a ping a second is plenty.
+        if take_all_fresh(&mut fresh) {
+            notify(&[
+                sd_notify::NotifyState::Watchdog,
+                sd_notify::NotifyState::Status(&line),
+            ]);
+        } else {
+            notify(&[sd_notify::NotifyState::Status(&line)]);
+        }
+        // Publishing happens several times a poll; a message a second is plenty.
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// True when every engine published since the last ping; then starts over.
+fn take_all_fresh(fresh: &mut [bool]) -> bool {
+    if fresh.iter().all(|f| *f) {
+        fresh.fill(false);
+        true
+    } else {
+        false
     }
 }
 
@@ -363,4 +387,35 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
 /// The system clock, shared.
 pub fn system_clock() -> SharedClock {
     Arc::new(SystemClock)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watchdog_waits_for_every_engine() {
+        let mut fresh = vec![true, false];
+        assert!(!take_all_fresh(&mut fresh));
+        assert_eq!(fresh, [true, false], "a partial round is kept");
+        fresh[1] = true;
+        assert!(take_all_fresh(&mut fresh));
+        assert_eq!(fresh, [false, false], "each ping needs a new round");
+        assert!(take_all_fresh(&mut []), "no engines: nothing to wait for");
+    }
+
+    #[test]
+    fn the_status_line_is_one_line() {
+        let (_tx, rx) = watch::channel(AccountStatus {
+            account: "default".to_owned(),
+            last_poll_error: Some("bad\nanswer".to_owned()),
+            live_calls: 3,
+            ..AccountStatus::default()
+        });
+        let line = status_line(&[rx]);
+        assert_eq!(
+            line,
+            "default: 3 live, 0 tracked, last poll failed: bad answer"
+        );
+    }
 }
