@@ -823,3 +823,46 @@ async fn the_packaged_sample_config_checks_clean() {
     assert!(!stdout.contains("warning"), "{stdout}");
     assert!(stdout.lines().last().unwrap().ends_with(": ok"), "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_at_the_first_log_line_does_not_kill_the_daemon() {
+    let sim = default_sim();
+    let setup = Setup::new(&sim, &[("rules.toml", PREMIUM_5S)], Knobs::default());
+    let mut run_cmd = setup.command(&["run"]);
+    run_cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = run_cmd.spawn().expect("spawn");
+    let pid = child.id().unwrap() as i32;
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
+    let mut first = true;
+    let running = loop {
+        let line = tokio::time::timeout(LIMIT, lines.next_line())
+            .await
+            .expect("a log line in time")
+            .expect("read");
+        let Some(line) = line else { break false };
+        if first {
+            // As systemd may, as soon as the process shows any sign of life.
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(pid, libc::SIGHUP) };
+            first = false;
+        }
+        if line.contains("callwarden running") {
+            break true;
+        }
+    };
+    let exited = child.try_wait().unwrap();
+    assert!(
+        running && exited.is_none(),
+        "the daemon died of an early SIGHUP: {exited:?}"
+    );
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = tokio::time::timeout(LIMIT, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
