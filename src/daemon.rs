@@ -110,6 +110,10 @@ pub struct RunOptions {
 
 /// Runs the daemon until SIGTERM/SIGINT.
 pub async fn run(config_path: PathBuf, options: RunOptions) -> anyhow::Result<()> {
+    // Installed first: until then SIGHUP/SIGTERM would kill the process
+    // outright, and systemd may send them as soon as READY=1 is out.
+    let mut signals = signal_hook_tokio::Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR1])
+        .context("cannot install signal handlers")?;
     let loaded = load_config(&config_path, &options.env)?;
     let config = loaded.config;
     let clock = options.clock;
@@ -184,11 +188,14 @@ pub async fn run(config_path: PathBuf, options: RunOptions) -> anyhow::Result<()
         None => None,
     };
     if let Some(listener) = listener {
-        let addr = listener.local_addr().ok();
-        tracing::info!(
-            ?addr,
-            "status listener up: /metrics /healthz /readyz /status /pardon"
-        );
+        // Plain `addr` so scripts (and tests, with port 0) can read it.
+        match listener.local_addr() {
+            Ok(addr) => tracing::info!(
+                %addr,
+                "status listener up: /metrics /healthz /readyz /status /pardon"
+            ),
+            Err(error) => tracing::warn!(%error, "status listener up at an unknown address"),
+        }
         let state = HttpState {
             metrics: Arc::clone(&metrics),
             accounts: handles.iter().map(|(_, h)| h.clone()).collect(),
@@ -218,8 +225,6 @@ pub async fn run(config_path: PathBuf, options: RunOptions) -> anyhow::Result<()
         "callwarden running"
     );
 
-    let mut signals = signal_hook_tokio::Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR1])
-        .context("cannot install signal handlers")?;
     while let Some(signal) = signals.next().await {
         match signal {
             SIGHUP => {
@@ -304,26 +309,50 @@ async fn reload(
     notify(&[sd_notify::NotifyState::Ready]);
 }
 
-/// Tells systemd the engines are alive (WATCHDOG=1) each time one of them
-/// publishes its state — which it does from its loop at every poll tick —
-/// and keeps STATUS= current. A stuck loop stops the pings.
+/// Keeps STATUS= current and tells systemd the engines are alive
+/// (WATCHDOG=1) once every engine has published since the last ping — each
+/// does from its loop at every poll tick — so one stuck account loop stops
+/// the pings even while others run.
 async fn feed_systemd(mut statuses: Vec<watch::Receiver<AccountStatus>>) {
     if statuses.is_empty() {
         return;
     }
+    let mut fresh = vec![false; statuses.len()];
     loop {
-        let (changed, _, _) =
+        let (changed, index, _) =
             futures::future::select_all(statuses.iter_mut().map(|s| Box::pin(s.changed()))).await;
         if changed.is_err() {
             return;
         }
+        fresh[index] = true;
+        // The others may have published meanwhile too.
+        for (seen, status) in fresh.iter_mut().zip(statuses.iter_mut()) {
+            if status.has_changed().unwrap_or(false) {
+                status.mark_unchanged();
+                *seen = true;
+            }
+        }
         let line = status_line(&statuses);
-        notify(&[
-            sd_notify::NotifyState::Watchdog,
-            sd_notify::NotifyState::Status(&line),
-        ]);
-        // Publishing happens several times a poll; a ping a second is plenty.
+        if take_all_fresh(&mut fresh) {
+            notify(&[
+                sd_notify::NotifyState::Watchdog,
+                sd_notify::NotifyState::Status(&line),
+            ]);
+        } else {
+            notify(&[sd_notify::NotifyState::Status(&line)]);
+        }
+        // Publishing happens several times a poll; a message a second is plenty.
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// True when every engine published since the last ping; then starts over.
+fn take_all_fresh(fresh: &mut [bool]) -> bool {
+    if fresh.iter().all(|f| *f) {
+        fresh.fill(false);
+        true
+    } else {
+        false
     }
 }
 
@@ -347,7 +376,8 @@ fn status_line(statuses: &[watch::Receiver<AccountStatus>]) -> String {
             )
         })
         .collect();
-    parts.join("; ")
+    // One line: a newline would start a new assignment in the notify datagram.
+    parts.join("; ").replace(['\n', '\r'], " ")
 }
 
 fn notify(states: &[sd_notify::NotifyState<'_>]) {
@@ -358,4 +388,35 @@ fn notify(states: &[sd_notify::NotifyState<'_>]) {
 /// The system clock, shared.
 pub fn system_clock() -> SharedClock {
     Arc::new(SystemClock)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watchdog_waits_for_every_engine() {
+        let mut fresh = vec![true, false];
+        assert!(!take_all_fresh(&mut fresh));
+        assert_eq!(fresh, [true, false], "a partial round is kept");
+        fresh[1] = true;
+        assert!(take_all_fresh(&mut fresh));
+        assert_eq!(fresh, [false, false], "each ping needs a new round");
+        assert!(take_all_fresh(&mut []), "no engines: nothing to wait for");
+    }
+
+    #[test]
+    fn the_status_line_is_one_line() {
+        let (_tx, rx) = watch::channel(AccountStatus {
+            account: "default".to_owned(),
+            last_poll_error: Some("bad\nanswer".to_owned()),
+            live_calls: 3,
+            ..AccountStatus::default()
+        });
+        let line = status_line(&[rx]);
+        assert_eq!(
+            line,
+            "default: 3 live, 0 tracked, last poll failed: bad answer"
+        );
+    }
 }

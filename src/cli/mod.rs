@@ -126,7 +126,12 @@ pub fn main() -> ExitCode {
         // The demo has its own live view; logs would drown it.
         logging::init_quiet(cli.log_format.unwrap_or(LogFormat::Pretty), cli.verbose);
     } else {
-        logging::init(cli.log_format.unwrap_or_default(), cli.verbose);
+        // The flag wins; else the daemon follows `[log] format` of its config.
+        let format = cli.log_format.or_else(|| match cli.command {
+            Command::Run => logging::format_from_config(&cli.config),
+            _ => None,
+        });
+        logging::init(format.unwrap_or_default(), cli.verbose);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

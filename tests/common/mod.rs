@@ -95,4 +95,5 @@ pub async fn log_since(sim: &SimHandle, since: u64) -> Vec<Value> {
         .clone()
 }
 
+pub mod daemon;
 pub mod engine;
