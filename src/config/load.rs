@@ -151,14 +151,20 @@ fn read_text(path: &Path) -> Result<String, Diagnostic> {
         Diagnostic::file_level(path, Severity::Error, format!("cannot read file: {err}"))
     })?;
     String::from_utf8(bytes).map_err(|err| {
-        Diagnostic::file_level(
-            path,
-            Severity::Error,
-            format!(
-                "file is not valid UTF-8 (first bad byte at offset {})",
-                err.utf8_error().valid_up_to()
-            ),
-        )
+        let offset = err.utf8_error().valid_up_to();
+        // The prefix before the bad byte is valid: point at the byte itself.
+        let valid = String::from_utf8_lossy(&err.as_bytes()[..offset]);
+        let line = valid.matches('\n').count() + 1;
+        let col = valid.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        Diagnostic {
+            line,
+            col,
+            ..Diagnostic::file_level(
+                path,
+                Severity::Error,
+                format!("file is not valid UTF-8 (first bad byte at offset {offset})"),
+            )
+        }
     })
 }
 
