@@ -128,7 +128,9 @@ async fn crash_and_recover(seed: u64) {
             json!({"age_s": age_s, "direction": "outbound", "from": "+14155550100",
                    "to": format!("+1415555{n:04}")})
         })
-        .chain([json!({"age_s": 10.0, "direction": "outbound", "from": "+14155550100", "to": "911"})])
+        .chain([
+            json!({"age_s": 10.0, "direction": "outbound", "from": "+14155550100", "to": "911"}),
+        ])
         .collect();
     let uuids = add_calls(&sim, json!(calls)).await;
     let (due, protected) = (&uuids[..CALLS], &uuids[CALLS]);
@@ -140,12 +142,7 @@ async fn crash_and_recover(seed: u64) {
     tokio::time::sleep(kill_after).await;
     first.kill().expect("SIGKILL");
     let _ = first.wait();
-    let before_restart = sim
-        .state()
-        .calls()
-        .iter()
-        .filter(|c| c.hangups > 0)
-        .count();
+    let before_restart = sim.state().calls().iter().filter(|c| c.hangups > 0).count();
 
     let open_at_kill = audit::replay(&dir.path().join("state"))
         .map(|r| r.pending.len())

@@ -191,7 +191,10 @@ async fn a_delete_that_hung_up_but_lost_its_answer_is_never_repeated() {
     assert_safe(&sim, &scenario).await;
 
     let call = sim.state().call(&overdue).unwrap();
-    assert_eq!(call.delete_requests, 1, "DELETE repeated after a lost answer");
+    assert_eq!(
+        call.delete_requests, 1,
+        "DELETE repeated after a lost answer"
+    );
     assert_eq!(call.hangups, 1);
     // After the lost answer the call was re-read before anything else.
     let log = log_since(&sim, 0).await;

@@ -149,7 +149,10 @@ async fn the_token_never_appears_in_output_status_metrics_or_audit() {
     let text = std::fs::read_to_string(&out).unwrap();
     let audit = std::fs::read_to_string(dir.path().join("state/audit.jsonl")).unwrap();
     assert!(audit.contains("\"outcome\":\"ok\""), "{audit}");
-    assert!(text.contains("500") || text.contains("failed"), "no errors were logged");
+    assert!(
+        text.contains("500") || text.contains("failed"),
+        "no errors were logged"
+    );
     for (what, haystack) in [
         ("daemon output", text.as_str()),
         ("audit log", audit.as_str()),
@@ -157,7 +160,10 @@ async fn the_token_never_appears_in_output_status_metrics_or_audit() {
         ("once stdout", &String::from_utf8_lossy(&once.stdout)),
         ("once stderr", &String::from_utf8_lossy(&once.stderr)),
     ] {
-        assert!(!haystack.contains(TOKEN), "the token leaked into the {what}");
+        assert!(
+            !haystack.contains(TOKEN),
+            "the token leaked into the {what}"
+        );
     }
 }
 
@@ -295,7 +301,10 @@ fn check_warns_about_config_and_token_files_readable_by_others() {
     let (code, out) = check(&config);
     assert_eq!(code, Some(0), "{out}");
     for file in [&config, &token] {
-        let line = format!("{}:1:1: warning: file is readable by other users", file.display());
+        let line = format!(
+            "{}:1:1: warning: file is readable by other users",
+            file.display()
+        );
         assert!(out.contains(&line), "{out}");
     }
 }
@@ -336,7 +345,10 @@ fn token_file_symlinks_are_followed_and_judged_by_their_target() {
     symlink(&open_target, &link).unwrap();
     let (code, out) = check(&config);
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("warning: file is readable by other users"), "{out}");
+    assert!(
+        out.contains("warning: file is readable by other users"),
+        "{out}"
+    );
 
     // A dangling link: a clear error at the setting, never a crash.
     std::fs::remove_file(&link).unwrap();

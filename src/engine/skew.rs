@@ -188,7 +188,10 @@ mod tests {
         assert_eq!(est.to_local_never_older(at(940_000)), at(940_000));
         // Date says -300 s: the correction makes the call younger, so it holds.
         let est = SkewEstimate::from_answer(at(700_000), at(1_000_000), at(1_000_020));
-        assert_eq!(est.to_local_never_older(at(640_000)), est.to_local(at(640_000)));
+        assert_eq!(
+            est.to_local_never_older(at(640_000)),
+            est.to_local(at(640_000))
+        );
     }
 
     #[test]
