@@ -141,7 +141,7 @@ fn every_bad_policy_file_reports_its_exact_position_and_message() {
         ),
         (
             "invalid_utf8.toml",
-            &[(1, 1, E, "file is not valid UTF-8 (first bad byte at offset 20)")],
+            &[(2, 12, E, "file is not valid UTF-8 (first bad byte at offset 20)")],
         ),
         (
             "many_errors.toml",

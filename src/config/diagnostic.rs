@@ -60,13 +60,23 @@ impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}:{}:{}: {}: {}",
+            "{}:{}:{}: {}: ",
             self.file.display(),
             self.line,
             self.col,
             self.severity,
-            self.message
-        )
+        )?;
+        // Messages quote file content: a newline would break the one-line
+        // format scripts rely on, and escape sequences would reach the
+        // operator's terminal.
+        for c in self.message.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                write!(f, "{c}")?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -145,20 +145,42 @@ struct Outcome {
     rules: usize,
 }
 
+/// Largest config or policy file read (64 MiB).
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
+
 /// Reads a file as UTF-8 text, or says why it cannot be used.
 fn read_text(path: &Path) -> Result<String, Diagnostic> {
-    let bytes = std::fs::read(path).map_err(|err| {
+    use std::io::Read as _;
+    let cannot_read = |err: std::io::Error| {
         Diagnostic::file_level(path, Severity::Error, format!("cannot read file: {err}"))
-    })?;
-    String::from_utf8(bytes).map_err(|err| {
-        Diagnostic::file_level(
+    };
+    // Bounded, so a path to /dev/zero or a runaway file cannot exhaust memory.
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(cannot_read)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(Diagnostic::file_level(
             path,
             Severity::Error,
-            format!(
-                "file is not valid UTF-8 (first bad byte at offset {})",
-                err.utf8_error().valid_up_to()
-            ),
-        )
+            format!("file is larger than {} MiB", MAX_FILE_BYTES >> 20),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|err| {
+        let offset = err.utf8_error().valid_up_to();
+        // The prefix before the bad byte is valid: point at the byte itself.
+        let valid = String::from_utf8_lossy(&err.as_bytes()[..offset]);
+        let line = valid.matches('\n').count() + 1;
+        let col = valid.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        Diagnostic {
+            line,
+            col,
+            ..Diagnostic::file_level(
+                path,
+                Severity::Error,
+                format!("file is not valid UTF-8 (first bad byte at offset {offset})"),
+            )
+        }
     })
 }
 

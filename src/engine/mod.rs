@@ -804,7 +804,10 @@ impl<A: VobizApi> Engine<A> {
         }
         let skew = self.skew.unwrap_or(NO_SKEW);
         let timeline = tracked.timeline(skew, false);
-        let answered = tracked.call.answered_at.map(|at| skew.to_local(at));
+        let answered = tracked
+            .call
+            .answered_at
+            .map(|at| skew.to_local_never_older(at));
         if let Some(mismatch) = skew::check_mismatch(
             timeline.started,
             answered,

@@ -49,6 +49,19 @@ impl SkewEstimate {
     pub fn to_local(self, server_instant: DateTime<Utc>) -> DateTime<Utc> {
         server_instant - self.low
     }
+
+    /// [`Self::to_local`], but never earlier than the instant as written.
+    ///
+    /// The `Date` header and the call timestamps may come from different
+    /// clocks (a front end and the telephony host), so a `Date` that runs
+    /// ahead proves nothing about the timestamps. A correction is applied
+    /// only when it makes a call look younger; when the server's clock
+    /// really is ahead, its timestamps then lie in the future, which the
+    /// mismatch check catches (calls are timed from first sight: late,
+    /// never early).
+    pub fn to_local_never_older(self, server_instant: DateTime<Utc>) -> DateTime<Utc> {
+        self.to_local(server_instant).max(server_instant)
+    }
 }
 
 /// The no-information estimate: local and server clocks agree exactly.
@@ -166,6 +179,19 @@ mod tests {
         let age = received - local_start;
         assert!(age <= TimeDelta::seconds(60), "looks older: {age}");
         assert!(age >= TimeDelta::seconds(59), "too young: {age}");
+    }
+
+    #[test]
+    fn a_date_header_running_ahead_never_makes_a_call_older() {
+        // Date says +300 s, the timestamps are true: no correction.
+        let est = SkewEstimate::from_answer(at(1_300_000), at(1_000_000), at(1_000_020));
+        assert_eq!(est.to_local_never_older(at(940_000)), at(940_000));
+        // Date says -300 s: the correction makes the call younger, so it holds.
+        let est = SkewEstimate::from_answer(at(700_000), at(1_000_000), at(1_000_020));
+        assert_eq!(
+            est.to_local_never_older(at(640_000)),
+            est.to_local(at(640_000))
+        );
     }
 
     #[test]

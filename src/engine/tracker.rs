@@ -119,11 +119,11 @@ impl Tracked {
                 last_change: self.last_change,
             };
         }
-        let started = self.call.started_at.map(|at| skew.to_local(at));
+        let started = self.call.started_at.map(|at| skew.to_local_never_older(at));
         let answered = self
             .call
             .answered_at
-            .map(|at| skew.to_local(at))
+            .map(|at| skew.to_local_never_older(at))
             .or(self.answered_seen);
         Timeline {
             started,
