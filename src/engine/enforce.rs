@@ -1,0 +1,500 @@
+//! Enforcement: evaluating calls into deadline timers, and at each deadline
+//! re-reading the call, re-evaluating it, planning the legs and hanging up;
+//! warnings too.
+
+use super::*;
+
+impl<A: VobizApi> Engine<A> {
+    pub(super) fn evaluate_tracked(
+        &self,
+        tracked: &Tracked,
+        now: DateTime<Utc>,
+    ) -> policy::Evaluation {
+        let timeline = tracked.timeline(self.skew.unwrap_or(NO_SKEW), self.mismatch.is_some());
+        policy::evaluate(
+            &self.policy,
+            &tracked.call,
+            &self.account,
+            &timeline,
+            now,
+            self.settings.enforce.grace,
+        )
+    }
+
+    /// Re-evaluates one call and (re)schedules its timers.
+    pub(super) fn evaluate(&mut self, uuid: &CallUuid) {
+        let now = self.now();
+        let Some(tracked) = self.calls.get(uuid) else {
+            return;
+        };
+        let evaluation = self.evaluate_tracked(tracked, now);
+        let winner = evaluation.effective(&self.policy, self.settings.enforce.dry_run);
+        let dry: Vec<(usize, DateTime<Utc>)> = evaluation.dry_run_due(&self.policy).collect();
+        let watched = evaluation
+            .matched()
+            .any(|v| matches!(self.policy.rules[v.rule].limit, Limit::IdleTimeout(_)));
+        if let Some(tracked) = self.calls.get_mut(uuid) {
+            tracked.watched_by_idle_rule = watched;
+        }
+
+        self.enforce_timers.cancel(uuid);
+        self.bypass_timers.cancel(uuid);
+        self.warn_timers.cancel(uuid);
+        for index in dry_run_rules(&self.policy) {
+            if !dry.iter().any(|(i, _)| *i == index) {
+                self.dry_timers.cancel(&(uuid.clone(), index));
+            }
+        }
+        for (index, deadline) in dry {
+            if !self.dry_done.contains(&(uuid.clone(), index)) {
+                self.dry_timers.schedule((uuid.clone(), index), deadline);
+            }
+        }
+        let Some((index, deadline)) = winner else {
+            self.winners.remove(uuid);
+            self.held.remove(uuid);
+            return;
+        };
+        self.winners.insert(uuid.clone(), (index, deadline));
+        if self.finished.contains(uuid) || self.hung_up.contains(uuid) {
+            return;
+        }
+        let deadline = match self.pardons.get(uuid) {
+            Some(None) => return,
+            Some(Some(until)) if *until > deadline => *until,
+            _ => deadline,
+        };
+        let rule = &self.policy.rules[index];
+        let in_batch = self.batch_started.is_some_and(|started| {
+            self.calls
+                .get(uuid)
+                .is_some_and(|t| t.first_seen >= started)
+        });
+        if rule.action.bypass_breaker {
+            self.bypass_timers.schedule(uuid.clone(), deadline);
+        } else if in_batch && deadline <= now && self.once.is_none() {
+            self.batch_due.push(uuid.clone());
+        } else {
+            self.enforce_timers.schedule(uuid.clone(), deadline);
+        }
+        if let Some(warning) = &rule.action.warn {
+            if !self.warned.contains(uuid) && self.once.is_none() {
+                let warn_at = deadline - TimeDelta::from_std(warning.before).unwrap_or_default();
+                if warn_at >= now || deadline - now >= MIN_LATE_WARNING {
+                    self.warn_timers.schedule(uuid.clone(), warn_at.max(now));
+                } else if deadline > now {
+                    self.warned.insert(uuid.clone());
+                    if let Some(job) = self.warn_job(uuid) {
+                        self.audit_outcome(
+                            &job,
+                            AuditEvent::Warn,
+                            Outcome::Skipped,
+                            0,
+                            "less than 5 s left when first judged",
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn fire_due(&mut self) {
+        let now = self.now();
+        if self.batch_release_at().is_some_and(|at| at <= now) {
+            self.release_batch();
+        }
+        for (uuid, _) in self.warn_timers.pop_due(now) {
+            self.fire_warning(&uuid);
+        }
+        for ((uuid, index), _) in self.dry_timers.pop_due(now) {
+            self.start_reread(uuid, Purpose::DryRunRule(index));
+        }
+        for (uuid, _) in self.bypass_timers.pop_due(now) {
+            self.start_reread(uuid, Purpose::Enforce);
+        }
+        let due = self.enforce_timers.pop_due(now);
+        if due.is_empty() {
+            return;
+        }
+        self.recent_fires.extend(due.iter().map(|_| now));
+        self.check_breaker();
+        for (uuid, _) in due {
+            if self.held_by_breaker(&uuid) {
+                continue;
+            }
+            self.start_reread(uuid, Purpose::Enforce);
+        }
+    }
+
+    pub(super) fn start_reread(&mut self, uuid: CallUuid, purpose: Purpose) {
+        if self.unhealthy.is_some() || self.busy.contains(&uuid) {
+            return;
+        }
+        let Some(tracked) = self.calls.get(&uuid) else {
+            return;
+        };
+        self.busy.insert(uuid.clone());
+        let queued = tracked.queued;
+        let api = Arc::clone(&self.api);
+        let metrics = Arc::clone(&self.shared.metrics);
+        let retrier = Arc::clone(&self.retrier);
+        let tx = self.events_tx.clone();
+        tokio::spawn(async move {
+            let (result, _) = actions::reread(&*api, &uuid, queued, &retrier, &metrics).await;
+            let _ = tx.send(Event::Reread {
+                uuid,
+                purpose,
+                result,
+            });
+        });
+    }
+
+    pub(super) fn on_reread(
+        &mut self,
+        uuid: CallUuid,
+        purpose: Purpose,
+        result: Result<Fetched<Call>, ApiError>,
+    ) {
+        self.busy.remove(&uuid);
+        let now = self.now();
+        match result {
+            Ok(fetched) => {
+                self.observe_skew(&fetched);
+                let legs = self.leg_count(&uuid);
+                let seen_at = fetched.received_at;
+                if !self.refresh_tracked(&uuid, fetched.value, seen_at, legs) {
+                    return;
+                }
+                let Some(call) = self.calls.get(&uuid).map(|t| t.call.clone()) else {
+                    return;
+                };
+                self.act(&uuid, purpose, call, now);
+            }
+            Err(ApiError::NotFound) => self.forget(&uuid),
+            Err(error @ (ApiError::Unauthorized | ApiError::Forbidden)) => {
+                self.mark_unhealthy(error.to_string());
+            }
+            Err(error) => {
+                tracing::error!(account = %self.account, call = %uuid, %error,
+                    "cannot re-read a due call; trying again later");
+                let retry_at =
+                    now + TimeDelta::from_std(self.settings.retry.max_backoff).unwrap_or_default();
+                match purpose {
+                    Purpose::Enforce => self.reschedule_enforce(&uuid, retry_at),
+                    Purpose::DryRunRule(index) => self.dry_timers.schedule((uuid, index), retry_at),
+                }
+            }
+        }
+    }
+
+    pub(super) fn reschedule_enforce(&mut self, uuid: &CallUuid, at: DateTime<Utc>) {
+        if self.bypasses_breaker(uuid) {
+            self.bypass_timers.schedule(uuid.clone(), at);
+        } else {
+            self.enforce_timers.schedule(uuid.clone(), at);
+        }
+    }
+
+    /// Re-evaluates `call` with fresh details and, if still due, acts.
+    pub(super) fn act(
+        &mut self,
+        uuid: &CallUuid,
+        purpose: Purpose,
+        call: Call,
+        now: DateTime<Utc>,
+    ) {
+        let Some(tracked) = self.calls.get(uuid) else {
+            return;
+        };
+        let evaluation = self.evaluate_tracked(tracked, now);
+        let matched: Vec<String> = evaluation
+            .matched()
+            .map(|v| self.policy.rules[v.rule].name.clone())
+            .collect();
+        let (index, deadline) = match purpose {
+            Purpose::Enforce => {
+                match evaluation.effective(&self.policy, self.settings.enforce.dry_run) {
+                    Some((index, deadline)) if deadline <= now => (index, deadline),
+                    _ => {
+                        // No longer due (answered later, state changed, window
+                        // closed, rules reloaded): schedule afresh.
+                        self.evaluate(uuid);
+                        return;
+                    }
+                }
+            }
+            Purpose::DryRunRule(index) => {
+                match evaluation.verdicts.get(index).map(|v| &v.outcome) {
+                    Some(RuleOutcome::Due { deadline }) if *deadline <= now => (index, *deadline),
+                    _ => {
+                        self.evaluate(uuid);
+                        return;
+                    }
+                }
+            }
+        };
+        let rule = &self.policy.rules[index];
+        let dry_run = match purpose {
+            Purpose::Enforce => self.settings.enforce.dry_run || rule.action.dry_run,
+            Purpose::DryRunRule(_) => true,
+        };
+        let job = Job {
+            uuid: uuid.clone(),
+            rule: rule.name.clone(),
+            rules: matched,
+            action: format!("hangup:{}", scope_word(rule.action.hangup)),
+            deadline,
+            dry_run,
+            reason: format!(
+                "rule {} due at {}",
+                rule.name,
+                deadline.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            ),
+            call: call.raw.clone(),
+        };
+        if let Purpose::DryRunRule(index) = purpose {
+            self.dry_done.insert((uuid.clone(), index));
+        }
+        let targets = match self.plan(&call, rule.action.hangup) {
+            Plan::End(targets) => targets,
+            Plan::Protected { leg, number } => {
+                self.finish(uuid, purpose);
+                tracing::warn!(account = %self.account, call = %uuid, rule = %job.rule, %leg,
+                    "protected number on a leg: not hung up");
+                self.audit_outcome(
+                    &job,
+                    AuditEvent::Outcome,
+                    Outcome::Protected,
+                    0,
+                    &format!("leg {leg} has protected number {number}"),
+                );
+                return;
+            }
+            Plan::NoLegs => {
+                self.finish(uuid, purpose);
+                self.audit_outcome(
+                    &job,
+                    AuditEvent::Outcome,
+                    Outcome::Skipped,
+                    0,
+                    "the call has no B-legs to end",
+                );
+                return;
+            }
+            Plan::UnknownLeg(leg) => {
+                tracing::info!(account = %self.account, call = %uuid, %leg,
+                    "a leg to end is not known yet; trying after the next poll");
+                let retry_at =
+                    now + TimeDelta::from_std(self.settings.poll_interval).unwrap_or_default();
+                self.reschedule_enforce(uuid, retry_at);
+                return;
+            }
+        };
+        if let Some(until) = self.pardons.get(uuid) {
+            if until.is_none_or(|until| until > now) {
+                self.audit_outcome(
+                    &job,
+                    AuditEvent::Outcome,
+                    Outcome::Pardoned,
+                    0,
+                    "pardoned by an operator",
+                );
+                return;
+            }
+        }
+        let reason = job.reason.clone();
+        if let Err(error) = self.audit(&job, AuditEvent::Intent, None, 0, &reason) {
+            // Nothing is done that is not on disk first.
+            tracing::error!(account = %self.account, call = %uuid, %error,
+                "cannot write the audit log: not hanging up; trying again later");
+            let retry_at =
+                now + TimeDelta::from_std(self.settings.retry.max_backoff).unwrap_or_default();
+            self.reschedule_enforce(uuid, retry_at);
+            return;
+        }
+        if dry_run {
+            if purpose == Purpose::Enforce {
+                self.finish(uuid, purpose);
+            }
+            tracing::info!(account = %self.account, call = %uuid, rule = %job.rule,
+                action = %job.action, outcome = "dry_run", dry_run = true, "would hang up");
+            self.audit_outcome(&job, AuditEvent::Outcome, Outcome::DryRun, 0, &reason);
+            return;
+        }
+        self.overridden.remove(uuid);
+        self.busy.insert(uuid.clone());
+        let api = Arc::clone(&self.api);
+        let metrics = Arc::clone(&self.shared.metrics);
+        let retrier = Arc::clone(&self.retrier);
+        let tx = self.events_tx.clone();
+        tokio::spawn(async move {
+            let mut results = Vec::with_capacity(targets.len());
+            for target in targets {
+                let result = actions::hang_up(&*api, &target, &retrier, &metrics).await;
+                let stop = matches!(result, HangupResult::AuthFailed { .. });
+                results.push((target, result));
+                if stop {
+                    break;
+                }
+            }
+            let _ = tx.send(Event::HungUp { job, results });
+        });
+    }
+
+    /// Which legs a hangup of `call` would end, with the safety checks.
+    pub(super) fn plan(&self, call: &Call, scope: HangupScope) -> Plan {
+        plan::plan_hangup(call, scope, self, &self.settings.safety.protected_numbers)
+    }
+
+    pub(super) fn finish(&mut self, uuid: &CallUuid, purpose: Purpose) {
+        if purpose == Purpose::Enforce {
+            self.finished.insert(uuid.clone());
+            self.held.remove(uuid);
+            self.warn_timers.cancel(uuid);
+        }
+    }
+
+    pub(super) fn on_hung_up(&mut self, job: Job, results: Vec<(CallUuid, HangupResult)>) {
+        let uuid = job.uuid.clone();
+        self.busy.remove(&uuid);
+        self.resumed.remove(&uuid);
+        let attempts = results
+            .iter()
+            .map(|(_, r)| match r {
+                HangupResult::Done { attempts, .. }
+                | HangupResult::Gone { attempts, .. }
+                | HangupResult::Failed { attempts, .. }
+                | HangupResult::AuthFailed { attempts, .. } => *attempts,
+            })
+            .sum();
+        let mut outcome = Outcome::Ok;
+        let mut reasons = Vec::new();
+        for (target, result) in &results {
+            match result {
+                HangupResult::Done { at, .. } => {
+                    self.hung_up.insert(target.clone());
+                    let lag = (*at - job.deadline).num_microseconds().unwrap_or(0) as f64 / 1e6;
+                    self.shared.metrics.enforcement_lag.observe(lag.max(0.0));
+                }
+                HangupResult::Gone { reason, .. } => {
+                    if outcome == Outcome::Ok {
+                        outcome = Outcome::Gone;
+                    }
+                    reasons.push(format!("{target}: {reason}"));
+                }
+                HangupResult::Failed { reason, .. } | HangupResult::AuthFailed { reason, .. } => {
+                    outcome = Outcome::Failed;
+                    reasons.push(format!("{target}: {reason}"));
+                }
+            }
+        }
+        let reason = if reasons.is_empty() {
+            job.reason.clone()
+        } else {
+            reasons.join("; ")
+        };
+        match outcome {
+            Outcome::Ok | Outcome::Gone => {
+                self.finish(&uuid, Purpose::Enforce);
+                tracing::info!(account = %self.account, call = %uuid, rule = %job.rule,
+                    action = %job.action, outcome = outcome.as_str(), attempts, dry_run = false,
+                    "hung up");
+            }
+            _ => {
+                tracing::error!(account = %self.account, call = %uuid, rule = %job.rule,
+                    action = %job.action, outcome = "failed", attempts, %reason,
+                    "hangup failed; will try again while the call stays over its limit");
+                let retry_at = self.now()
+                    + TimeDelta::from_std(self.settings.retry.max_backoff).unwrap_or_default();
+                self.reschedule_enforce(&uuid, retry_at);
+            }
+        }
+        self.audit_outcome(&job, AuditEvent::Outcome, outcome, attempts, &reason);
+        if let Some((_, HangupResult::AuthFailed { reason, .. })) = results
+            .iter()
+            .find(|(_, r)| matches!(r, HangupResult::AuthFailed { .. }))
+        {
+            self.mark_unhealthy(reason.clone());
+        }
+    }
+
+    pub(super) fn warn_job(&self, uuid: &CallUuid) -> Option<Job> {
+        let (index, deadline) = *self.winners.get(uuid)?;
+        let rule = self.policy.rules.get(index)?;
+        let tracked = self.calls.get(uuid)?;
+        Some(Job {
+            uuid: uuid.clone(),
+            rule: rule.name.clone(),
+            rules: vec![rule.name.clone()],
+            action: "warn".to_owned(),
+            deadline,
+            dry_run: self.settings.enforce.dry_run || rule.action.dry_run,
+            reason: String::new(),
+            call: tracked.call.raw.clone(),
+        })
+    }
+
+    pub(super) fn has_warning(&self, uuid: &CallUuid) -> bool {
+        self.winners
+            .get(uuid)
+            .is_some_and(|(index, _)| self.policy.rules[*index].action.warn.is_some())
+    }
+
+    pub(super) fn fire_warning(&mut self, uuid: &CallUuid) {
+        if self.unhealthy.is_some() || !self.warned.insert(uuid.clone()) {
+            return;
+        }
+        let Some(job) = self.warn_job(uuid) else {
+            return;
+        };
+        let Some((text, scope)) = self
+            .winners
+            .get(uuid)
+            .map(|(index, _)| &self.policy.rules[*index].action)
+            .and_then(|action| Some((action.warn.as_ref()?.text.clone(), action.hangup)))
+        else {
+            return;
+        };
+        let Some(call) = self.calls.get(uuid).map(|t| t.call.clone()) else {
+            return;
+        };
+        if let Plan::Protected { leg, number } = self.plan(&call, scope) {
+            // Never tell a caller their call will end when it will not.
+            let reason = format!("leg {leg} has protected number {number}: no hangup, no warning");
+            self.audit_outcome(&job, AuditEvent::Warn, Outcome::Skipped, 0, &reason);
+            return;
+        }
+        if job.dry_run {
+            self.audit_outcome(&job, AuditEvent::Warn, Outcome::DryRun, 0, &text);
+            return;
+        }
+        let api = Arc::clone(&self.api);
+        let metrics = Arc::clone(&self.shared.metrics);
+        let tx = self.events_tx.clone();
+        tokio::spawn(async move {
+            let result = api.speak(&job.uuid, &text, SpeakLegs::Both).await;
+            metrics.api_request("speak", &result);
+            let _ = tx.send(Event::Spoke {
+                job,
+                result: result.map(|_| ()),
+            });
+        });
+    }
+
+    pub(super) fn on_spoke(&mut self, job: Job, result: Result<(), ApiError>) {
+        match result {
+            Ok(()) => self.audit_outcome(&job, AuditEvent::Warn, Outcome::Ok, 1, "warning spoken"),
+            Err(error) => {
+                // A failed warning never delays the hangup.
+                tracing::warn!(account = %self.account, call = %job.uuid, %error, "warning failed");
+                self.audit_outcome(
+                    &job,
+                    AuditEvent::Warn,
+                    Outcome::Failed,
+                    1,
+                    &error.to_string(),
+                );
+            }
+        }
+    }
+}

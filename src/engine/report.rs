@@ -1,0 +1,165 @@
+//! What the engine tells the outside: audit records, metrics and the
+//! published status.
+
+use super::*;
+
+impl<A: VobizApi> Engine<A> {
+    pub(super) fn bare_job(&self, uuid: &CallUuid) -> Job {
+        let (rule, deadline) = match self.winners.get(uuid) {
+            Some((index, deadline)) => (self.policy.rules[*index].name.clone(), *deadline),
+            None => (String::new(), self.now()),
+        };
+        Job {
+            uuid: uuid.clone(),
+            rules: if rule.is_empty() {
+                Vec::new()
+            } else {
+                vec![rule.clone()]
+            },
+            rule,
+            action: String::new(),
+            deadline,
+            dry_run: self.settings.enforce.dry_run,
+            reason: String::new(),
+            call: self
+                .calls
+                .get(uuid)
+                .map(|t| t.call.raw.clone())
+                .unwrap_or(serde_json::Value::Null),
+        }
+    }
+
+    pub(super) fn audit(
+        &self,
+        job: &Job,
+        event: AuditEvent,
+        outcome: Option<Outcome>,
+        attempts: u32,
+        reason: &str,
+    ) -> std::io::Result<()> {
+        self.shared.audit.append(&Record {
+            ts: self.now(),
+            account: self.account.clone(),
+            call_uuid: job.uuid.to_string(),
+            event,
+            rules: job.rules.clone(),
+            rule: (!job.rule.is_empty()).then(|| job.rule.clone()),
+            action: (!job.action.is_empty()).then(|| job.action.clone()),
+            outcome,
+            attempts,
+            dry_run: job.dry_run,
+            reason: reason.to_owned(),
+            call: Some(job.call.clone()),
+        })
+    }
+
+    pub(super) fn audit_outcome(
+        &mut self,
+        job: &Job,
+        event: AuditEvent,
+        outcome: Outcome,
+        attempts: u32,
+        reason: &str,
+    ) {
+        if let Err(error) = self.audit(job, event, Some(outcome), attempts, reason) {
+            tracing::error!(account = %self.account, call = %job.uuid, %error, "cannot write the audit log");
+        }
+        if matches!(event, AuditEvent::Outcome | AuditEvent::Breaker) {
+            self.shared
+                .metrics
+                .hangups
+                .get_or_create(&HangupLabels {
+                    account: self.account.clone(),
+                    rule: job.rule.clone(),
+                    outcome: outcome.as_str().to_owned(),
+                })
+                .inc();
+        }
+        if let Some(report) = &mut self.once {
+            if matches!(event, AuditEvent::Outcome | AuditEvent::Breaker) {
+                report.outcomes.push(OnceOutcome {
+                    call_uuid: job.uuid.to_string(),
+                    rule: job.rule.clone(),
+                    outcome: outcome.as_str().to_owned(),
+                    reason: reason.to_owned(),
+                });
+                if outcome == Outcome::Failed {
+                    report.errors.push(format!("{}: {reason}", job.uuid));
+                }
+            }
+        }
+    }
+
+    pub(super) fn label(&self) -> AccountLabel {
+        AccountLabel {
+            account: self.account.clone(),
+        }
+    }
+
+    pub(super) fn count_poll(&self, outcome: &str) {
+        self.shared
+            .metrics
+            .polls
+            .get_or_create(&PollLabels {
+                account: self.account.clone(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub(super) fn publish_rules(&self) {
+        self.shared
+            .metrics
+            .policy_rules
+            .get_or_create(&self.label())
+            .set(self.policy.rules.len() as i64);
+    }
+
+    pub(super) fn publish(&self) {
+        if self.status_tx.receiver_count() == 0 {
+            return;
+        }
+        let next_deadlines = self
+            .enforce_timers
+            .earliest(STATUS_DEADLINES)
+            .chain(self.bypass_timers.earliest(STATUS_DEADLINES))
+            .map(|(uuid, deadline)| status::DeadlineStatus {
+                call_uuid: uuid.to_string(),
+                rule: self
+                    .winners
+                    .get(uuid)
+                    .map(|(i, _)| self.policy.rules[*i].name.clone())
+                    .unwrap_or_default(),
+                deadline,
+            })
+            .collect();
+        let far_future = DateTime::<Utc>::MAX_UTC;
+        let calls = self
+            .calls
+            .iter()
+            .map(|(uuid, t)| status::CallStatus {
+                call_uuid: uuid.to_string(),
+                first_seen: t.first_seen,
+                answered_seen: t.answered_seen,
+                pardoned_until: self.pardons.get(uuid).map(|u| u.unwrap_or(far_future)),
+                held: self.held.contains(uuid),
+            })
+            .collect();
+        self.status_tx.send_replace(AccountStatus {
+            account: self.account.clone(),
+            healthy: self.unhealthy.is_none(),
+            unhealthy_reason: self.unhealthy.clone(),
+            last_poll_ok: self.last_poll,
+            last_poll_error: self.last_poll_error.clone(),
+            live_calls: self.live.len(),
+            tracked_calls: self.calls.len(),
+            pending_details: self.detail_queue.len() + self.details_in_flight,
+            breaker_open: self.breaker_open,
+            held_calls: self.held.iter().map(ToString::to_string).collect(),
+            clock_mismatch: self.mismatch.as_ref().map(ToString::to_string),
+            rules: self.policy.rules.iter().map(|r| r.name.clone()).collect(),
+            next_deadlines,
+            calls,
+        });
+    }
+}

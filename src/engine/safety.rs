@@ -1,0 +1,166 @@
+//! Safety and operator control: the breaker, account health, pardons,
+//! breaker release and reloads.
+
+use super::*;
+
+impl<A: VobizApi> Engine<A> {
+    pub(super) fn bypasses_breaker(&self, uuid: &CallUuid) -> bool {
+        self.winners
+            .get(uuid)
+            .and_then(|(index, _)| self.policy.rules.get(*index))
+            .is_some_and(|rule| rule.action.bypass_breaker)
+    }
+
+    /// Hangups due within one poll interval: fired in the last interval,
+    /// held, and scheduled for the next interval.
+    pub(super) fn due_within_interval(&mut self) -> usize {
+        let now = self.now();
+        let window = TimeDelta::from_std(self.settings.poll_interval).unwrap_or_default();
+        while self
+            .recent_fires
+            .front()
+            .is_some_and(|at| *at < now - window)
+        {
+            self.recent_fires.pop_front();
+        }
+        let cap = self.settings.safety.max_hangups_per_cycle.saturating_add(1);
+        let cap = cap.max(self.live.len());
+        self.recent_fires.len()
+            + self.held.len()
+            + self.enforce_timers.count_until(now + window, cap)
+    }
+
+    pub(super) fn check_breaker(&mut self) {
+        let due = self.due_within_interval();
+        let exceeds = breaker::exceeds_limits(due, self.live.len(), &self.settings.safety);
+        if exceeds && !self.breaker_open {
+            self.trip_breaker(due);
+        } else if !exceeds && self.breaker_open {
+            tracing::warn!(account = %self.account, due, "breaker closed: the excess cleared");
+            self.breaker_open = false;
+            self.set_breaker_metric();
+            let now = self.now();
+            let held: Vec<CallUuid> = self.held.drain().collect();
+            for uuid in held {
+                self.enforce_timers.schedule(uuid, now);
+            }
+        }
+    }
+
+    pub(super) fn trip_breaker(&mut self, due: usize) {
+        self.breaker_open = true;
+        self.set_breaker_metric();
+        let safety = &self.settings.safety;
+        tracing::error!(
+            account = %self.account,
+            due,
+            live = self.live.len(),
+            max_per_cycle = safety.max_hangups_per_cycle,
+            max_percent = safety.max_hangups_percent,
+            "breaker open: too many hangups due at once; holding them (SIGUSR1 lets this batch through)"
+        );
+    }
+
+    pub(super) fn set_breaker_metric(&self) {
+        self.shared
+            .metrics
+            .breaker_open
+            .get_or_create(&self.label())
+            .set(i64::from(self.breaker_open));
+    }
+
+    /// Whether the breaker holds `uuid` now; holds (and audits) it if so.
+    pub(super) fn held_by_breaker(&mut self, uuid: &CallUuid) -> bool {
+        if !self.breaker_open || self.overridden.contains(uuid) || self.bypasses_breaker(uuid) {
+            return false;
+        }
+        if self.held.insert(uuid.clone()) {
+            let mut job = self.bare_job(uuid);
+            job.action = "hangup".to_owned();
+            self.audit_outcome(
+                &job,
+                AuditEvent::Breaker,
+                Outcome::Breaker,
+                0,
+                "breaker open: too many hangups due within one poll interval",
+            );
+        }
+        true
+    }
+
+    pub(super) fn release_breaker(&mut self) {
+        let now = self.now();
+        let held: Vec<CallUuid> = self.held.drain().collect();
+        tracing::warn!(account = %self.account, calls = held.len(), "operator override: letting the held batch through once");
+        for uuid in held {
+            let job = self.bare_job(&uuid);
+            self.audit_outcome(
+                &job,
+                AuditEvent::Override,
+                Outcome::Skipped,
+                0,
+                "operator override (SIGUSR1): held hangup released",
+            );
+            self.overridden.insert(uuid.clone());
+            self.enforce_timers.schedule(uuid, now);
+        }
+    }
+
+    pub(super) fn mark_unhealthy(&mut self, reason: String) {
+        if self.unhealthy.is_none() {
+            tracing::error!(account = %self.account, %reason,
+                "the API refused our credentials: enforcement stopped for this account until a reload");
+        }
+        self.unhealthy = Some(reason);
+    }
+
+    /// Applies an operator command; returns a new poll interval if it changed.
+    pub(super) fn command(&mut self, command: Command) -> Option<Duration> {
+        match command {
+            Command::Pardon { uuid, until, reply } => {
+                let tracked = self.calls.contains_key(&uuid) || self.live.contains(&uuid);
+                self.pardons.insert(uuid.clone(), until);
+                let mut job = self.bare_job(&uuid);
+                job.action = "pardon".to_owned();
+                let reason = match until {
+                    Some(until) => format!("pardoned until {}", until.to_rfc3339()),
+                    None => "pardoned for good".to_owned(),
+                };
+                self.audit_outcome(&job, AuditEvent::Pardon, Outcome::Pardoned, 0, &reason);
+                self.held.remove(&uuid);
+                self.evaluate(&uuid);
+                let _ = reply.send(tracked);
+                None
+            }
+            Command::ReleaseBreaker => {
+                self.release_breaker();
+                None
+            }
+            Command::Reload { policy, settings } => {
+                let interval = (settings.poll_interval != self.settings.poll_interval)
+                    .then_some(settings.poll_interval);
+                self.policy = policy;
+                self.settings.poll_interval = settings.poll_interval;
+                self.settings.enforce = settings.enforce;
+                self.settings.safety = settings.safety;
+                self.settings.retry = settings.retry;
+                self.unhealthy = None;
+                self.mismatch = None;
+                self.shared
+                    .metrics
+                    .clock_mismatch
+                    .get_or_create(&self.label())
+                    .set(0);
+                self.finished.clear();
+                self.dry_done.clear();
+                self.dry_timers = TimerQueue::default();
+                self.publish_rules();
+                let uuids: Vec<CallUuid> = self.calls.keys().cloned().collect();
+                for uuid in uuids {
+                    self.evaluate(&uuid);
+                }
+                interval
+            }
+        }
+    }
+}
