@@ -85,6 +85,18 @@ impl SimpleGlob {
         Some(Self { tokens })
     }
 
+    /// The literal characters before the first wildcard or class: every
+    /// value the pattern matches starts with them.
+    pub(crate) fn literal_prefix(&self) -> String {
+        self.tokens
+            .iter()
+            .map_while(|token| match token {
+                Token::Literal(c) => Some(*c),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Whether `value` matches the whole pattern.
     pub(crate) fn is_match(&self, value: &str) -> bool {
         let tokens = &self.tokens;
