@@ -42,6 +42,7 @@ impl RuleSet {
         }
     }
 
+    #[cfg(test)]
     fn contains(&self, rule: usize) -> bool {
         self.words
             .get(rule / 64)
@@ -54,6 +55,20 @@ impl RuleSet {
 
     fn copy_from(&mut self, other: &RuleSet) {
         self.words.clone_from(&other.words);
+    }
+
+    fn union_with(&mut self, other: &RuleSet) {
+        for (word, other) in self.words.iter_mut().zip(&other.words) {
+            *word |= other;
+        }
+    }
+
+    fn intersects(&self, other: &RuleSet) -> bool {
+        self.words.iter().zip(&other.words).any(|(a, b)| a & b != 0)
+    }
+
+    fn is_subset(&self, other: &RuleSet) -> bool {
+        self.words.iter().zip(&other.words).all(|(a, b)| a & !b == 0)
     }
 
     /// The members, in increasing order.
@@ -117,40 +132,95 @@ impl Table {
     }
 }
 
-/// One trie node: the rules whose patterns end at this stem.
-#[derive(Debug, Clone, Default)]
+/// "No node".
+const NONE: u32 = u32::MAX;
+
+/// One trie node; its stem is the bytes on the path from the root.
+#[derive(Debug, Clone)]
 struct Node {
     /// (byte, node) per child.
     children: Vec<(u8, u32)>,
-    /// Rules with a `stem*` pattern: every value through here matches.
-    prefix: Vec<u32>,
-    /// Rules with a literal `stem`: a value ending here matches.
-    literal: Vec<u32>,
-    /// (rule, slot of its field matcher) to check with the matcher itself.
-    check: Vec<(u32, u32)>,
+    /// The rules that match any value longer than the stem that leaves the
+    /// trie below this node, before checks (index into `FieldIndex::sets`).
+    through: u32,
+    /// The rules that match the stem itself, checks included.
+    exact: u32,
+    /// Check groups filed under this stem.
+    groups: Vec<u32>,
+    /// The nearest node at or above this one with check groups.
+    chain: u32,
+    /// The nearest node strictly above this one with check groups.
+    up: u32,
+}
+
+impl Node {
+    fn new() -> Self {
+        Self {
+            children: Vec::new(),
+            through: 0,
+            exact: 0,
+            groups: Vec::new(),
+            chain: NONE,
+            up: NONE,
+        }
+    }
+
+    fn child(&self, byte: u8) -> Option<u32> {
+        self.children
+            .iter()
+            .find(|(b, _)| *b == byte)
+            .map(|(_, next)| *next)
+    }
+}
+
+/// Rules whose patterns the trie cannot decide and that share one pattern
+/// list: one matcher call decides them all.
+#[derive(Debug, Clone)]
+struct CheckGroup {
+    /// (rule, slot) of the first rule with this list: its matcher is used.
+    matcher: (u32, u32),
+    /// Every rule with this list.
+    rules: RuleSet,
 }
 
 /// The index of one field of one table across every rule.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct FieldIndex {
-    field: Option<MatchField>,
+    field: MatchField,
+    table: Table,
+    /// Whether any rule needs the value looked at; when not, every rule
+    /// passes (`match`) or none is hit (`unless`) — see `always`.
+    used: bool,
     /// Rules decided without the value: for `match`, those without a
     /// matcher on the field or with `*`; for `unless`, those with `*`.
     always: RuleSet,
-    /// Whether any rule needs the value looked at.
-    used: bool,
     /// The trie; node 0 is the root (the empty stem).
     nodes: Vec<Node>,
+    /// The rule sets the nodes point to.
+    sets: Vec<RuleSet>,
+    groups: Vec<CheckGroup>,
+}
+
+/// What the builder files under each stem before the sets are computed.
+#[derive(Debug, Clone, Default)]
+struct Pending {
+    prefix: Vec<usize>,
+    literal: Vec<usize>,
 }
 
 impl FieldIndex {
     fn new(rules: &[Rule], table: Table, field: MatchField) -> Self {
         let mut index = Self {
-            field: Some(field),
-            always: RuleSet::empty(rules.len()),
+            field,
+            table,
             used: false,
-            nodes: vec![Node::default()],
+            always: RuleSet::empty(rules.len()),
+            nodes: vec![Node::new()],
+            sets: Vec::new(),
+            groups: Vec::new(),
         };
+        let mut pending = vec![Pending::default()];
+        let mut group_of: Vec<(&[String], u32)> = Vec::new();
         for (rule_index, rule) in rules.iter().enumerate() {
             let Ok(rule_id) = u32::try_from(rule_index) else {
                 break;
@@ -171,8 +241,12 @@ impl FieldIndex {
                     index.used = true;
                     for key in keys {
                         match key {
-                            Key::Literal(text) => index.node_for(text).literal.push(rule_id),
-                            Key::Prefix(text) => index.node_for(text).prefix.push(rule_id),
+                            Key::Literal(text) => {
+                                index.pending(&mut pending, text).literal.push(rule_index)
+                            }
+                            Key::Prefix(text) => {
+                                index.pending(&mut pending, text).prefix.push(rule_index)
+                            }
                         }
                     }
                 }
@@ -181,87 +255,179 @@ impl FieldIndex {
                     let Ok(slot) = u32::try_from(slot) else {
                         continue;
                     };
-                    for stem in stems {
-                        let check = &mut index.node_for(&stem).check;
-                        if !check.contains(&(rule_id, slot)) {
-                            check.push((rule_id, slot));
+                    let patterns = matcher.patterns.as_slice();
+                    let group = match group_of.iter().find(|(p, _)| *p == patterns) {
+                        Some((_, group)) => *group,
+                        None => {
+                            let group = index.groups.len() as u32;
+                            index.groups.push(CheckGroup {
+                                matcher: (rule_id, slot),
+                                rules: RuleSet::empty(rules.len()),
+                            });
+                            group_of.push((patterns, group));
+                            for stem in stems {
+                                let node = index.node_for(&stem);
+                                if !index.nodes[node].groups.contains(&group) {
+                                    index.nodes[node].groups.push(group);
+                                }
+                            }
+                            group
                         }
-                    }
+                    };
+                    index.groups[group as usize].rules.insert(rule_index);
                 }
             }
         }
+        index.fill_sets(rules, &pending);
         index
     }
 
+    /// The pending entries of the node for `stem`, created on the way.
+    fn pending<'p>(&mut self, pending: &'p mut Vec<Pending>, stem: &str) -> &'p mut Pending {
+        let node = self.node_for(stem);
+        pending.resize_with(self.nodes.len(), Pending::default);
+        &mut pending[node]
+    }
+
     /// The node for `stem`, created on the way.
-    fn node_for(&mut self, stem: &str) -> &mut Node {
+    fn node_for(&mut self, stem: &str) -> usize {
         let mut current = 0usize;
         for &byte in stem.as_bytes() {
-            let found = self.nodes[current]
-                .children
-                .iter()
-                .find(|(b, _)| *b == byte)
-                .map(|(_, next)| *next as usize);
-            current = match found {
-                Some(next) => next,
+            current = match self.nodes[current].child(byte) {
+                Some(next) => next as usize,
                 None => {
                     let next = self.nodes.len();
-                    self.nodes.push(Node::default());
+                    self.nodes.push(Node::new());
                     self.nodes[current].children.push((byte, next as u32));
                     next
                 }
             };
         }
-        &mut self.nodes[current]
+        current
     }
 
-    /// Writes to `out` the rules whose matcher on this field matches
-    /// `value` (for `match`: plus those without one). Matcher checks are
-    /// only spent on rules in `interest`; others may be missing from `out`.
-    fn matching(
-        &self,
+    /// Computes every node's `through` and `exact` sets, top-down: a value
+    /// equal to a stem is decided entirely here, checks included.
+    fn fill_sets(&mut self, rules: &[Rule], pending: &[Pending]) {
+        let mut root_through = self.always.clone();
+        let none = Pending::default();
+        let at = |node: usize| pending.get(node).unwrap_or(&none);
+        for &rule in &at(0).prefix {
+            root_through.insert(rule);
+        }
+        self.sets.push(root_through);
+        // (node, its stem, parent's through set, parent's chain)
+        let mut stack = vec![(0usize, Vec::<u8>::new(), 0u32, NONE)];
+        while let Some((node, stem, parent_through, parent_chain)) = stack.pop() {
+            let mut through = parent_through;
+            if node != 0 && !at(node).prefix.is_empty() {
+                let mut set = self.sets[parent_through as usize].clone();
+                for &rule in &at(node).prefix {
+                    set.insert(rule);
+                }
+                through = self.push_set(set);
+            }
+            let chain = if self.nodes[node].groups.is_empty() {
+                parent_chain
+            } else {
+                node as u32
+            };
+            // Set before `each_group` below walks up from here.
+            self.nodes[node].chain = chain;
+            self.nodes[node].up = parent_chain;
+            let mut exact = self.sets[through as usize].clone();
+            for &rule in &at(node).literal {
+                exact.insert(rule);
+            }
+            let text = String::from_utf8_lossy(&stem);
+            self.each_group(chain, |group| {
+                let (rule, slot) = group.matcher;
+                if self
+                    .table
+                    .matcher(rules, rule, slot)
+                    .is_some_and(|m| m.is_match(&text))
+                {
+                    exact.union_with(&group.rules);
+                }
+            });
+            let exact = if exact == self.sets[through as usize] {
+                through
+            } else {
+                self.push_set(exact)
+            };
+            let entry = &mut self.nodes[node];
+            entry.through = through;
+            entry.exact = exact;
+            for &(byte, child) in &entry.children {
+                let mut child_stem = stem.clone();
+                child_stem.push(byte);
+                stack.push((child as usize, child_stem, through, chain));
+            }
+        }
+    }
+
+    fn push_set(&mut self, set: RuleSet) -> u32 {
+        self.sets.push(set);
+        (self.sets.len() - 1) as u32
+    }
+
+    /// Calls `f` with every check group filed at `chain` and above it.
+    fn each_group(&self, mut chain: u32, mut f: impl FnMut(&CheckGroup)) {
+        while let Some(node) = self.nodes.get(chain as usize) {
+            for &group in &node.groups {
+                if let Some(group) = self.groups.get(group as usize) {
+                    f(group);
+                }
+            }
+            chain = node.up;
+        }
+    }
+
+    /// The rules whose matcher on this field matches `value` (for `match`:
+    /// plus those without one). Matcher checks are only spent on rules in
+    /// `interest`; others may be missing. `scratch` holds the answer when it
+    /// is not one of the precomputed sets.
+    fn matching<'a>(
+        &'a self,
         value: &str,
         interest: &RuleSet,
         rules: &[Rule],
-        table: Table,
-        out: &mut RuleSet,
-    ) {
-        out.copy_from(&self.always);
-        if !self.used {
-            return;
-        }
+        scratch: &'a mut RuleSet,
+    ) -> &'a RuleSet {
         let bytes = value.as_bytes();
         let mut node = &self.nodes[0];
         let mut depth = 0;
-        loop {
-            for &rule in &node.prefix {
-                out.insert(rule as usize);
-            }
-            for &(rule, slot) in &node.check {
-                let wanted = interest.contains(rule as usize) && !out.contains(rule as usize);
-                if wanted
-                    && table
-                        .matcher(rules, rule, slot)
-                        .is_some_and(|m| m.is_match(value))
-                {
-                    out.insert(rule as usize);
-                }
-            }
-            let Some(&byte) = bytes.get(depth) else {
-                for &rule in &node.literal {
-                    out.insert(rule as usize);
-                }
-                return;
-            };
-            let next = node.children.iter().find(|(b, _)| *b == byte);
-            match next.and_then(|(_, next)| self.nodes.get(*next as usize)) {
+        while let Some(&byte) = bytes.get(depth) {
+            match node.child(byte).and_then(|next| self.nodes.get(next as usize)) {
                 Some(next) => {
                     node = next;
                     depth += 1;
                 }
-                None => return,
+                None => break,
             }
         }
+        let set = |id: u32| self.sets.get(id as usize).unwrap_or(&self.always);
+        if depth == bytes.len() {
+            return set(node.exact);
+        }
+        let through = set(node.through);
+        if node.chain == NONE {
+            return through;
+        }
+        scratch.copy_from(through);
+        self.each_group(node.chain, |group| {
+            let (rule, slot) = group.matcher;
+            if group.rules.intersects(interest)
+                && !group.rules.is_subset(scratch)
+                && self
+                    .table
+                    .matcher(rules, rule, slot)
+                    .is_some_and(|m| m.is_match(value))
+            {
+                scratch.union_with(&group.rules);
+            }
+        });
+        scratch
     }
 }
 
@@ -360,28 +526,28 @@ impl PolicyIndex {
         remaining: &mut RuleSet,
         mut sorted: impl FnMut(usize, Class),
     ) {
-        let mut hits = RuleSet::empty(rules.len());
+        let mut scratch = RuleSet::empty(rules.len());
         for index in &self.matcher {
-            let Some(field) = index.field else { continue };
             if remaining.is_empty() {
                 return;
             }
             if !index.used {
                 continue;
             }
-            index.matching(values.get(field), remaining, rules, Table::Match, &mut hits);
-            remaining.keep_only(&hits, |rule| sorted(rule, Class::NotMatched(field)));
+            let field = index.field;
+            let hits = index.matching(values.get(field), remaining, rules, &mut scratch);
+            remaining.keep_only(hits, |rule| sorted(rule, Class::NotMatched(field)));
         }
         for index in &self.unless {
-            let Some(field) = index.field else { continue };
             if remaining.is_empty() {
                 return;
             }
             if !index.used && index.always.is_empty() {
                 continue;
             }
-            index.matching(values.get(field), remaining, rules, Table::Unless, &mut hits);
-            remaining.remove_all(&hits, |rule| sorted(rule, Class::Exempt(field)));
+            let field = index.field;
+            let hits = index.matching(values.get(field), remaining, rules, &mut scratch);
+            remaining.remove_all(hits, |rule| sorted(rule, Class::Exempt(field)));
         }
     }
 }
