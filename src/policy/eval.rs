@@ -359,14 +359,12 @@ fn window_deadline(
     base: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
-    if now > base {
-        match window.open_interval_containing(now) {
-            Some((start, _)) => Some(start.max(base)),
-            None => window.next_opening_after(now),
-        }
-    } else {
-        window.next_open_instant(base)
-    }
+    // After `base`: the opening that holds `now`, else the next one (later
+    // than `now`, so later than `base`). Until `base`: the first open
+    // instant from `base` on.
+    window
+        .current_or_next_opening(base.max(now))
+        .map(|start| start.max(base))
 }
 
 fn add(at: DateTime<Utc>, by: Duration) -> Result<DateTime<Utc>, &'static str> {
