@@ -135,42 +135,24 @@ impl Table {
 /// "No node".
 const NONE: u32 = u32::MAX;
 
-/// One trie node; its stem is the bytes on the path from the root.
-#[derive(Debug, Clone)]
+/// One trie node, laid out flat; its stem is the bytes on the path from the root.
+#[derive(Debug, Clone, Copy)]
 struct Node {
-    /// (byte, node) per child.
-    children: Vec<(u8, u32)>,
-    /// The rules that match any value longer than the stem that leaves the
-    /// trie below this node, before checks (index into `FieldIndex::sets`).
+    /// Its children: `edges[first_edge..first_edge + edge_count]`.
+    first_edge: u32,
+    edge_count: u32,
+    /// The rules that match a value which runs through this node and
+    /// leaves the trie below it, before checks (an index into `sets`).
     through: u32,
     /// The rules that match the stem itself, checks included.
     exact: u32,
-    /// Check groups filed under this stem.
-    groups: Vec<u32>,
+    /// Check groups filed under this stem: `node_groups[first_group..][..group_count]`.
+    first_group: u32,
+    group_count: u32,
     /// The nearest node at or above this one with check groups.
     chain: u32,
     /// The nearest node strictly above this one with check groups.
     up: u32,
-}
-
-impl Node {
-    fn new() -> Self {
-        Self {
-            children: Vec::new(),
-            through: 0,
-            exact: 0,
-            groups: Vec::new(),
-            chain: NONE,
-            up: NONE,
-        }
-    }
-
-    fn child(&self, byte: u8) -> Option<u32> {
-        self.children
-            .iter()
-            .find(|(b, _)| *b == byte)
-            .map(|(_, next)| *next)
-    }
 }
 
 /// Rules whose patterns the trie cannot decide and that share one pattern
@@ -189,23 +171,65 @@ struct FieldIndex {
     field: MatchField,
     table: Table,
     /// Whether any rule needs the value looked at; when not, every rule
-    /// passes (`match`) or none is hit (`unless`) — see `always`.
+    /// passes (`match`) or none but those in `always` is hit (`unless`).
     used: bool,
     /// Rules decided without the value: for `match`, those without a
     /// matcher on the field or with `*`; for `unless`, those with `*`.
     always: RuleSet,
     /// The trie; node 0 is the root (the empty stem).
     nodes: Vec<Node>,
+    /// The byte of each edge, and the node it leads to.
+    edge_bytes: Vec<u8>,
+    edge_targets: Vec<u32>,
+    /// The check groups of each node, in runs.
+    node_groups: Vec<u32>,
     /// The rule sets the nodes point to.
     sets: Vec<RuleSet>,
     groups: Vec<CheckGroup>,
 }
 
-/// What the builder files under each stem before the sets are computed.
+/// A trie node while the index is built.
 #[derive(Debug, Clone, Default)]
-struct Pending {
+struct BuildNode {
+    children: Vec<(u8, u32)>,
+    /// Rules with a `stem*` pattern.
     prefix: Vec<usize>,
+    /// Rules with the literal `stem`.
     literal: Vec<usize>,
+    groups: Vec<u32>,
+}
+
+/// The trie while the index is built.
+#[derive(Debug, Default)]
+struct Builder {
+    nodes: Vec<BuildNode>,
+}
+
+impl Builder {
+    /// The node for `stem`, created on the way.
+    fn node(&mut self, stem: &str) -> &mut BuildNode {
+        if self.nodes.is_empty() {
+            self.nodes.push(BuildNode::default());
+        }
+        let mut current = 0usize;
+        for &byte in stem.as_bytes() {
+            let found = self.nodes[current]
+                .children
+                .iter()
+                .find(|(b, _)| *b == byte)
+                .map(|(_, next)| *next as usize);
+            current = match found {
+                Some(next) => next,
+                None => {
+                    let next = self.nodes.len();
+                    self.nodes.push(BuildNode::default());
+                    self.nodes[current].children.push((byte, next as u32));
+                    next
+                }
+            };
+        }
+        &mut self.nodes[current]
+    }
 }
 
 impl FieldIndex {
@@ -215,11 +239,15 @@ impl FieldIndex {
             table,
             used: false,
             always: RuleSet::empty(rules.len()),
-            nodes: vec![Node::new()],
+            nodes: Vec::new(),
+            edge_bytes: Vec::new(),
+            edge_targets: Vec::new(),
+            node_groups: Vec::new(),
             sets: Vec::new(),
             groups: Vec::new(),
         };
-        let mut pending = vec![Pending::default()];
+        let mut trie = Builder::default();
+        trie.node("");
         let mut group_of: Vec<(&[String], u32)> = Vec::new();
         for (rule_index, rule) in rules.iter().enumerate() {
             let Ok(rule_id) = u32::try_from(rule_index) else {
@@ -241,12 +269,8 @@ impl FieldIndex {
                     index.used = true;
                     for key in keys {
                         match key {
-                            Key::Literal(text) => {
-                                index.pending(&mut pending, text).literal.push(rule_index)
-                            }
-                            Key::Prefix(text) => {
-                                index.pending(&mut pending, text).prefix.push(rule_index)
-                            }
+                            Key::Literal(text) => trie.node(text).literal.push(rule_index),
+                            Key::Prefix(text) => trie.node(text).prefix.push(rule_index),
                         }
                     }
                 }
@@ -266,9 +290,9 @@ impl FieldIndex {
                             });
                             group_of.push((patterns, group));
                             for stem in stems {
-                                let node = index.node_for(&stem);
-                                if !index.nodes[node].groups.contains(&group) {
-                                    index.nodes[node].groups.push(group);
+                                let node = trie.node(&stem);
+                                if !node.groups.contains(&group) {
+                                    node.groups.push(group);
                                 }
                             }
                             group
@@ -278,65 +302,69 @@ impl FieldIndex {
                 }
             }
         }
-        index.fill_sets(rules, &pending);
+        index.finish(rules, &trie.nodes);
         index
     }
 
-    /// The pending entries of the node for `stem`, created on the way.
-    fn pending<'p>(&mut self, pending: &'p mut Vec<Pending>, stem: &str) -> &'p mut Pending {
-        let node = self.node_for(stem);
-        pending.resize_with(self.nodes.len(), Pending::default);
-        &mut pending[node]
-    }
-
-    /// The node for `stem`, created on the way.
-    fn node_for(&mut self, stem: &str) -> usize {
-        let mut current = 0usize;
-        for &byte in stem.as_bytes() {
-            current = match self.nodes[current].child(byte) {
-                Some(next) => next as usize,
-                None => {
-                    let next = self.nodes.len();
-                    self.nodes.push(Node::new());
-                    self.nodes[current].children.push((byte, next as u32));
-                    next
-                }
-            };
-        }
-        current
-    }
-
-    /// Computes every node's `through` and `exact` sets, top-down: a value
-    /// equal to a stem is decided entirely here, checks included.
-    fn fill_sets(&mut self, rules: &[Rule], pending: &[Pending]) {
+    /// Lays the trie out flat and computes every node's `through` and
+    /// `exact` sets, top-down: a value equal to a stem is decided entirely
+    /// here, checks included.
+    fn finish(&mut self, rules: &[Rule], built: &[BuildNode]) {
+        let empty = Node {
+            first_edge: 0,
+            edge_count: 0,
+            through: 0,
+            exact: 0,
+            first_group: 0,
+            group_count: 0,
+            chain: NONE,
+            up: NONE,
+        };
+        self.nodes = vec![empty; built.len()];
         let mut root_through = self.always.clone();
-        let none = Pending::default();
-        let at = |node: usize| pending.get(node).unwrap_or(&none);
-        for &rule in &at(0).prefix {
+        for &rule in built.first().map_or(&[][..], |root| &root.prefix) {
             root_through.insert(rule);
         }
         self.sets.push(root_through);
-        // (node, its stem, parent's through set, parent's chain)
+        // (node, its stem, the parent's through set, the parent's chain)
         let mut stack = vec![(0usize, Vec::<u8>::new(), 0u32, NONE)];
         while let Some((node, stem, parent_through, parent_chain)) = stack.pop() {
+            let Some(source) = built.get(node) else {
+                continue;
+            };
             let mut through = parent_through;
-            if node != 0 && !at(node).prefix.is_empty() {
+            if node != 0 && !source.prefix.is_empty() {
                 let mut set = self.sets[parent_through as usize].clone();
-                for &rule in &at(node).prefix {
+                for &rule in &source.prefix {
                     set.insert(rule);
                 }
                 through = self.push_set(set);
             }
-            let chain = if self.nodes[node].groups.is_empty() {
+            let first_group = self.node_groups.len() as u32;
+            self.node_groups.extend(&source.groups);
+            let chain = if source.groups.is_empty() {
                 parent_chain
             } else {
                 node as u32
             };
+            let first_edge = self.edge_bytes.len() as u32;
+            for &(byte, child) in &source.children {
+                self.edge_bytes.push(byte);
+                self.edge_targets.push(child);
+            }
             // Set before `each_group` below walks up from here.
-            self.nodes[node].chain = chain;
-            self.nodes[node].up = parent_chain;
+            self.nodes[node] = Node {
+                first_edge,
+                edge_count: source.children.len() as u32,
+                through,
+                exact: through,
+                first_group,
+                group_count: source.groups.len() as u32,
+                chain,
+                up: parent_chain,
+            };
             let mut exact = self.sets[through as usize].clone();
-            for &rule in &at(node).literal {
+            for &rule in &source.literal {
                 exact.insert(rule);
             }
             let text = String::from_utf8_lossy(&stem);
@@ -350,15 +378,10 @@ impl FieldIndex {
                     exact.union_with(&group.rules);
                 }
             });
-            let exact = if exact == self.sets[through as usize] {
-                through
-            } else {
-                self.push_set(exact)
-            };
-            let entry = &mut self.nodes[node];
-            entry.through = through;
-            entry.exact = exact;
-            for &(byte, child) in &entry.children {
+            if exact != self.sets[through as usize] {
+                self.nodes[node].exact = self.push_set(exact);
+            }
+            for &(byte, child) in &source.children {
                 let mut child_stem = stem.clone();
                 child_stem.push(byte);
                 stack.push((child as usize, child_stem, through, chain));
@@ -371,10 +394,25 @@ impl FieldIndex {
         (self.sets.len() - 1) as u32
     }
 
+    /// The child of `node` along `byte`.
+    #[inline]
+    fn child(&self, node: &Node, byte: u8) -> Option<&Node> {
+        let start = node.first_edge as usize;
+        let bytes = self.edge_bytes.get(start..start + node.edge_count as usize)?;
+        let at = bytes.iter().position(|b| *b == byte)?;
+        let target = *self.edge_targets.get(start + at)?;
+        self.nodes.get(target as usize)
+    }
+
     /// Calls `f` with every check group filed at `chain` and above it.
     fn each_group(&self, mut chain: u32, mut f: impl FnMut(&CheckGroup)) {
         while let Some(node) = self.nodes.get(chain as usize) {
-            for &group in &node.groups {
+            let start = node.first_group as usize;
+            let ids = self
+                .node_groups
+                .get(start..start + node.group_count as usize)
+                .unwrap_or_default();
+            for &group in ids {
                 if let Some(group) = self.groups.get(group as usize) {
                     f(group);
                 }
@@ -394,11 +432,13 @@ impl FieldIndex {
         rules: &[Rule],
         scratch: &'a mut RuleSet,
     ) -> &'a RuleSet {
+        let Some(mut node) = self.nodes.first() else {
+            return &self.always;
+        };
         let bytes = value.as_bytes();
-        let mut node = &self.nodes[0];
         let mut depth = 0;
         while let Some(&byte) = bytes.get(depth) {
-            match node.child(byte).and_then(|next| self.nodes.get(next as usize)) {
+            match self.child(node, byte) {
                 Some(next) => {
                     node = next;
                     depth += 1;
