@@ -367,13 +367,16 @@ fn window_deadline(
         .map(|start| start.max(base))
 }
 
+/// The longest limit or grace a deadline is computed with (`SEARCH_HORIZON * 100`).
+const MAX_OFFSET: chrono::Duration = chrono::Duration::days(SEARCH_HORIZON.num_days() * 100);
+
 fn add(at: DateTime<Utc>, by: Duration) -> Result<DateTime<Utc>, &'static str> {
     if by.is_zero() {
         return Ok(at);
     }
     chrono::Duration::from_std(by)
         .ok()
-        .filter(|d| *d <= SEARCH_HORIZON * 100)
+        .filter(|d| *d <= MAX_OFFSET)
         .and_then(|d| at.checked_add_signed(d))
         .ok_or("deadline out of range")
 }

@@ -222,7 +222,7 @@ impl FieldMatcher {
                         Simple::Any => return IndexKeys::Any,
                         Simple::Literal(text) => exact.push(Key::Literal(text)),
                         Simple::Prefix(text) => exact.push(Key::Prefix(text)),
-                        Simple::Pattern(glob) => stems.push(glob.literal_prefix()),
+                        Simple::Pattern(glob) => stems.extend(glob.stems(MAX_STEMS)),
                     }
                 }
                 if stems.is_empty() {
@@ -257,6 +257,9 @@ impl FieldMatcher {
         }
     }
 }
+
+/// How many stems one glob may be spelled out into for the policy index.
+const MAX_STEMS: usize = 16;
 
 /// How the policy index sees one field matcher.
 pub(super) enum IndexKeys<'a> {
