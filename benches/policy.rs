@@ -139,8 +139,7 @@ fn bench(c: &mut Criterion) {
             let mut due = 0usize;
             for (i, (call, timeline)) in calls.iter().enumerate() {
                 let account = accounts[i % accounts.len()];
-                if deadline_only(&policy, call, account, timeline, now, Duration::ZERO).is_some()
-                {
+                if deadline_only(&policy, call, account, timeline, now, Duration::ZERO).is_some() {
                     due += 1;
                 }
             }

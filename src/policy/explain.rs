@@ -129,9 +129,13 @@ pub fn explain(
         .map(|verdict| {
             let rule = &policy.rules[verdict.rule];
             let (result, field, value, reason, deadline) = match &verdict.outcome {
-                RuleOutcome::NotMatched { field, value } => {
-                    ("not-matched", Some(*field), Some(value.to_string()), None, None)
-                }
+                RuleOutcome::NotMatched { field, value } => (
+                    "not-matched",
+                    Some(*field),
+                    Some(value.to_string()),
+                    None,
+                    None,
+                ),
                 RuleOutcome::Exempt { field, value } => {
                     ("exempt", Some(*field), Some(value.to_string()), None, None)
                 }

@@ -68,7 +68,10 @@ impl RuleSet {
     }
 
     fn is_subset(&self, other: &RuleSet) -> bool {
-        self.words.iter().zip(&other.words).all(|(a, b)| a & !b == 0)
+        self.words
+            .iter()
+            .zip(&other.words)
+            .all(|(a, b)| a & !b == 0)
     }
 
     /// The members, in increasing order.
@@ -398,7 +401,9 @@ impl FieldIndex {
     #[inline]
     fn child(&self, node: &Node, byte: u8) -> Option<&Node> {
         let start = node.first_edge as usize;
-        let bytes = self.edge_bytes.get(start..start + node.edge_count as usize)?;
+        let bytes = self
+            .edge_bytes
+            .get(start..start + node.edge_count as usize)?;
         let at = bytes.iter().position(|b| *b == byte)?;
         let target = *self.edge_targets.get(start + at)?;
         self.nodes.get(target as usize)
@@ -506,9 +511,10 @@ impl PolicyIndex {
                 .iter()
                 .any(|f| table.fields.iter().filter(|m| m.field == *f).count() > 1)
         };
-        if rules.iter().any(|rule| {
-            repeats(&rule.matcher) || rule.unless.as_ref().is_some_and(repeats)
-        }) {
+        if rules
+            .iter()
+            .any(|rule| repeats(&rule.matcher) || rule.unless.as_ref().is_some_and(repeats))
+        {
             return Self::default();
         }
         let mut live = RuleSet::empty(rules.len());

@@ -144,7 +144,10 @@ mod tests {
 
     #[test]
     fn is_as_large_as_a_string() {
-        assert_eq!(std::mem::size_of::<InlineStr>(), std::mem::size_of::<String>());
+        assert_eq!(
+            std::mem::size_of::<InlineStr>(),
+            std::mem::size_of::<String>()
+        );
     }
 
     #[test]
