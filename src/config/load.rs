@@ -133,7 +133,7 @@ pub fn load_policy_files(
     if diagnostics.iter().any(Diagnostic::is_error) {
         Err(diagnostics)
     } else {
-        Ok((Policy { rules }, diagnostics))
+        Ok((Policy::new(rules), diagnostics))
     }
 }
 
@@ -289,7 +289,7 @@ fn load_at(config_path: &Path, env: &Environment, now: DateTime<Utc>) -> Outcome
             }
             rules.extend(compiled.get(path).cloned().unwrap_or_default());
         }
-        Policy { rules }
+        Policy::new(rules)
     };
 
     let needs_global = accounts.iter().any(|a| a.policies.is_none())

@@ -5,12 +5,15 @@
 //! [`RuleVerdict`] per rule and picks the deadline to arm with
 //! [`Evaluation::effective`].
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use super::index::Class;
 use super::matcher::{FieldValues, MatchField};
+use super::text::InlineStr;
 use super::window::SEARCH_HORIZON;
 use super::{Limit, MeasureFrom, Policy, Rule};
 use crate::call::Call;
@@ -52,19 +55,19 @@ pub enum RuleOutcome {
         /// The first field that did not match.
         field: MatchField,
         /// The call's value for it.
-        value: String,
+        value: InlineStr,
     },
     /// `[rule.unless]` matched on this field, whose value was this.
     Exempt {
         /// The field that exempted the call.
         field: MatchField,
         /// The call's value for it.
-        value: String,
+        value: InlineStr,
     },
     /// The rule matches but sets no deadline (yet).
     NotDue {
         /// Why: unanswered with `measure_from = "answer"`, no window opening ahead, ...
-        reason: String,
+        reason: Cow<'static, str>,
     },
     /// The rule matches and the call must end at `deadline` (may be past).
     Due {
@@ -153,13 +156,45 @@ pub fn evaluate(
     grace: Duration,
 ) -> Evaluation {
     let values = FieldValues::new(call, account);
+    if !policy.index.covers(&policy.rules) {
+        let verdicts = policy
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(index, rule)| RuleVerdict {
+                rule: index,
+                outcome: rule_outcome(rule, &values, timeline, now, grace),
+            })
+            .collect();
+        return Evaluation { verdicts };
+    }
+    let classes = policy.index.classify(&policy.rules, &values);
+    // Each field's value is copied once per call, then once per verdict
+    // that reports it (inline: no allocation).
+    let mut texts: [Option<InlineStr>; 6] = Default::default();
+    let mut text = |field: MatchField| {
+        texts[field.index()]
+            .get_or_insert_with(|| InlineStr::new(values.get(field)))
+            .clone()
+    };
     let verdicts = policy
         .rules
         .iter()
+        .zip(classes)
         .enumerate()
-        .map(|(index, rule)| RuleVerdict {
+        .map(|(index, (rule, class))| RuleVerdict {
             rule: index,
-            outcome: rule_outcome(rule, &values, timeline, now, grace),
+            outcome: match class {
+                Class::NotMatched(field) => RuleOutcome::NotMatched {
+                    field,
+                    value: text(field),
+                },
+                Class::Exempt(field) => RuleOutcome::Exempt {
+                    field,
+                    value: text(field),
+                },
+                Class::Applies => deadline_outcome(rule, timeline, now, grace),
+            },
         })
         .collect();
     Evaluation { verdicts }
@@ -176,18 +211,29 @@ pub fn deadline_only(
     grace: Duration,
 ) -> Option<(usize, DateTime<Utc>)> {
     let values = FieldValues::new(call, account);
+    let deadline = |(index, rule): (usize, &Rule)| {
+        rule_deadline(rule, timeline, now, grace)
+            .ok()
+            .map(|deadline| (index, deadline))
+    };
+    if !policy.index.covers(&policy.rules) {
+        return pick_winner(
+            policy,
+            policy
+                .rules
+                .iter()
+                .enumerate()
+                .filter(|(_, rule)| !rule.action.dry_run && rule.applies_to_values(call, &values))
+                .filter_map(deadline),
+        );
+    }
+    let applicable = policy.index.live_applicable(&policy.rules, &values);
     pick_winner(
         policy,
-        policy
-            .rules
+        applicable
             .iter()
-            .enumerate()
-            .filter(|(_, rule)| !rule.action.dry_run && rule.applies_to_values(call, &values))
-            .filter_map(|(index, rule)| {
-                rule_deadline(rule, timeline, now, grace)
-                    .ok()
-                    .map(|deadline| (index, deadline))
-            }),
+            .filter_map(|index| Some((index, policy.rules.get(index)?)))
+            .filter_map(deadline),
     )
 }
 
@@ -214,7 +260,7 @@ fn rule_outcome(
     if let Some(field) = rule.matcher.first_mismatch(values) {
         return RuleOutcome::NotMatched {
             field,
-            value: values.get(field).to_owned(),
+            value: InlineStr::new(values.get(field)),
         };
     }
     if let Some(field) = rule
@@ -224,13 +270,23 @@ fn rule_outcome(
     {
         return RuleOutcome::Exempt {
             field,
-            value: values.get(field).to_owned(),
+            value: InlineStr::new(values.get(field)),
         };
     }
+    deadline_outcome(rule, timeline, now, grace)
+}
+
+/// The outcome of a rule that applies to a call.
+fn deadline_outcome(
+    rule: &Rule,
+    timeline: &Timeline,
+    now: DateTime<Utc>,
+    grace: Duration,
+) -> RuleOutcome {
     match rule_deadline(rule, timeline, now, grace) {
         Ok(deadline) => RuleOutcome::Due { deadline },
         Err(reason) => RuleOutcome::NotDue {
-            reason: reason.to_owned(),
+            reason: Cow::Borrowed(reason),
         },
     }
 }
@@ -303,15 +359,16 @@ fn window_deadline(
     base: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
-    if now > base {
-        match window.open_interval_containing(now) {
-            Some((start, _)) => Some(start.max(base)),
-            None => window.next_opening_after(now),
-        }
-    } else {
-        window.next_open_instant(base)
-    }
+    // After `base`: the opening that holds `now`, else the next one (later
+    // than `now`, so later than `base`). Until `base`: the first open
+    // instant from `base` on.
+    window
+        .current_or_next_opening(base.max(now))
+        .map(|start| start.max(base))
 }
+
+/// The longest limit or grace a deadline is computed with (`SEARCH_HORIZON * 100`).
+const MAX_OFFSET: chrono::Duration = chrono::Duration::days(SEARCH_HORIZON.num_days() * 100);
 
 fn add(at: DateTime<Utc>, by: Duration) -> Result<DateTime<Utc>, &'static str> {
     if by.is_zero() {
@@ -319,7 +376,7 @@ fn add(at: DateTime<Utc>, by: Duration) -> Result<DateTime<Utc>, &'static str> {
     }
     chrono::Duration::from_std(by)
         .ok()
-        .filter(|d| *d <= SEARCH_HORIZON * 100)
+        .filter(|d| *d <= MAX_OFFSET)
         .and_then(|d| at.checked_add_signed(d))
         .ok_or("deadline out of range")
 }

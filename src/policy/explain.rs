@@ -129,14 +129,18 @@ pub fn explain(
         .map(|verdict| {
             let rule = &policy.rules[verdict.rule];
             let (result, field, value, reason, deadline) = match &verdict.outcome {
-                RuleOutcome::NotMatched { field, value } => {
-                    ("not-matched", Some(*field), Some(value.clone()), None, None)
-                }
+                RuleOutcome::NotMatched { field, value } => (
+                    "not-matched",
+                    Some(*field),
+                    Some(value.to_string()),
+                    None,
+                    None,
+                ),
                 RuleOutcome::Exempt { field, value } => {
-                    ("exempt", Some(*field), Some(value.clone()), None, None)
+                    ("exempt", Some(*field), Some(value.to_string()), None, None)
                 }
                 RuleOutcome::NotDue { reason } => {
-                    ("not-due", None, None, Some(reason.clone()), None)
+                    ("not-due", None, None, Some(reason.to_string()), None)
                 }
                 RuleOutcome::Due { deadline } => ("due", None, None, None, Some(*deadline)),
             };

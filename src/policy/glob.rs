@@ -85,6 +85,43 @@ impl SimpleGlob {
         Some(Self { tokens })
     }
 
+    /// Stems that every matching value starts with one of: the leading
+    /// literals, with leading classes spelled out while there are at most
+    /// `max` stems (`1[2-5]?*` gives `12`, `13`, `14`, `15`).
+    pub(crate) fn stems(&self, max: usize) -> Vec<String> {
+        let mut stems = vec![String::new()];
+        for token in &self.tokens {
+            match token {
+                Token::Literal(c) => stems.iter_mut().for_each(|stem| stem.push(*c)),
+                Token::Class {
+                    negated: false,
+                    ranges,
+                } => {
+                    let count: usize = ranges
+                        .iter()
+                        .map(|(lo, hi)| (*hi as usize).saturating_sub(*lo as usize) + 1)
+                        .sum();
+                    if count == 0 || stems.len().saturating_mul(count) > max {
+                        break;
+                    }
+                    let chars: Vec<char> = ranges.iter().flat_map(|(lo, hi)| *lo..=*hi).collect();
+                    stems = stems
+                        .iter()
+                        .flat_map(|stem| {
+                            chars.iter().map(move |c| {
+                                let mut next = stem.clone();
+                                next.push(*c);
+                                next
+                            })
+                        })
+                        .collect();
+                }
+                _ => break,
+            }
+        }
+        stems
+    }
+
     /// Whether `value` matches the whole pattern.
     pub(crate) fn is_match(&self, value: &str) -> bool {
         let tokens = &self.tokens;
@@ -141,6 +178,11 @@ mod tests {
         assert!(g("a*b*c").is_match("aXbYbc"));
         assert!(g("é?").is_match("éx"));
         assert!(SimpleGlob::new("{a,b}").is_none());
+        assert_eq!(g("1[2-5]??8*").stems(16), ["12", "13", "14", "15"]);
+        assert_eq!(g("1[2-5]??8*").stems(3), ["1"]);
+        assert_eq!(g("4[!4]*").stems(16), ["4"]);
+        assert_eq!(g("*").stems(16), [""]);
+        assert_eq!(g("[a-\u{10ffff}]").stems(16), [""]);
         assert!(SimpleGlob::new("[ab").is_none());
     }
 
@@ -158,6 +200,12 @@ mod tests {
                 return Ok(());
             };
             if let Some(simple) = SimpleGlob::new(&pattern) {
+                if simple.is_match(&value) {
+                    prop_assert!(
+                        simple.stems(16).iter().any(|stem| value.starts_with(stem.as_str())),
+                        "pattern {:?} value {:?} stems {:?}", pattern, value, simple.stems(16)
+                    );
+                }
                 prop_assert_eq!(
                     simple.is_match(&value),
                     glob.compile_matcher().is_match(&value),

@@ -211,6 +211,44 @@ impl FieldMatcher {
         })
     }
 
+    /// What the policy index needs to know of this matcher.
+    pub(super) fn index_keys(&self) -> IndexKeys<'_> {
+        match &self.strategy {
+            Strategy::Simple(list) => {
+                let mut exact = Vec::with_capacity(list.len());
+                let mut stems = Vec::new();
+                for simple in list {
+                    match simple {
+                        Simple::Any => return IndexKeys::Any,
+                        Simple::Literal(text) => exact.push(Key::Literal(text)),
+                        Simple::Prefix(text) => exact.push(Key::Prefix(text)),
+                        Simple::Pattern(glob) => stems.extend(glob.stems(MAX_STEMS)),
+                    }
+                }
+                if stems.is_empty() {
+                    IndexKeys::Exact(exact)
+                } else {
+                    // Literals and prefixes are their own stems.
+                    stems.extend(exact.iter().map(|key| match key {
+                        Key::Literal(text) | Key::Prefix(text) => (*text).to_owned(),
+                    }));
+                    IndexKeys::Stems(stems)
+                }
+            }
+            Strategy::Glob(_) => {
+                let normalized: Vec<String> = self
+                    .patterns
+                    .iter()
+                    .map(|pattern| normalize_for(self.field, pattern))
+                    .collect();
+                if normalized.iter().any(|pattern| pattern == "*") {
+                    return IndexKeys::Any;
+                }
+                IndexKeys::Stems(normalized.iter().map(|p| glob_stem(p).to_owned()).collect())
+            }
+        }
+    }
+
     /// Whether `value` matches any pattern.
     pub fn is_match(&self, value: &str) -> bool {
         match &self.strategy {
@@ -220,13 +258,49 @@ impl FieldMatcher {
     }
 }
 
-/// Compiles one pattern for `field`, or says why it is not a valid glob.
-pub fn compile_glob(field: MatchField, pattern: &str) -> Result<Glob, String> {
-    let normalized = if field.is_number() {
+/// How many stems one glob may be spelled out into for the policy index.
+const MAX_STEMS: usize = 16;
+
+/// How the policy index sees one field matcher.
+pub(super) enum IndexKeys<'a> {
+    /// It matches every value.
+    Any,
+    /// It matches exactly the values these keys accept.
+    Exact(Vec<Key<'a>>),
+    /// Every value it matches starts with one of these stems; the matcher
+    /// itself decides the rest.
+    Stems(Vec<String>),
+}
+
+/// A pattern decided by string comparison alone.
+pub(super) enum Key<'a> {
+    /// The value equals it.
+    Literal(&'a str),
+    /// The value starts with it.
+    Prefix(&'a str),
+}
+
+/// The literal text before the first glob metacharacter: every value the
+/// pattern matches starts with it.
+fn glob_stem(pattern: &str) -> &str {
+    let end = pattern
+        .find(['*', '?', '[', ']', '{', '}', '\\'])
+        .unwrap_or(pattern.len());
+    &pattern[..end]
+}
+
+/// `pattern` normalized the way values of `field` are.
+fn normalize_for(field: MatchField, pattern: &str) -> String {
+    if field.is_number() {
         normalize_number_pattern(pattern)
     } else {
         pattern.to_owned()
-    };
+    }
+}
+
+/// Compiles one pattern for `field`, or says why it is not a valid glob.
+pub fn compile_glob(field: MatchField, pattern: &str) -> Result<Glob, String> {
+    let normalized = normalize_for(field, pattern);
     GlobBuilder::new(&normalized)
         .literal_separator(false)
         .backslash_escape(true)

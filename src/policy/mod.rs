@@ -7,7 +7,9 @@
 mod eval;
 mod explain;
 mod glob;
+mod index;
 mod matcher;
+mod text;
 mod window;
 
 use std::path::PathBuf;
@@ -22,16 +24,26 @@ pub use matcher::{
     compile_glob, normalize_number_pattern, FieldMatcher, FieldValues, Match, MatchField,
     PatternError,
 };
+pub use text::InlineStr;
 pub use window::{parse_cron, CronParseError, Window, SEARCH_HORIZON};
 
-/// All rules in force for one account, in file order.
+/// All rules in force for one account, in file order, with an index over
+/// their match tables that makes evaluating a call cheap.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
-    /// The rules; names are unique.
+    /// The rules; names are unique. Built with [`Policy::new`], which
+    /// indexes them: to change the rules, build a new policy.
     pub rules: Vec<Rule>,
+    index: index::PolicyIndex,
 }
 
 impl Policy {
+    /// A policy of `rules`, indexed for evaluation.
+    pub fn new(rules: Vec<Rule>) -> Self {
+        let index = index::PolicyIndex::new(&rules);
+        Self { rules, index }
+    }
+
     /// Whether any rule can match a queued or ringing call, which is when
     /// queued calls are listed too (`?status=queued`).
     pub fn needs_queued_calls(&self) -> bool {

@@ -191,9 +191,26 @@ impl Window {
 
     /// The earliest instant at or after `at` when the window is open.
     pub fn next_open_instant(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        if self.is_open(at) {
-            return Some(at);
+        self.current_or_next_opening(at).map(|start| start.max(at))
+    }
+
+    /// The start of the opening whose interval holds `at`, else the first
+    /// opening after `at`: what [`Window::open_interval_containing`] and then
+    /// [`Window::next_opening_after`] say, in one search instead of two.
+    pub fn current_or_next_opening(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let duration = self.duration_chrono();
+        if duration > chrono::Duration::zero() {
+            // The first opening after `at - duration` holds `at` when it is
+            // not later than `at`; when it is later, nothing opened in
+            // `(at - duration, at]`, so it is also the first after `at`.
+            let found = at
+                .checked_sub_signed(duration)
+                .and_then(|from| self.next_opening(from, false));
+            if found.is_some() {
+                return found;
+            }
         }
+        // Also when the search from `at - duration` hit its horizon.
         self.next_opening(at, false)
     }
 
@@ -316,6 +333,38 @@ mod tests {
             w.next_opening_after(utc("2026-06-09T00:00:00Z")),
             Some(utc("2026-06-15T00:00:00Z"))
         );
+    }
+
+    /// [`Window::current_or_next_opening`] as its doc defines it.
+    fn two_searches(w: &Window, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match w.open_interval_containing(at) {
+            Some((start, _)) => Some(start),
+            None => w.next_opening_after(at),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn one_search_agrees_with_two(
+            window_index in 0usize..6,
+            // Across 2026, DST changes included.
+            offset_s in 0i64..366 * 86_400,
+        ) {
+            let windows = [
+                window("0 0 2 * * *", 60, London),
+                window("0 30 2 * * *", 90, New_York),
+                window("0 */5 * * * *", 5, UTC),
+                window("0 0 1 * * Sun", 120, London),
+                window("0 0 0 29 2 *", 60, UTC),
+                window("0 30 1 * * *", 30, New_York),
+            ];
+            let w = &windows[window_index];
+            let at = utc("2026-01-01T00:00:00Z") + chrono::Duration::seconds(offset_s);
+            proptest::prop_assert_eq!(w.current_or_next_opening(at), two_searches(w, at));
+            let open = w.is_open(at);
+            let expected = if open { Some(at) } else { w.next_opening_after(at) };
+            proptest::prop_assert_eq!(w.next_open_instant(at), expected);
+        }
     }
 
     #[test]
