@@ -151,12 +151,7 @@ pub async fn run(config_path: PathBuf, options: RunOptions) -> anyhow::Result<()
     let mut handles = Vec::new();
     let mut engines = Vec::new();
     for (name, client) in clients(&config, &clock)? {
-        let policy = config
-            .accounts
-            .iter()
-            .find(|a| a.name == name)
-            .map(|a| Arc::clone(&a.policy))
-            .unwrap_or_default();
+        let policy = config.policy_of(&name);
         let engine = Engine::new(
             name.clone(),
             client,

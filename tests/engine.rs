@@ -8,7 +8,7 @@ use std::time::Duration;
 use callwarden::audit::{Event, Outcome};
 use callwarden::engine::Command;
 use chrono::TimeDelta;
-use common::engine::{requests, settings, start, t_wall, wait_for};
+use common::engine::{requests, settings, start, t_wall, wait_ended, wait_for};
 use common::{add_calls, default_sim, log_since, set_faults};
 use serde_json::json;
 
@@ -33,13 +33,8 @@ async fn a_deadline_between_polls_fires_at_the_deadline_not_at_the_next_poll() {
     settings.poll_interval = Duration::from_secs(30);
     let running = start(&sim, START_LIMIT_10S, settings);
 
-    let sim_state = sim.state().clone();
-    let id = uuid.clone();
     assert!(
-        wait_for(Duration::from_secs(10), || sim_state
-            .call(&id)
-            .is_some_and(|c| c.ended_at.is_some()))
-        .await,
+        wait_ended(&sim, std::slice::from_ref(&uuid), Duration::from_secs(10)).await,
         "the call was not hung up"
     );
     let call = sim.state().call(&uuid).unwrap();
@@ -75,14 +70,7 @@ async fn server_errors_are_retried_with_backoff_until_success() {
     )
     .await;
     let running = start(&sim, START_LIMIT_10S, settings());
-    let state = sim.state().clone();
-    let id = uuid.clone();
-    assert!(
-        wait_for(Duration::from_secs(10), || state
-            .call(&id)
-            .is_some_and(|c| c.ended_at.is_some()))
-        .await
-    );
+    assert!(wait_ended(&sim, std::slice::from_ref(&uuid), Duration::from_secs(10)).await);
     let log = log_since(&sim, 0).await;
     let deletes = requests(&log, "DELETE", &uuid);
     let statuses: Vec<_> = deletes.iter().map(|r| r["status"].as_u64()).collect();
@@ -116,14 +104,7 @@ async fn rate_limited_hangup_waits_for_retry_after() {
     )
     .await;
     let running = start(&sim, START_LIMIT_10S, settings());
-    let state = sim.state().clone();
-    let id = uuid.clone();
-    assert!(
-        wait_for(Duration::from_secs(10), || state
-            .call(&id)
-            .is_some_and(|c| c.ended_at.is_some()))
-        .await
-    );
+    assert!(wait_ended(&sim, std::slice::from_ref(&uuid), Duration::from_secs(10)).await);
     let log = log_since(&sim, 0).await;
     let deletes = requests(&log, "DELETE", &uuid);
     assert_eq!(deletes.len(), 2);
@@ -422,15 +403,8 @@ warn_text = "This call will end soon."
 "#,
         settings(),
     );
-    let state = sim.state().clone();
-    let id = uuid.clone();
-    assert!(
-        wait_for(Duration::from_secs(15), || state
-            .call(&id)
-            .is_some_and(|c| c.ended_at.is_some()))
-        .await
-    );
-    let call = state.call(&uuid).unwrap();
+    assert!(wait_ended(&sim, std::slice::from_ref(&uuid), Duration::from_secs(15)).await);
+    let call = sim.state().call(&uuid).unwrap();
     assert_eq!(call.speaks, ["This call will end soon."]);
     let log = log_since(&sim, 0).await;
     let speaks = requests(&log, "POST", &uuid);
@@ -467,14 +441,7 @@ direction = ["outbound"]
     let state = running.stop().await;
     let restarted_at = chrono::Utc::now();
     let running = common::engine::start_in(&sim, policy, settings(), state);
-    let sim_state = sim.state().clone();
-    let id = uuid.clone();
-    assert!(
-        wait_for(Duration::from_secs(12), || sim_state
-            .call(&id)
-            .is_some_and(|c| c.ended_at.is_some()))
-        .await
-    );
+    assert!(wait_ended(&sim, std::slice::from_ref(&uuid), Duration::from_secs(12)).await);
     let log = log_since(&sim, 0).await;
     let deleted_at = t_wall(&requests(&log, "DELETE", &uuid)[0]);
     assert!(

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use callwarden::audit::{Event, Outcome};
 use chrono::{DateTime, TimeDelta, Utc};
-use common::engine::{requests, settings, start, t_wall, wait_for, Running};
+use common::engine::{requests, settings, start, t_wall, wait_ended, wait_for, Running};
 use common::{add_calls, control_post, default_sim, log_since, set_faults};
 use serde_json::{json, Value};
 
@@ -61,16 +61,6 @@ async fn standard_calls(sim: &SimHandle) -> Scenario {
 }
 
 /// Waits until every due call has ended (or `limit` passes).
-async fn wait_due_ended(sim: &SimHandle, due: &[String], limit: Duration) -> bool {
-    let state = sim.state().clone();
-    let due = due.to_vec();
-    wait_for(limit, move || {
-        due.iter()
-            .all(|u| state.call(u).is_some_and(|c| c.ended_at.is_some()))
-    })
-    .await
-}
-
 /// No DELETE before the true deadline, at most one 2xx DELETE per call,
 /// nothing sent to spared calls, every due call ended by the API.
 async fn assert_safe(sim: &SimHandle, scenario: &Scenario) {
@@ -114,7 +104,7 @@ async fn two_second_latency_on_every_request_delays_but_never_advances() {
     set_faults(&sim, json!({"latency_ms": 2000})).await;
     let scenario = standard_calls(&sim).await;
     let running = start(&sim, LIMIT_6S, settings());
-    assert!(wait_due_ended(&sim, &scenario.due, Duration::from_secs(25)).await);
+    assert!(wait_ended(&sim, &scenario.due, Duration::from_secs(25)).await);
     assert_safe(&sim, &scenario).await;
     running.stop().await;
 }
@@ -129,7 +119,7 @@ async fn thirty_percent_503s_everywhere_still_end_every_due_call_once() {
         .collect();
     scenario.due.extend(add_calls(&sim, json!(more)).await);
     let running = start(&sim, LIMIT_6S, settings());
-    assert!(wait_due_ended(&sim, &scenario.due, Duration::from_secs(40)).await);
+    assert!(wait_ended(&sim, &scenario.due, Duration::from_secs(40)).await);
     assert_safe(&sim, &scenario).await;
     let log = log_since(&sim, 0).await;
     assert!(
@@ -155,7 +145,7 @@ async fn scripted_500_and_429_sequences_on_list_detail_and_delete() {
     )
     .await;
     let running = start(&sim, LIMIT_6S, settings());
-    assert!(wait_due_ended(&sim, &scenario.due, Duration::from_secs(30)).await);
+    assert!(wait_ended(&sim, &scenario.due, Duration::from_secs(30)).await);
     assert_safe(&sim, &scenario).await;
     let log = log_since(&sim, 0).await;
     let statuses: Vec<_> = requests(&log, "DELETE", &overdue)
@@ -185,7 +175,7 @@ async fn a_delete_that_hung_up_but_lost_its_answer_is_never_repeated() {
     )
     .await;
     let running = start(&sim, LIMIT_6S, settings());
-    assert!(wait_due_ended(&sim, &scenario.due, Duration::from_secs(20)).await);
+    assert!(wait_ended(&sim, &scenario.due, Duration::from_secs(20)).await);
     // Give the engine time to make any mistake it would make.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_safe(&sim, &scenario).await;
@@ -223,7 +213,7 @@ async fn a_reset_before_acting_is_re_read_then_retried_once() {
     )
     .await;
     let running = start(&sim, LIMIT_6S, settings());
-    assert!(wait_due_ended(&sim, &scenario.due, Duration::from_secs(20)).await);
+    assert!(wait_ended(&sim, &scenario.due, Duration::from_secs(20)).await);
     assert_safe(&sim, &scenario).await;
     let log = log_since(&sim, 0).await;
     let deletes = requests(&log, "DELETE", &overdue);
@@ -250,7 +240,7 @@ async fn random_connection_resets_never_cause_a_double_hangup() {
         .collect();
     scenario.due.extend(add_calls(&sim, json!(more)).await);
     let running = start(&sim, LIMIT_6S, settings());
-    assert!(wait_due_ended(&sim, &scenario.due, Duration::from_secs(40)).await);
+    assert!(wait_ended(&sim, &scenario.due, Duration::from_secs(40)).await);
     assert_safe(&sim, &scenario).await;
     let log = log_since(&sim, 0).await;
     assert!(log.iter().any(|r| r["status"].is_null()), "no reset fired");
@@ -279,7 +269,7 @@ async fn an_outage_holds_hangups_until_the_api_is_back_then_ends_them_all() {
     assert!(wait_tracked(&running, 4).await);
     set_faults(&sim, json!({"outage_s": 5.0})).await;
     let outage_end = Utc::now() + TimeDelta::seconds(5);
-    assert!(wait_due_ended(&sim, &scenario.due, Duration::from_secs(25)).await);
+    assert!(wait_ended(&sim, &scenario.due, Duration::from_secs(25)).await);
     assert_safe(&sim, &scenario).await;
     let log = log_since(&sim, 0).await;
     for uuid in &scenario.due {
@@ -314,7 +304,7 @@ async fn malformed_truncated_and_wrongly_typed_answers_are_skipped_not_fatal() {
     )
     .await;
     let running = start(&sim, LIMIT_6S, settings());
-    assert!(wait_due_ended(&sim, &scenario.due, Duration::from_secs(30)).await);
+    assert!(wait_ended(&sim, &scenario.due, Duration::from_secs(30)).await);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_safe(&sim, &scenario).await;
     // The garbage answer to the DELETE did hang up; the engine re-read the
@@ -343,7 +333,7 @@ async fn a_listed_call_whose_detail_is_404_is_never_hung_up() {
     )
     .await;
     let running = start(&sim, LIMIT_6S, settings());
-    assert!(wait_due_ended(&sim, &scenario.due, Duration::from_secs(20)).await);
+    assert!(wait_ended(&sim, &scenario.due, Duration::from_secs(20)).await);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_safe(&sim, &scenario).await;
     let log = log_since(&sim, 0).await;
@@ -459,7 +449,7 @@ async fn date_header_five_minutes_ahead_never_makes_calls_look_older() {
     let later = new_calls_after_first_poll(&sim, &running).await;
     scenario.due.extend(later.due);
     scenario.spared.extend(later.spared);
-    assert!(wait_due_ended(&sim, &scenario.due, Duration::from_secs(20)).await);
+    assert!(wait_ended(&sim, &scenario.due, Duration::from_secs(20)).await);
     assert_safe(&sim, &scenario).await;
     running.stop().await;
 }
@@ -473,7 +463,7 @@ async fn date_header_five_minutes_behind_still_ends_calls_in_time() {
     // The timestamps look 5 min in the future: a mismatch, so calls are
     // timed from first sight (late, never early).
     assert_clock_mismatch_raised(&running).await;
-    assert!(wait_due_ended(&sim, &scenario.due, Duration::from_secs(20)).await);
+    assert!(wait_ended(&sim, &scenario.due, Duration::from_secs(20)).await);
     assert_safe(&sim, &scenario).await;
     running.stop().await;
 }
@@ -487,7 +477,7 @@ async fn session_start_in_another_zone_is_detected_and_calls_are_timed_from_firs
         let scenario = new_calls_after_first_poll(&sim, &running).await;
         assert_clock_mismatch_raised(&running).await;
         assert!(
-            wait_due_ended(&sim, &scenario.due, Duration::from_secs(20)).await,
+            wait_ended(&sim, &scenario.due, Duration::from_secs(20)).await,
             "{zone}"
         );
         assert_safe(&sim, &scenario).await;

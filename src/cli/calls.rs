@@ -29,7 +29,7 @@ pub async fn list(config_path: &Path, env: &Environment, json: bool) -> anyhow::
     let known = daemon_calls(&config).await;
     let mut rows = Vec::new();
     for (name, client) in daemon::clients(&config, &clock)? {
-        let policy = account_policy(&config, &name);
+        let policy = config.policy_of(&name);
         let listed = client
             .list_live()
             .await
@@ -101,7 +101,7 @@ pub async fn explain(
         (None, None) => bail!("give a call UUID or --call-json FILE"),
     };
     let known = daemon_calls(&config).await;
-    let policy = account_policy(&config, &account);
+    let policy = config.policy_of(&account);
     let explanation = explain_one(
         &config,
         &policy,
@@ -147,15 +147,6 @@ fn saved_call(path: &Path, config: &Config) -> anyhow::Result<Call> {
         CallUuid::parse(uuid).with_context(|| format!("{}: bad call_uuid", path.display()))?;
     vobiz::parse_call_detail(&body, &uuid, config.api.timestamp_zone)
         .with_context(|| format!("{}", path.display()))
-}
-
-fn account_policy(config: &Config, account: &str) -> Arc<Policy> {
-    config
-        .accounts
-        .iter()
-        .find(|a| a.name == account)
-        .map(|a| Arc::clone(&a.policy))
-        .unwrap_or_default()
 }
 
 /// The daemon's view of its calls, when its listener answers.

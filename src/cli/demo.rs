@@ -73,7 +73,7 @@ pub async fn run(duration: Duration) -> anyhow::Result<u8> {
         .into_iter()
         .next()
         .context("the demo config has no account")?;
-    let policy = Arc::clone(&config.accounts[0].policy);
+    let policy = config.policy_of(&name);
     println!(
         "callwarden demo: simulator at {} with {} live calls, {} rules, maintenance window opens at {} for 10 s",
         sim.base_url(),

@@ -36,12 +36,7 @@ pub async fn run(config_path: &Path, env: &Environment, json: bool) -> anyhow::R
         if progress {
             eprintln!("{name}: listing and reading calls...");
         }
-        let policy = config
-            .accounts
-            .iter()
-            .find(|a| a.name == name)
-            .map(|a| Arc::clone(&a.policy))
-            .unwrap_or_default();
+        let policy = config.policy_of(&name);
         let engine = Engine::new(
             name,
             client,

@@ -65,6 +65,17 @@ pub struct Account {
     pub policy: Arc<Policy>,
 }
 
+impl Config {
+    /// The rules of the account named `account` (none if there is no such account).
+    pub fn policy_of(&self, account: &str) -> Arc<Policy> {
+        self.accounts
+            .iter()
+            .find(|a| a.name == account)
+            .map(|a| Arc::clone(&a.policy))
+            .unwrap_or_default()
+    }
+}
+
 /// `[api]`: how to reach the API.
 #[derive(Debug, Clone)]
 pub struct ApiSettings {

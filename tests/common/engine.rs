@@ -154,6 +154,18 @@ pub async fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) -> b
     condition()
 }
 
+/// Waits until every call in `uuids` has ended in the simulator.
+pub async fn wait_ended(sim: &SimHandle, uuids: &[String], limit: Duration) -> bool {
+    let state = sim.state().clone();
+    let uuids = uuids.to_vec();
+    wait_for(limit, move || {
+        uuids
+            .iter()
+            .all(|u| state.call(u).is_some_and(|c| c.ended_at.is_some()))
+    })
+    .await
+}
+
 /// Parses a simulator log timestamp.
 pub fn t_wall(record: &serde_json::Value) -> DateTime<Utc> {
     record["t_wall"]
