@@ -44,6 +44,9 @@ pub use tracker::Tracked;
 /// A warning is still spoken late only if at least this much time remains.
 const MIN_LATE_WARNING: TimeDelta = TimeDelta::seconds(5);
 
+/// A change of the clock-skew lower bound that re-times every tracked call.
+const SKEW_REEVALUATE: TimeDelta = TimeDelta::milliseconds(20);
+
 /// How many upcoming deadlines `/status` lists.
 const STATUS_DEADLINES: usize = 20;
 
@@ -593,10 +596,24 @@ impl<A: VobizApi> Engine<A> {
     fn observe_skew<T>(&mut self, fetched: &Fetched<T>) {
         if let Some(date) = fetched.server_date {
             let sample = SkewEstimate::from_answer(date, fetched.sent_at, fetched.received_at);
-            self.skew = Some(match self.skew {
+            let previous = self.skew;
+            let current = match previous {
                 Some(current) => current.update(sample),
                 None => sample,
-            });
+            };
+            self.skew = Some(current);
+            // Deadlines already scheduled used the old lower bound, up to a
+            // second too late (the `Date` header has whole seconds). When the
+            // bound moves noticeably, move them: still never early, since the
+            // new bound is as safe as the old. A lower bound only rises to a
+            // new maximum, which happens O(log answers) times, so this
+            // O(calls) pass is rare.
+            if previous.is_some_and(|old| (current.low - old.low).abs() >= SKEW_REEVALUATE) {
+                let uuids: Vec<CallUuid> = self.calls.keys().cloned().collect();
+                for uuid in uuids {
+                    self.evaluate(&uuid);
+                }
+            }
         }
     }
 
