@@ -205,8 +205,9 @@ class Sim:
 
     def load(self, calls, churn):
         http("POST", self.root + "/_sim/reset", {})
-        for i in range(0, len(calls), 20_000):
-            http("POST", self.root + "/_sim/calls", {"calls": calls[i : i + 20_000]})
+        # axum's JSON body limit is 2 MB: 5,000 calls a request stay under it.
+        for i in range(0, len(calls), 5_000):
+            http("POST", self.root + "/_sim/calls", {"calls": calls[i : i + 5_000]})
         http("POST", self.root + "/_sim/churn", churn)
 
     def stop_churn(self):
@@ -292,10 +293,12 @@ class LogFollower:
     """Reads the simulator's request log as it grows; knows when every call
     live at the start has been read once (the end of the start-up)."""
 
-    def __init__(self, sim, initial):
+    def __init__(self, sim, initial, quiet_s):
         self.sim = sim
         self.records = []
         self.unread = set(initial)
+        self.last_read = None
+        self.quiet_s = quiet_s
         self.startup_done = None
 
     def follow(self):
@@ -305,13 +308,18 @@ class LogFollower:
         for r in new:
             if r["method"] == "GET" and r["uuid"] in self.unread:
                 self.unread.discard(r["uuid"])
-                if not self.unread:
-                    self.startup_done = ts(r["t_wall"])
+                self.last_read = ts(r["t_wall"])
+        # Calls that ended before anyone read them are never read: the
+        # start-up is over when every call is read, or none has been for a while.
+        if self.last_read and (not self.unread or time.time() - self.last_read > self.quiet_s):
+            self.startup_done = self.last_read
 
 
-def watch(proc, sampler, follower, steady_s, hard_until, period=0.5, exits=False):
-    """Samples CPU/RSS until `steady_s` after the start-up (or the process
-    exits, or `hard_until`); returns the exit status, or None if still running."""
+def watch(proc, sampler, follower, steady_s, hard_until, period=0.5, exits_after=None):
+    """Samples CPU/RSS until `steady_s` after the start-up (or, with
+    `exits_after`, until that wall time has passed and two polls have
+    started; or the process exits; or `hard_until`); returns the exit
+    status, or None if still running."""
     last_follow = 0.0
     while time.time() < hard_until:
         sampler.sample()
@@ -320,8 +328,13 @@ def watch(proc, sampler, follower, steady_s, hard_until, period=0.5, exits=False
         if time.time() - last_follow >= 2.0:
             follower.follow()
             last_follow = time.time()
-        if not exits and follower.startup_done and time.time() >= follower.startup_done + steady_s:
-            break
+        if exits_after is None:
+            if follower.startup_done and time.time() >= follower.startup_done + steady_s:
+                break
+        elif time.time() >= exits_after:
+            lists = sum(1 for r in follower.records if r["method"] == "GET" and r["uuid"] is None)
+            if lists >= 2:
+                break
         time.sleep(period)
     sampler.sample()
     return None
@@ -330,7 +343,15 @@ def watch(proc, sampler, follower, steady_s, hard_until, period=0.5, exits=False
 # ---- analysis ---------------------------------------------------------------------
 
 
-def analyse(name, records, calls, initial_uuids, t_start, t_end, sampler, interval_s, baseline_kib):
+def analyse(name, records, calls, initial_uuids, t_start, t_end, sampler, interval_s, baseline_kib, work=None):
+    if work:
+        # Kept beside the run for digging into any figure.
+        with open(os.path.join(work, f"{name}-log.jsonl"), "w") as f:
+            for r in records:
+                f.write(json.dumps(r) + "\n")
+        with open(os.path.join(work, f"{name}-calls.jsonl"), "w") as f:
+            for c in calls:
+                f.write(json.dumps(c) + "\n")
     records = [r for r in records if r["t_wall"]]
     for r in records:
         r["t"] = ts(r["t_wall"])
@@ -344,12 +365,18 @@ def analyse(name, records, calls, initial_uuids, t_start, t_end, sampler, interv
     startup_done = None
     for r in records:
         if r["method"] == "GET" and r["uuid"] in initial and r["uuid"] not in seen:
+            if startup_done and r["t"] - startup_done > 2 * interval_s and len(seen) > 0.99 * len(initial):
+                break  # a straggler read long after: the start-up was over
             seen.add(r["uuid"])
             startup_done = r["t"]
     startup_requests = sum(1 for r in records if startup_done and r["t"] <= startup_done)
 
-    # Steady state: whole poll windows (list to list) after start-up.
-    steady_from = (startup_done or t_start) + interval_s
+    # Steady state: whole poll windows (list to list) after callwarden's
+    # start-up; the naive poller's polls are all alike, so all of them.
+    if name == "naive":
+        steady_from = lists[0] if lists else t_start
+    else:
+        steady_from = (startup_done or t_start) + interval_s
     windows = [(a, b) for a, b in zip(lists, lists[1:]) if a >= steady_from]
     per_poll, new_per_poll, kinds = [], [], {"list": 0, "first_get": 0, "re_get": 0, "delete": 0}
     got = set(u for u in seen)
@@ -394,7 +421,10 @@ def analyse(name, records, calls, initial_uuids, t_start, t_end, sampler, interv
         lag = r["t"] - deadline
         if lag < 0:
             early += 1
-        if startup_done and deadline >= startup_done:
+        # Calls already past their limit at the start, and (callwarden) calls
+        # due before the start-up read them, are reported apart.
+        lag_from = startup_done if name != "naive" else t_start
+        if lag_from and deadline >= lag_from:
             lags.append(lag)
         else:
             startup_lags.append(lag)
@@ -414,7 +444,12 @@ def analyse(name, records, calls, initial_uuids, t_start, t_end, sampler, interv
         elif ended is None or ended > t_end:
             missed += 1
 
-    cpu, span = sampler.cpu_between(steady_from, t_end)
+    # CPU over whole poll windows only (a contender stopped mid-poll would
+    # otherwise charge a partial poll to the complete ones).
+    cpu, span = sampler.cpu_between(windows[0][0], windows[-1][1]) if windows else (None, 0)
+    if work:
+        with open(os.path.join(work, f"{name}-samples.json"), "w") as f:
+            json.dump(sampler.samples, f)
     steady_polls = len(windows)
     total_requests = len(records)
 
@@ -494,7 +529,7 @@ def run_size(args, n, budget):
         # --- callwarden
         sim.load(calls, churn)
         proc, t0 = run_daemon(args.bin, sim, work, budget, args.interval, 0)
-        sampler, follower = Sampler(proc.pid), LogFollower(sim, initial)
+        sampler, follower = Sampler(proc.pid), LogFollower(sim, initial, 2 * args.interval)
         print(f"[{n}] callwarden: start-up, then {args.duration:.0f} s (budget {budget} rps)", file=sys.stderr)
         watch(proc, sampler, follower, args.duration + args.interval, t0 + args.max_run_s)
         proc.send_signal(signal.SIGTERM)
@@ -504,7 +539,7 @@ def run_size(args, n, budget):
         follower.follow()
         sim_cpu1 = cpu_s(sim.proc.pid)
         results["callwarden"] = analyse(
-            "callwarden", follower.records, sim.calls(), initial, t0, t1, sampler, args.interval, baseline_kib
+            "callwarden", follower.records, sim.calls(), initial, t0, t1, sampler, args.interval, baseline_kib, work
         )
         results["callwarden"]["sim_cpu_s"] = sim_cpu1 - sim_cpu0
         print(json.dumps(results["callwarden"], indent=1), file=sys.stderr)
@@ -515,9 +550,9 @@ def run_size(args, n, budget):
         # It stops at the first poll that ends after this much time.
         nduration = args.duration + args.interval
         proc, t0 = run_naive(args.python, sim, work, args.interval, nduration)
-        sampler, follower = Sampler(proc.pid), LogFollower(sim, initial)
+        sampler, follower = Sampler(proc.pid), LogFollower(sim, initial, 2 * args.interval)
         print(f"[{n}] naive: {nduration:.0f} s, finishing the poll under way", file=sys.stderr)
-        status = watch(proc, sampler, follower, 0, t0 + args.max_run_s, exits=True)
+        status = watch(proc, sampler, follower, 0, t0 + args.max_run_s, exits_after=t0 + nduration)
         if status is None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
@@ -526,7 +561,7 @@ def run_size(args, n, budget):
         follower.follow()
         sim_cpu1 = cpu_s(sim.proc.pid)
         naive = analyse(
-            "naive", follower.records, sim.calls(), initial, t0, t1, sampler, args.interval, args.python_baseline_kib
+            "naive", follower.records, sim.calls(), initial, t0, t1, sampler, args.interval, args.python_baseline_kib, work
         )
         naive["sim_cpu_s"] = sim_cpu1 - sim_cpu0
         with open(os.path.join(work, "naive.log")) as f:
