@@ -518,7 +518,7 @@ def baseline_rss(binary, work, interval_s):
 def run_size(args, n, budget):
     work = tempfile.mkdtemp(prefix=f"callwarden-bench-{n}-")
     hold = args.hold
-    churn = {"arrivals_per_s": n / hold, "mean_hold_s": hold, "seed": args.seed}
+    churn = {"arrivals_per_s": 0 if args.no_churn else n / hold, "mean_hold_s": hold, "seed": args.seed}
     calls = call_set(n, hold, args.seed, args.overdue)
     initial = [c["uuid"] for c in calls]
     results = {"size": n, "budget_rps": budget, "hold_s": hold, "interval_s": args.interval, "work": work}
@@ -544,6 +544,8 @@ def run_size(args, n, budget):
         results["callwarden"]["sim_cpu_s"] = sim_cpu1 - sim_cpu0
         print(json.dumps(results["callwarden"], indent=1), file=sys.stderr)
 
+        if args.skip_naive:
+            return results
         # --- the naive poller, same calls, same churn
         sim.load(calls, churn)
         sim_cpu0 = cpu_s(sim.proc.pid)
@@ -599,6 +601,8 @@ def main():
     p.add_argument("--hold", type=float, default=300.0, help="mean call holding time, s")
     p.add_argument("--overdue", type=float, default=0.005, help="share of calls already past their limit")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--no-churn", action="store_true", help="no arrivals or departures (isolates the cost of a poll)")
+    p.add_argument("--skip-naive", action="store_true", help="callwarden only")
     p.add_argument("--max-run-s", type=float, default=900.0, help="hard cap per contender")
     p.add_argument("--out", default=os.path.join(HERE, "results"))
     args = p.parse_args()

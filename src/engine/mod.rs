@@ -227,6 +227,10 @@ pub struct Engine<A: VobizApi> {
     retrier: Arc<Retrier>,
 
     calls: HashMap<CallUuid, Tracked>,
+    /// Whether a tracked call may name a parent (B-legs exist): recomputed
+    /// at each poll, set as soon as such a call is read. Without B-legs the
+    /// per-hangup leg lookups skip their scan of every tracked call.
+    legs_seen: bool,
     winners: HashMap<CallUuid, (usize, DateTime<Utc>)>,
     enforce_timers: TimerQueue<CallUuid>,
     bypass_timers: TimerQueue<CallUuid>,
@@ -300,6 +304,7 @@ impl<A: VobizApi> Engine<A> {
             shared,
             retrier,
             calls: HashMap::new(),
+            legs_seen: false,
             winners: HashMap::new(),
             enforce_timers: TimerQueue::default(),
             bypass_timers: TimerQueue::default(),
@@ -551,6 +556,10 @@ impl<A: VobizApi> Engine<A> {
         for uuid in ended {
             self.forget(&uuid);
         }
+        self.legs_seen = self
+            .calls
+            .values()
+            .any(|t| t.call.parent_call_uuid.is_some());
         self.hung_up.retain(|uuid| live.contains(uuid));
         self.finished.retain(|uuid| live.contains(uuid));
         self.pardons.retain(|uuid, _| live.contains(uuid));
@@ -677,6 +686,7 @@ impl<A: VobizApi> Engine<A> {
             return;
         }
         self.observe_skew(&fetched);
+        self.legs_seen |= fetched.value.parent_call_uuid.is_some();
         let seen_at = fetched.received_at;
         match fetch {
             Fetch::Discover { new_since, queued } => {
@@ -732,6 +742,9 @@ impl<A: VobizApi> Engine<A> {
     }
 
     fn leg_count(&self, parent: &CallUuid) -> usize {
+        if !self.legs_seen {
+            return 0;
+        }
         self.calls
             .values()
             .filter(|t| t.call.parent_call_uuid.as_ref() == Some(parent))
@@ -940,6 +953,7 @@ impl<A: VobizApi> Engine<A> {
         match result {
             Ok(fetched) => {
                 self.observe_skew(&fetched);
+                self.legs_seen |= fetched.value.parent_call_uuid.is_some();
                 let legs = self.leg_count(&uuid);
                 let seen_at = fetched.received_at;
                 let Some(tracked) = self.calls.get_mut(&uuid) else {
@@ -1117,23 +1131,24 @@ impl<A: VobizApi> Engine<A> {
     /// Which legs a hangup of `call` would end, with the safety checks.
     fn plan(&self, call: &Call, scope: HangupScope) -> Plan {
         // Only what a plan can look at: the call, its A-leg, and the B-legs
-        // of either. Copying every tracked call here made each hangup
-        // O(tracked calls) in allocations (100,000 UUID clones per hangup).
+        // of either. Copying (or even scanning) every tracked call here made
+        // each hangup O(tracked calls): at 100,000 calls that was most of
+        // the daemon's CPU. B-legs need a scan, and only when any exist.
         let parent = call.parent_call_uuid.as_ref();
-        let related = |uuid: &CallUuid, other: &Call| {
-            *uuid == call.uuid
-                || Some(uuid) == parent
-                || other
-                    .parent_call_uuid
-                    .as_ref()
-                    .is_some_and(|p| *p == call.uuid || Some(p) == parent)
-        };
-        let snapshot: HashMap<CallUuid, &Call> = self
-            .calls
-            .iter()
-            .filter(|(uuid, tracked)| related(uuid, &tracked.call))
-            .map(|(uuid, tracked)| (uuid.clone(), &tracked.call))
-            .collect();
+        let mut snapshot: HashMap<CallUuid, &Call> = HashMap::new();
+        for uuid in std::iter::once(&call.uuid).chain(parent) {
+            if let Some(tracked) = self.calls.get(uuid) {
+                snapshot.insert(uuid.clone(), &tracked.call);
+            }
+        }
+        if self.legs_seen {
+            for (uuid, tracked) in &self.calls {
+                let leg_of = tracked.call.parent_call_uuid.as_ref();
+                if leg_of.is_some_and(|p| *p == call.uuid || Some(p) == parent) {
+                    snapshot.insert(uuid.clone(), &tracked.call);
+                }
+            }
+        }
         plan::plan_hangup(
             call,
             scope,
