@@ -895,3 +895,39 @@ async fn accounts_see_only_their_own_calls() {
     );
     assert_eq!(sim.state().call(&two_call).unwrap().hangups, 0);
 }
+
+#[tokio::test]
+async fn churn_over_the_control_api_adds_and_ends_calls() {
+    let sim = default_sim();
+    let bad = http()
+        .post(format!("{}/_sim/churn", sim.root_url()))
+        .json(&json!({"arrivals_per_s": 1, "mean_hold_s": -1}))
+        .send()
+        .await
+        .expect("control request");
+    assert_eq!(bad.status(), 400);
+    let set = control_post(
+        &sim,
+        "/churn",
+        json!({"arrivals_per_s": 200.0, "mean_hold_s": 0.2, "seed": 5}),
+    )
+    .await;
+    assert_eq!(set["churn"]["arrivals_per_s"], 200.0);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Stopped before counting, so the list and the records see one world.
+    control_post(&sim, "/churn", json!({"arrivals_per_s": 0})).await;
+    assert_eq!(
+        control_get(&sim, "/churn").await["churn"]["arrivals_per_s"],
+        0.0
+    );
+    let calls = control_get(&sim, "/calls").await["calls"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    // About 200 arrivals in a second, most of them over (mean hold 0.2 s).
+    assert!(calls.len() > 50, "{}", calls.len());
+    let ended = calls.iter().filter(|c| c["ended_by"] == "caller").count();
+    assert!(ended > 0, "none ended");
+    let listed = client(&sim).list_live().await.expect("list").value;
+    assert_eq!(listed.len(), calls.len() - ended);
+}

@@ -1,5 +1,5 @@
 //! The control API under `/_sim/` (no auth, JSON in and out): create, change
-//! and end calls, set faults, read the request log, reset.
+//! and end calls, set faults and churn, read the request log, reset.
 
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::faults::FaultSpec;
-use super::state::{AddCalls, ControlError, SimState, StateChange};
+use super::state::{AddCalls, ChurnSpec, ControlError, SimState, StateChange};
 
 /// The `/_sim` routes (to be nested under `/_sim`).
 pub fn routes() -> Router<Arc<SimState>> {
@@ -23,6 +23,7 @@ pub fn routes() -> Router<Arc<SimState>> {
         .route("/calls/{uuid}/state", post(set_state))
         .route("/calls/{uuid}/end", post(end_call))
         .route("/faults", post(set_faults).get(get_faults))
+        .route("/churn", post(set_churn).get(get_churn))
         .route("/log", get(log))
         .route("/reset", post(reset))
 }
@@ -107,6 +108,24 @@ async fn set_faults(
 
 async fn get_faults(State(sim): State<Arc<SimState>>) -> Response {
     Json(json!({ "faults": sim.faults() })).into_response()
+}
+
+async fn set_churn(
+    State(sim): State<Arc<SimState>>,
+    body: Result<Json<ChurnSpec>, JsonRejection>,
+) -> Response {
+    let Json(spec) = match body {
+        Ok(body) => body,
+        Err(rejection) => return bad_json(rejection),
+    };
+    match sim.set_churn(spec) {
+        Ok(()) => Json(json!({ "churn": sim.churn() })).into_response(),
+        Err(err) => failure(err),
+    }
+}
+
+async fn get_churn(State(sim): State<Arc<SimState>>) -> Response {
+    Json(json!({ "churn": sim.churn() })).into_response()
 }
 
 /// `?since=SEQ`.

@@ -28,7 +28,9 @@ use tokio::task::JoinHandle;
 
 use crate::clock::SharedClock;
 pub use faults::FaultSpec;
-pub use state::{AddCalls, CallSpec, LogRecord, SimCall, SimState, SimStatus, StateChange};
+pub use state::{
+    AddCalls, CallSpec, ChurnSpec, LogRecord, SimCall, SimState, SimStatus, StateChange,
+};
 
 /// The auth id the simulator accepts when none is given.
 pub const DEFAULT_AUTH_ID: &str = "MA00000000000000SIM0";

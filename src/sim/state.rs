@@ -2,7 +2,8 @@
 //! index), the active faults, the request log and the seeded RNG — all behind
 //! one lock, shared by the API and the control API.
 
-use std::collections::{HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
@@ -184,6 +185,52 @@ pub struct LogRecord {
     pub uuid: Option<String>,
 }
 
+/// Body of `POST /_sim/churn`: calls arrive and leave by themselves.
+///
+/// Arrivals are a Poisson process of `arrivals_per_s`; every live call of the
+/// account (those there when churn starts, those created later) is given an
+/// exponential holding time of mean `mean_hold_s` from now or from its start
+/// (memoryless, so the live count stays near `arrivals_per_s × mean_hold_s`),
+/// and the caller hangs up at its end. A rate of 0 stops churn.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChurnSpec {
+    /// New calls per second (Poisson).
+    #[serde(default)]
+    pub arrivals_per_s: f64,
+    /// Mean holding time in seconds (exponential).
+    #[serde(default)]
+    pub mean_hold_s: f64,
+    /// Account auth id (default: the first account).
+    pub account: Option<String>,
+    /// Seed of the churn's own RNG, so the schedule does not depend on
+    /// which requests arrive when (default 0).
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// Active churn: the arrival schedule and the planned caller hangups.
+pub(crate) struct Churn {
+    spec: ChurnSpec,
+    account: String,
+    rng: StdRng,
+    next_arrival: DateTime<Utc>,
+    /// Planned ends, earliest first.
+    ends: BinaryHeap<Reverse<(DateTime<Utc>, String)>>,
+}
+
+impl Churn {
+    fn exp_s(&mut self, mean_s: f64) -> TimeDelta {
+        let u: f64 = self.rng.random();
+        seconds(-(1.0 - u).ln() * mean_s)
+    }
+
+    fn plan_end(&mut self, uuid: &str, from: DateTime<Utc>) {
+        let end = from + self.exp_s(self.spec.mean_hold_s);
+        self.ends.push(Reverse((end, uuid.to_owned())));
+    }
+}
+
 /// Mutable world state; see [`SimState`].
 pub(crate) struct World {
     pub accounts: Vec<(String, String)>,
@@ -191,9 +238,12 @@ pub(crate) struct World {
     pub calls: HashMap<String, SimCall>,
     /// Creation order of `calls`, so lists are stable and cheap.
     pub order: Vec<String>,
+    /// B-legs by parent UUID, so ending a call does not scan every call.
+    pub legs: HashMap<String, Vec<String>>,
     pub faults: ActiveFaults,
     pub rng: StdRng,
     pub log: Vec<LogRecord>,
+    pub churn: Option<Churn>,
     seed: u64,
 }
 
@@ -228,9 +278,11 @@ impl SimState {
                 shape,
                 calls: HashMap::new(),
                 order: Vec::new(),
+                legs: HashMap::new(),
                 faults: ActiveFaults::default(),
                 rng: StdRng::seed_from_u64(seed),
                 log: Vec::new(),
+                churn: None,
                 seed,
             }),
             clock,
@@ -245,7 +297,72 @@ impl SimState {
     pub(crate) fn lock(&self) -> MutexGuard<'_, World> {
         // Nothing under this lock can leave the world half-updated in a way
         // that matters to a test double; keep serving after a panic.
-        self.world.lock().unwrap_or_else(|e| e.into_inner())
+        let mut world = self.world.lock().unwrap_or_else(|e| e.into_inner());
+        // Churn is applied lazily, at its planned instants, whenever anyone
+        // looks: no background task, and exact start and end times.
+        if world.churn.is_some() {
+            world.advance_churn(self.clock.now());
+        }
+        world
+    }
+
+    /// Starts, replaces or (rate 0) stops churn.
+    pub fn set_churn(&self, spec: ChurnSpec) -> Result<(), ControlError> {
+        let now = self.now();
+        let mut world = self.lock();
+        if spec.arrivals_per_s == 0.0 {
+            world.churn = None;
+            return Ok(());
+        }
+        for (name, value) in [
+            ("arrivals_per_s", spec.arrivals_per_s),
+            ("mean_hold_s", spec.mean_hold_s),
+        ] {
+            if !(value.is_finite() && value > 0.0 && value < 1e9) {
+                return Err(ControlError::Invalid(format!(
+                    "{name} must be a positive number of at most 1e9"
+                )));
+            }
+        }
+        let account = match &spec.account {
+            Some(account) if world.accounts.iter().any(|(id, _)| id == account) => account.clone(),
+            Some(account) => {
+                return Err(ControlError::Invalid(format!(
+                    "unknown account {account:?}"
+                )))
+            }
+            None => world
+                .accounts
+                .first()
+                .map(|(id, _)| id.clone())
+                .unwrap_or_default(),
+        };
+        let mut churn = Churn {
+            rng: StdRng::seed_from_u64(spec.seed),
+            spec,
+            account,
+            next_arrival: now,
+            ends: BinaryHeap::new(),
+        };
+        churn.next_arrival = now + churn.exp_s(1.0 / churn.spec.arrivals_per_s);
+        for uuid in &world.order {
+            if let Some(call) = world.calls.get(uuid) {
+                if call.account == churn.account && call.status.is_live() {
+                    churn.plan_end(uuid, now);
+                }
+            }
+        }
+        world.churn = Some(churn);
+        Ok(())
+    }
+
+    /// The churn as last set (rate 0 when off).
+    pub fn churn(&self) -> ChurnSpec {
+        self.lock()
+            .churn
+            .as_ref()
+            .map(|c| c.spec.clone())
+            .unwrap_or_default()
     }
 
     /// The accepted `(auth_id, token)` pairs.
@@ -285,8 +402,7 @@ impl SimState {
         }
         let uuids = prepared.iter().map(|c| c.uuid.clone()).collect();
         for call in prepared {
-            world.order.push(call.uuid.clone());
-            world.calls.insert(call.uuid.clone(), call);
+            world.insert(call, now);
         }
         Ok(uuids)
     }
@@ -382,13 +498,81 @@ impl SimState {
         let mut world = self.lock();
         world.calls.clear();
         world.order.clear();
+        world.legs.clear();
         world.log.clear();
+        world.churn = None;
         world.faults = ActiveFaults::default();
         world.rng = StdRng::seed_from_u64(world.seed);
     }
 }
 
 impl World {
+    /// Adds a prepared call; under churn its caller hangs up some time after `now`.
+    fn insert(&mut self, call: SimCall, now: DateTime<Utc>) {
+        if let Some(parent) = &call.parent_call_uuid {
+            self.legs
+                .entry(parent.clone())
+                .or_default()
+                .push(call.uuid.clone());
+        }
+        if let Some(churn) = &mut self.churn {
+            if call.account == churn.account && call.status.is_live() {
+                churn.plan_end(&call.uuid, now);
+            }
+        }
+        self.order.push(call.uuid.clone());
+        self.calls.insert(call.uuid.clone(), call);
+    }
+
+    /// Applies every arrival and planned hangup up to `now`, each at its own instant.
+    fn advance_churn(&mut self, now: DateTime<Utc>) {
+        let Some(mut churn) = self.churn.take() else {
+            return;
+        };
+        while churn.next_arrival <= now {
+            let at = churn.next_arrival;
+            churn.next_arrival = at + churn.exp_s(1.0 / churn.spec.arrivals_per_s);
+            let mut spec = random_spec(&mut churn.rng, 0.0);
+            spec.uuid = Some(uuid_v4(&mut churn.rng));
+            spec.answered = Some(true);
+            spec.ring_s = 0.0;
+            spec.shape = Some(
+                match self.shape {
+                    ShapeMode::Flat => "flat",
+                    ShapeMode::Legacy => "legacy",
+                    ShapeMode::Mixed if churn.rng.random_bool(0.5) => "legacy",
+                    ShapeMode::Mixed => "flat",
+                }
+                .to_owned(),
+            );
+            let account = churn.account.clone();
+            match self.prepare(spec, &account, now) {
+                Ok(mut call) if !self.calls.contains_key(&call.uuid) => {
+                    // Exactly at its arrival (a float age would lose microseconds).
+                    call.started_at = at;
+                    call.answered_at = Some(at);
+                    let uuid = call.uuid.clone();
+                    self.order.push(uuid.clone());
+                    self.calls.insert(uuid.clone(), call);
+                    churn.plan_end(&uuid, at);
+                }
+                _ => {}
+            }
+        }
+        while churn
+            .ends
+            .peek()
+            .is_some_and(|Reverse((end, _))| *end <= now)
+        {
+            if let Some(Reverse((end, uuid))) = churn.ends.pop() {
+                if self.calls.get(&uuid).is_some_and(|c| c.status.is_live()) {
+                    self.end(&uuid, EndedBy::Caller, end);
+                }
+            }
+        }
+        self.churn = Some(churn);
+    }
+
     /// Validates a spec into a call (kept in `pending` until inserted).
     fn prepare(
         &mut self,
@@ -481,12 +665,16 @@ impl World {
             }
         }
         let legs: Vec<String> = self
-            .calls
-            .values()
-            .filter(|c| {
-                c.parent_call_uuid.as_deref() == Some(uuid) && c.status != SimStatus::Completed
+            .legs
+            .get(uuid)
+            .into_iter()
+            .flatten()
+            .filter(|leg| {
+                self.calls
+                    .get(*leg)
+                    .is_some_and(|c| c.status != SimStatus::Completed)
             })
-            .map(|c| c.uuid.clone())
+            .cloned()
             .collect();
         let leg_end = match by {
             EndedBy::Caller => EndedBy::Caller,
@@ -563,4 +751,160 @@ fn random_spec(rng: &mut StdRng, age_max_s: f64) -> CallSpec {
 
 fn seconds(s: f64) -> TimeDelta {
     TimeDelta::microseconds((s * 1e6) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use std::sync::Arc;
+
+    /// A clock the test moves by hand.
+    struct Manual(Mutex<DateTime<Utc>>);
+
+    impl Clock for Manual {
+        fn now(&self) -> DateTime<Utc> {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    fn world() -> (Arc<Manual>, SimState) {
+        let start = DateTime::parse_from_rfc3339("2026-06-01T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let clock = Arc::new(Manual(Mutex::new(start)));
+        let state = SimState::new(
+            vec![("MA1".into(), "t".into())],
+            ShapeMode::Flat,
+            7,
+            clock.clone(),
+        );
+        (clock, state)
+    }
+
+    fn advance(clock: &Manual, s: i64) {
+        *clock.0.lock().unwrap() += TimeDelta::seconds(s);
+    }
+
+    fn live(state: &SimState) -> usize {
+        state.calls().iter().filter(|c| c.status.is_live()).count()
+    }
+
+    #[test]
+    fn churn_keeps_the_live_count_near_rate_times_hold() {
+        let (clock, state) = world();
+        state
+            .add_calls(AddCalls {
+                generate: Some(1000),
+                ..AddCalls::default()
+            })
+            .unwrap();
+        state
+            .set_churn(ChurnSpec {
+                arrivals_per_s: 10.0,
+                mean_hold_s: 100.0,
+                account: None,
+                seed: 3,
+            })
+            .unwrap();
+        advance(&clock, 1000);
+        let calls = state.calls();
+        let live = calls.iter().filter(|c| c.status.is_live()).count();
+        // 10 s × 100 = 1000 expected; Poisson noise is ~±32.
+        assert!((850..1150).contains(&live), "live {live}");
+        let arrived = calls.len() - 1000;
+        assert!((9_000..11_000).contains(&arrived), "arrived {arrived}");
+        let now = state.now();
+        for call in &calls {
+            assert!(call.started_at <= now);
+            if let Some(ended) = call.ended_at {
+                assert_eq!(call.ended_by, Some(EndedBy::Caller));
+                assert!(ended >= call.started_at && ended <= now);
+            }
+        }
+    }
+
+    #[test]
+    fn churn_schedule_does_not_depend_on_when_it_is_observed() {
+        let run = |steps: &[i64]| {
+            let (clock, state) = world();
+            state
+                .set_churn(ChurnSpec {
+                    arrivals_per_s: 5.0,
+                    mean_hold_s: 20.0,
+                    account: None,
+                    seed: 11,
+                })
+                .unwrap();
+            for s in steps {
+                advance(&clock, *s);
+                let _ = live(&state);
+            }
+            state
+                .calls()
+                .into_iter()
+                .map(|c| (c.uuid, c.started_at, c.ended_at))
+                .collect::<Vec<_>>()
+        };
+        let (one, many) = (run(&[60]), run(&[1, 2, 3, 10, 44]));
+        assert!(one.len() > 200, "{}", one.len());
+        assert!(
+            one == many,
+            "the schedule changed with the observation times"
+        );
+    }
+
+    #[test]
+    fn churn_rate_zero_stops_and_bad_specs_are_refused() {
+        let (clock, state) = world();
+        let bad = ChurnSpec {
+            arrivals_per_s: -1.0,
+            mean_hold_s: 10.0,
+            ..ChurnSpec::default()
+        };
+        assert!(state.set_churn(bad).is_err());
+        let unknown = ChurnSpec {
+            arrivals_per_s: 1.0,
+            mean_hold_s: 10.0,
+            account: Some("nope".into()),
+            seed: 0,
+        };
+        assert!(state.set_churn(unknown).is_err());
+        state
+            .set_churn(ChurnSpec {
+                arrivals_per_s: 1.0,
+                mean_hold_s: 1e6,
+                ..ChurnSpec::default()
+            })
+            .unwrap();
+        advance(&clock, 50);
+        let before = state.calls().len();
+        assert!(before > 0);
+        state.set_churn(ChurnSpec::default()).unwrap();
+        advance(&clock, 50);
+        assert_eq!(state.calls().len(), before);
+        assert_eq!(state.churn(), ChurnSpec::default());
+    }
+
+    #[test]
+    fn ending_a_parent_ends_its_legs_only() {
+        let (_clock, state) = world();
+        let a = "aaaaaaaa-0000-4000-8000-000000000001".to_owned();
+        let b = "aaaaaaaa-0000-4000-8000-000000000002".to_owned();
+        let c = "aaaaaaaa-0000-4000-8000-000000000003".to_owned();
+        let spec = |uuid: &str, parent: Option<&str>| CallSpec {
+            uuid: Some(uuid.to_owned()),
+            parent_call_uuid: parent.map(str::to_owned),
+            ..CallSpec::default()
+        };
+        state
+            .add_calls(AddCalls {
+                calls: vec![spec(&a, None), spec(&b, Some(&a)), spec(&c, None)],
+                ..AddCalls::default()
+            })
+            .unwrap();
+        state.end_call(&a).unwrap();
+        assert_eq!(state.call(&b).unwrap().ended_by, Some(EndedBy::Caller));
+        assert!(state.call(&c).unwrap().status.is_live());
+    }
 }

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The load benchmark in one command: callwarden vs the naive vobiz-python
+# poller, side by side, against `callwarden sim` with churn.
+#
+#   bench/run.sh [--sizes 1000,10000,100000] [--duration 60] [other loadbench.py flags]
+#
+# Builds the release binary, makes .venv with vobiz-python 0.1.1, runs
+# bench/loadbench.py, writes bench/results/SIZE.json and prints a table per
+# size (bench/report.py). Loopback only; every run is bounded (--max-run-s).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+target="${CARGO_TARGET_DIR:-$PWD/target}"
+echo "== build (release)" >&2
+cargo build --release --quiet --bin callwarden
+bin="$target/release/callwarden"
+
+echo "== official Python SDK for the baseline" >&2
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+.venv/bin/pip install --quiet --disable-pip-version-check vobiz-python==0.1.1
+
+echo "== machine" >&2
+echo "$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+
+.venv/bin/python bench/loadbench.py --bin "$bin" --python "$PWD/.venv/bin/python" "$@"
+.venv/bin/python bench/report.py bench/results
