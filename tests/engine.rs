@@ -454,3 +454,55 @@ direction = ["outbound"]
     );
     running.stop().await;
 }
+
+#[tokio::test]
+async fn under_a_tight_budget_a_due_hangup_does_not_queue_behind_discovery() {
+    let sim = default_sim();
+    // The first call listed falls due one second in; 39 more keep discovery
+    // busy for about four seconds at 10 requests per second.
+    let mut calls = vec![outbound(9.0, "+14155550187")];
+    calls.extend((0..39).map(|n| outbound(1.0, &format!("+1312555{n:04}"))));
+    let uuids = add_calls(&sim, json!(calls)).await;
+    let due = uuids[0].clone();
+    let mut client = common::client_config(&sim);
+    client.max_requests_per_second = 10;
+    let mut settings = settings();
+    settings.max_requests_per_second = 10;
+    settings.poll_interval = Duration::from_secs(30);
+    let running = common::engine::start_with(
+        client,
+        START_LIMIT_10S,
+        settings,
+        tempfile::tempdir().unwrap(),
+    );
+    assert!(wait_ended(&sim, std::slice::from_ref(&due), Duration::from_secs(15)).await);
+    // Let discovery finish, so the log shows what came after the hangup.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let log = log_since(&sim, 0).await;
+    let position = |pred: &dyn Fn(&serde_json::Value) -> bool| log.iter().position(pred);
+    let reread = log
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r["method"] == "GET" && r["uuid"] == due.as_str())
+        .nth(1)
+        .map(|(i, _)| i)
+        .expect("the due call is re-read before its hangup");
+    let delete = position(&|r| r["method"] == "DELETE" && r["uuid"] == due.as_str()).unwrap();
+    let last_discovery = log
+        .iter()
+        .rposition(|r| r["method"] == "GET" && !r["uuid"].is_null())
+        .unwrap();
+    let reads_between = log[reread..delete]
+        .iter()
+        .filter(|r| r["method"] == "GET" && r["uuid"] != due.as_str())
+        .count();
+    assert!(
+        delete < last_discovery,
+        "the hangup waited for discovery to finish"
+    );
+    assert!(
+        reads_between <= 1,
+        "{reads_between} discovery reads went between the re-read and the DELETE"
+    );
+    running.stop().await;
+}

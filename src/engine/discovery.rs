@@ -60,9 +60,16 @@ impl<A: VobizApi> Engine<A> {
         let previous_poll = self.last_poll;
         self.last_poll = Some(sent_at);
 
-        let listed_live: HashSet<CallUuid> = listing.live.value.into_iter().collect();
-        let mut live = listed_live.clone();
-        live.extend(listing.queued);
+        // The list's order is kept for discovery: it is the only order the
+        // API gives (oldest first, where it lists by creation).
+        let live_listed = listing.live.value.len();
+        let listed: Vec<CallUuid> = listing
+            .live
+            .value
+            .into_iter()
+            .chain(listing.queued)
+            .collect();
+        let live: HashSet<CallUuid> = listed.iter().cloned().collect();
 
         // Calls that ended: forget them (a running hangup reports first).
         let gone: Vec<CallUuid> = self
@@ -89,17 +96,17 @@ impl<A: VobizApi> Engine<A> {
         self.finished.retain(|uuid| live.contains(uuid));
         self.pardons.retain(|uuid, _| live.contains(uuid));
 
-        for uuid in &live {
+        for (position, uuid) in listed.iter().enumerate() {
             if self.calls.contains_key(uuid)
                 || self.detail_queued.contains(uuid)
                 || self.hung_up.contains(uuid)
             {
                 continue;
             }
-            // A call in both lists is ringing: read it as a live call.
+            // A call in both lists is ringing: its first, live, listing wins.
             let fetch = Fetch::Discover {
                 new_since: previous_poll,
-                queued: !listed_live.contains(uuid),
+                queued: position >= live_listed,
             };
             self.enqueue_detail(uuid.clone(), fetch);
         }
@@ -182,7 +189,7 @@ impl<A: VobizApi> Engine<A> {
     }
 
     pub(super) fn pump_details(&mut self) {
-        while self.details_in_flight < self.settings.max_concurrent_requests {
+        while self.details_in_flight < self.settings.detail_concurrency() {
             let Some((uuid, fetch)) = self.detail_queue.pop_front() else {
                 break;
             };

@@ -68,6 +68,8 @@ pub struct Settings {
     pub safety: SafetySettings,
     /// Detail fetches in flight at once.
     pub max_concurrent_requests: usize,
+    /// The account's request budget per second (0: unlimited).
+    pub max_requests_per_second: u32,
     /// Seed of the jitter source (tests); `None` seeds from the OS.
     pub jitter_seed: Option<u64>,
     /// How long a stop waits for in-flight hangups.
@@ -75,6 +77,22 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// How many detail reads may wait on the budget at once.
+    ///
+    /// Every request of the account shares one token bucket served in
+    /// arrival order, so each read already queued delays the next re-read or
+    /// DELETE of a due call by one token. Under a tight budget a single read
+    /// in flight uses the whole budget anyway (each waits for its token, then
+    /// takes milliseconds), so keep about a tenth of a second of reads
+    /// queued: discovery keeps its pace and a hangup waits at most that long.
+    pub fn detail_concurrency(&self) -> usize {
+        let limit = self.max_concurrent_requests.max(1);
+        match self.max_requests_per_second {
+            0 => limit,
+            rate => usize::try_from(rate / 10).unwrap_or(limit).clamp(1, limit),
+        }
+    }
+
     /// The engine's settings from a loaded config.
     pub fn from_config(config: &Config) -> Self {
         Self {
@@ -83,6 +101,7 @@ impl Settings {
             retry: config.retry,
             safety: config.safety.clone(),
             max_concurrent_requests: config.api.max_concurrent_requests.max(1),
+            max_requests_per_second: config.api.max_requests_per_second,
             jitter_seed: None,
             stop_grace: config
                 .api
@@ -576,5 +595,45 @@ fn scope_word(scope: HangupScope) -> &'static str {
         HangupScope::Call => "call",
         HangupScope::Whole => "whole",
         HangupScope::BLegs => "b-legs",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(max_concurrent_requests: usize, max_requests_per_second: u32) -> Settings {
+        Settings {
+            poll_interval: Duration::from_secs(5),
+            enforce: EnforceSettings {
+                dry_run: false,
+                grace: Duration::ZERO,
+            },
+            retry: RetrySettings {
+                max_attempts: 6,
+                initial_backoff: Duration::from_millis(500),
+                max_backoff: Duration::from_secs(30),
+            },
+            safety: SafetySettings {
+                protected_numbers: vec![],
+                max_hangups_per_cycle: 100,
+                max_hangups_percent: 50,
+                breaker_min_live_calls: 20,
+            },
+            max_concurrent_requests,
+            max_requests_per_second,
+            jitter_seed: None,
+            stop_grace: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn detail_reads_queue_about_a_tenth_of_a_second_of_budget() {
+        assert_eq!(settings(8, 10).detail_concurrency(), 1);
+        assert_eq!(settings(8, 1).detail_concurrency(), 1);
+        assert_eq!(settings(8, 40).detail_concurrency(), 4);
+        assert_eq!(settings(8, 1000).detail_concurrency(), 8);
+        assert_eq!(settings(8, 0).detail_concurrency(), 8);
+        assert_eq!(settings(0, 0).detail_concurrency(), 1);
     }
 }

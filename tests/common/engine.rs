@@ -36,6 +36,7 @@ pub fn settings() -> Settings {
             breaker_min_live_calls: 20,
         },
         max_concurrent_requests: 8,
+        max_requests_per_second: 0,
         jitter_seed: Some(7),
         stop_grace: Duration::from_secs(5),
     }
@@ -108,8 +109,18 @@ pub fn start_in(
     settings: Settings,
     state: tempfile::TempDir,
 ) -> Running {
+    start_with(super::client_config(sim), policy_toml, settings, state)
+}
+
+/// Starts the engine with a client configured by the test (rate budget, ...).
+pub fn start_with(
+    client: callwarden::vobiz::ClientConfig,
+    policy_toml: &str,
+    settings: Settings,
+    state: tempfile::TempDir,
+) -> Running {
     let clock: SharedClock = Arc::new(SystemClock);
-    let client = Arc::new(Client::new(super::client_config(sim)).expect("client"));
+    let client = Arc::new(Client::new(client).expect("client"));
     let metrics = Arc::new(Metrics::new());
     let shared = Shared {
         state_dir: Some(state.path().to_path_buf()),
