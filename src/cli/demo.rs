@@ -275,6 +275,7 @@ fn describe(record: &Record, start: DateTime<Utc>) -> Option<String> {
         (Event::Outcome, Some(Outcome::DryRun)) => "DRY RUN  ",
         (Event::Outcome, Some(Outcome::Failed)) => "FAILED   ",
         (Event::Warn, Some(Outcome::Ok)) => "WARNED   ",
+        (Event::Warn, Some(Outcome::Skipped)) => "NO WARN  ",
         (Event::Breaker, _) => "HELD     ",
         _ => "NOTE     ",
     };
