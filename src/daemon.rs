@@ -51,6 +51,52 @@ pub fn lock_state_dir(dir: &Path) -> anyhow::Result<StateLock> {
     }
 }
 
+/// The state directory opened for enforcement: locked, its audit log open
+/// and replayed. The lock is held while this lives.
+pub struct OpenState {
+    /// What every engine shares (audit log, metrics, clock, state dir).
+    pub shared: Shared,
+    /// What the audit log says about earlier runs.
+    pub replay: audit::Replay,
+    _lock: StateLock,
+}
+
+/// Locks `[state] dir`, opens and replays its audit log: the start of
+/// `run`, `once` and `demo` alike.
+pub fn open_state(
+    config: &Config,
+    clock: SharedClock,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<OpenState> {
+    let dir = &config.state_dir;
+    let lock = lock_state_dir(dir)?;
+    let audit = AuditLog::open(dir)
+        .with_context(|| format!("cannot open the audit log in {}", dir.display()))?;
+    let replay = audit::replay(dir).context("cannot read the audit log")?;
+    if replay.bad_lines > 0 {
+        tracing::warn!(
+            lines = replay.bad_lines,
+            "skipped unreadable audit lines (a torn write from a crash?)"
+        );
+    }
+    if !replay.pending.is_empty() {
+        tracing::warn!(
+            calls = replay.pending.len(),
+            "resuming hangups that were in flight when the last run stopped"
+        );
+    }
+    Ok(OpenState {
+        shared: Shared {
+            state_dir: Some(dir.clone()),
+            audit: Arc::new(audit),
+            metrics,
+            clock,
+        },
+        replay,
+        _lock: lock,
+    })
+}
+
 /// Loads the config or returns every diagnostic as one error.
 pub fn load_config(path: &Path, env: &Environment) -> anyhow::Result<config::Loaded> {
     match config::load(path, env) {
@@ -117,33 +163,9 @@ pub async fn run(config_path: PathBuf, options: RunOptions) -> anyhow::Result<()
     let loaded = load_config(&config_path, &options.env)?;
     let config = loaded.config;
     let clock = options.clock;
-    let _lock = lock_state_dir(&config.state_dir)?;
-    let audit = Arc::new(AuditLog::open(&config.state_dir).with_context(|| {
-        format!(
-            "cannot open the audit log in {}",
-            config.state_dir.display()
-        )
-    })?);
-    let replay = audit::replay(&config.state_dir).context("cannot read the audit log")?;
-    if replay.bad_lines > 0 {
-        tracing::warn!(
-            lines = replay.bad_lines,
-            "skipped unreadable audit lines (a torn write from a crash?)"
-        );
-    }
-    if !replay.pending.is_empty() {
-        tracing::warn!(
-            calls = replay.pending.len(),
-            "resuming hangups that were in flight when the last run stopped"
-        );
-    }
     let metrics = Arc::new(Metrics::new());
-    let shared = Shared {
-        state_dir: Some(config.state_dir.clone()),
-        audit,
-        metrics: Arc::clone(&metrics),
-        clock: Arc::clone(&clock),
-    };
+    let state = open_state(&config, Arc::clone(&clock), Arc::clone(&metrics))?;
+    let (shared, replay) = (state.shared.clone(), &state.replay);
     let mut settings = Settings::from_config(&config);
     settings.jitter_seed = options.jitter_seed;
 
@@ -158,7 +180,7 @@ pub async fn run(config_path: PathBuf, options: RunOptions) -> anyhow::Result<()
             policy,
             settings.clone(),
             shared.clone(),
-            &replay,
+            replay,
         );
         let (commands_tx, commands_rx) = mpsc::channel(64);
         handles.push((

@@ -11,10 +11,10 @@ use anyhow::Context as _;
 use chrono::{DateTime, Timelike, Utc};
 use tokio::sync::mpsc;
 
-use crate::audit::{self, AuditLog, Event, Outcome, Record};
-use crate::config::{self, Environment};
+use crate::audit::{self, Event, Outcome, Record};
+use crate::config::Environment;
 use crate::daemon;
-use crate::engine::{Engine, Settings, Shared};
+use crate::engine::{Engine, Settings};
 use crate::metrics::Metrics;
 use crate::sim::{AddCalls, CallSpec, SimOptions, SimStatus, Simulator};
 
@@ -57,18 +57,8 @@ pub async fn run(duration: Duration) -> anyhow::Result<u8> {
         .add_calls(demo_calls())
         .map_err(|e| anyhow::anyhow!("cannot add demo calls: {e:?}"))?;
 
-    let loaded = config::load(&config_path, &Environment::default()).map_err(|diagnostics| {
-        let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
-        anyhow::anyhow!("the demo config is invalid:\n{}", lines.join("\n"))
-    })?;
-    let config = loaded.config;
-    let audit = Arc::new(AuditLog::open(&config.state_dir)?);
-    let shared = Shared {
-        state_dir: Some(config.state_dir.clone()),
-        audit: Arc::clone(&audit),
-        metrics: Arc::new(Metrics::new()),
-        clock: Arc::clone(&clock),
-    };
+    let config = daemon::load_config(&config_path, &Environment::default())?.config;
+    let state = daemon::open_state(&config, Arc::clone(&clock), Arc::new(Metrics::new()))?;
     let (name, client) = daemon::clients(&config, &clock)?
         .into_iter()
         .next()
@@ -90,8 +80,8 @@ pub async fn run(duration: Duration) -> anyhow::Result<u8> {
         client,
         policy,
         Settings::from_config(&config),
-        shared,
-        &audit::Replay::default(),
+        state.shared.clone(),
+        &state.replay,
     );
     let (_commands, commands_rx) = mpsc::channel(1);
     let stop = tokio::time::sleep(duration);

@@ -4,12 +4,9 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::Context as _;
-
-use crate::audit::{self, AuditLog};
 use crate::config::Environment;
-use crate::daemon::{self, lock_state_dir};
-use crate::engine::{Engine, OnceReport, Settings, Shared};
+use crate::daemon;
+use crate::engine::{Engine, OnceReport, Settings};
 use crate::metrics::Metrics;
 
 use super::{EXIT_OK, EXIT_PARTIAL};
@@ -20,15 +17,7 @@ pub async fn run(config_path: &Path, env: &Environment, json: bool) -> anyhow::R
     let loaded = daemon::load_config(config_path, env)?;
     let config = loaded.config;
     let clock = daemon::system_clock();
-    let _lock = lock_state_dir(&config.state_dir)?;
-    let audit = Arc::new(AuditLog::open(&config.state_dir).context("cannot open the audit log")?);
-    let replay = audit::replay(&config.state_dir).context("cannot read the audit log")?;
-    let shared = Shared {
-        state_dir: Some(config.state_dir.clone()),
-        audit,
-        metrics: Arc::new(Metrics::new()),
-        clock: Arc::clone(&clock),
-    };
+    let state = daemon::open_state(&config, Arc::clone(&clock), Arc::new(Metrics::new()))?;
     let settings = Settings::from_config(&config);
     let progress = std::io::stderr().is_terminal() && !json;
     let mut reports = Vec::new();
@@ -42,8 +31,8 @@ pub async fn run(config_path: &Path, env: &Environment, json: bool) -> anyhow::R
             client,
             policy,
             settings.clone(),
-            shared.clone(),
-            &replay,
+            state.shared.clone(),
+            &state.replay,
         );
         reports.push(engine.run_once().await);
     }
