@@ -170,7 +170,16 @@ impl<A: VobizApi> Engine<A> {
                 };
                 self.act(&uuid, purpose, call, now);
             }
-            Err(ApiError::NotFound) => self.forget(&uuid),
+            Err(ApiError::NotFound) => {
+                match self.calls.get_mut(&uuid).filter(|t| t.queued) {
+                    // No longer queued, maybe answered: re-read it as live.
+                    Some(tracked) => {
+                        tracked.queued = false;
+                        self.start_reread(uuid, purpose);
+                    }
+                    None => self.forget(&uuid),
+                }
+            }
             Err(error @ (ApiError::Unauthorized | ApiError::Forbidden)) => {
                 self.mark_unhealthy(error.to_string());
             }
