@@ -180,3 +180,112 @@ async fn a_list_that_leaves_out_a_call_once_neither_ends_it_nor_retimes_the_acco
     // Still the same tracked call: never forgotten, never rediscovered.
     assert_eq!(first_seen(&daemon, &old).await, seen);
 }
+
+/// A dry-run rule for +1900... and a live rule that also names 911
+/// (protected in the test config).
+const DRY_AND_PROTECTED: &str = r#"
+[[rule]]
+name = "premium-dry"
+max_duration = "60s"
+measure_from = "start"
+[rule.match]
+direction = ["outbound"]
+to = ["+1900*"]
+[rule.action]
+dry_run = true
+
+[[rule]]
+name = "emergency-60s"
+max_duration = "60s"
+measure_from = "start"
+[rule.match]
+direction = ["outbound"]
+to = ["911"]
+"#;
+
+/// The sum of `metric{labels}` on the daemon's `/metrics`.
+async fn metric(daemon: &Daemon, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    common::daemon::sample_sum(&daemon.metrics().await, metric, labels)
+}
+
+/// Outcome records (not intents, warnings or pardons) of `uuid`.
+fn outcomes(setup: &Setup, uuid: &str) -> Vec<Value> {
+    setup
+        .audit_of(uuid)
+        .into_iter()
+        .filter(|r| r["event"] == "outcome")
+        .collect()
+}
+
+#[tokio::test]
+async fn reloads_do_not_decide_finished_calls_again() {
+    let sim = default_sim();
+    let uuids = add_calls(
+        &sim,
+        json!([outbound(70.0, "+19005550101"), outbound(70.0, "911")]),
+    )
+    .await;
+    let (dry, protected) = (uuids[0].clone(), uuids[1].clone());
+    let setup = Setup::new(&sim, &[("p.toml", DRY_AND_PROTECTED)], Knobs::default());
+    let daemon = Daemon::start(&setup).await;
+    eventually("both calls decided", || async {
+        (outcomes(&setup, &dry).len() == 1 && outcomes(&setup, &protected).len() == 1).then_some(())
+    })
+    .await;
+
+    let reloads = 5;
+    for n in 1..=reloads {
+        daemon.signal(libc::SIGHUP);
+        eventually("the reload", || async {
+            let ok = metric(
+                &daemon,
+                "callwarden_config_reloads_total",
+                &[("outcome", "ok")],
+            )
+            .await;
+            (ok >= f64::from(n)).then_some(())
+        })
+        .await;
+    }
+    // Two more polls after the last reload.
+    let polls = metric(&daemon, "callwarden_polls_total", &[("outcome", "ok")]).await;
+    eventually("two more polls", || async {
+        let now = metric(&daemon, "callwarden_polls_total", &[("outcome", "ok")]).await;
+        (now >= polls + 2.0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        outcomes(&setup, &dry).len(),
+        1,
+        "{:#?}",
+        setup.audit_of(&dry)
+    );
+    assert_eq!(
+        outcomes(&setup, &protected).len(),
+        1,
+        "{:#?}",
+        setup.audit_of(&protected)
+    );
+    let hangups = "callwarden_hangups_total";
+    assert_eq!(
+        metric(&daemon, hangups, &[("outcome", "dry_run")]).await,
+        1.0
+    );
+    assert_eq!(
+        metric(&daemon, hangups, &[("outcome", "protected")]).await,
+        1.0
+    );
+    assert!(!ended(&sim, &dry) && !ended(&sim, &protected));
+
+    // A renamed rule is a new decision: it is audited once more.
+    setup.write_policy(
+        "p.toml",
+        &DRY_AND_PROTECTED.replace("premium-dry", "premium-dry-2"),
+    );
+    daemon.signal(libc::SIGHUP);
+    eventually("the renamed rule decides again", || async {
+        (outcomes(&setup, &dry).len() == 2).then_some(())
+    })
+    .await;
+    assert_eq!(outcomes(&setup, &dry)[1]["rule"], "premium-dry-2");
+}

@@ -114,6 +114,53 @@ impl<A: VobizApi> Engine<A> {
         self.unhealthy = Some(reason);
     }
 
+    /// After a reload, keeps the finished decisions (hung up, protected,
+    /// dry-run audited) whose rule still exists by name and still decides
+    /// the same way (dry-run or not): only those are not decided, audited or
+    /// counted again. A rule renamed, removed or switched in or out of
+    /// dry-run decides afresh.
+    pub(super) fn keep_decisions(&mut self, old_policy: &Policy, old_dry_run: bool) {
+        let new_dry_run = self.settings.enforce.dry_run;
+        let by_name: HashMap<&str, usize> = self
+            .policy
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(index, rule)| (rule.name.as_str(), index))
+            .collect();
+        let renumber = |old_index: usize| -> Option<(usize, bool, bool)> {
+            let old_rule = old_policy.rules.get(old_index)?;
+            let new_index = *by_name.get(old_rule.name.as_str())?;
+            let new_rule = &self.policy.rules[new_index];
+            Some((new_index, old_rule.action.dry_run, new_rule.action.dry_run))
+        };
+        // Every tracked call is evaluated again right after, which also
+        // renews `winners` under the new rule indices.
+        let stale: Vec<CallUuid> = self
+            .finished
+            .iter()
+            .filter(|uuid| {
+                let Some((old_index, _)) = self.winners.get(*uuid) else {
+                    return false;
+                };
+                !renumber(*old_index).is_some_and(|(_, old_rule_dry, new_rule_dry)| {
+                    (old_dry_run || old_rule_dry) == (new_dry_run || new_rule_dry)
+                })
+            })
+            .cloned()
+            .collect();
+        for uuid in stale {
+            self.finished.remove(&uuid);
+        }
+        self.dry_done = std::mem::take(&mut self.dry_done)
+            .into_iter()
+            .filter_map(|(uuid, old_index)| match renumber(old_index) {
+                Some((new_index, true, true)) => Some((uuid, new_index)),
+                _ => None,
+            })
+            .collect();
+    }
+
     /// Applies an operator command; returns a new poll interval if it changed.
     pub(super) fn command(&mut self, command: Command) -> Option<Duration> {
         match command {
@@ -139,7 +186,8 @@ impl<A: VobizApi> Engine<A> {
             Command::Reload { policy, settings } => {
                 let interval = (settings.poll_interval != self.settings.poll_interval)
                     .then_some(settings.poll_interval);
-                self.policy = policy;
+                let old_policy = std::mem::replace(&mut self.policy, policy);
+                let old_dry_run = self.settings.enforce.dry_run;
                 self.settings.poll_interval = settings.poll_interval;
                 self.settings.enforce = settings.enforce;
                 self.settings.safety = settings.safety;
@@ -151,8 +199,7 @@ impl<A: VobizApi> Engine<A> {
                     .clock_mismatch
                     .get_or_create(&self.label())
                     .set(0);
-                self.finished.clear();
-                self.dry_done.clear();
+                self.keep_decisions(&old_policy, old_dry_run);
                 self.dry_timers = TimerQueue::default();
                 self.publish_rules();
                 let uuids: Vec<CallUuid> = self.calls.keys().cloned().collect();
