@@ -289,3 +289,45 @@ async fn reloads_do_not_decide_finished_calls_again() {
     .await;
     assert_eq!(outcomes(&setup, &dry)[1]["rule"], "premium-dry-2");
 }
+
+/// Calls to +1900... end 2 s after they are answered.
+const ANSWERED_2S: &str = r#"
+[[rule]]
+name = "premium-answered-2s"
+max_duration = "2s"
+measure_from = "answer"
+[rule.match]
+direction = ["outbound"]
+to = ["+1900*"]
+"#;
+
+#[tokio::test]
+async fn a_legacy_call_with_an_unreadable_answer_time_is_timed_from_first_sight() {
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/hostile/api/legacy_unreadable_answer_time.json"
+    );
+    let body = std::fs::read(fixture).expect("fixture");
+    let uuid = "97ceeb52-58b6-41e1-86da-77300b68f8bb";
+    let sim = default_sim();
+    let mut call = outbound(10.0, "+19005550123");
+    call["uuid"] = json!(uuid);
+    add_calls(&sim, json!([call])).await;
+    let proxy = Proxy::start(&sim).await;
+    proxy.replace_live_detail(uuid, body);
+    let setup = setup_via(&sim, &proxy.base_url(), &[("p.toml", ANSWERED_2S)]);
+    let daemon = Daemon::start(&setup).await;
+    let seen = first_seen(&daemon, uuid).await;
+    wait_ended(&sim, uuid).await;
+    // Timed from the first answer that showed it in progress: not before.
+    // (The audit reason writes the deadline in whole milliseconds.)
+    let deadline = intent_deadline(&setup, uuid) + TimeDelta::milliseconds(1);
+    assert!(
+        deadline >= seen + TimeDelta::seconds(2),
+        "{deadline} < {seen} + 2 s"
+    );
+    let outcome = outcomes(&setup, uuid);
+    assert_eq!(outcome.len(), 1);
+    assert_eq!(outcome[0]["outcome"], "ok");
+    drop(daemon);
+}

@@ -1,6 +1,7 @@
 //! A small rewriting HTTP proxy between the daemon and the simulator: it
 //! forwards every request as is, but can leave one call out of a number of
-//! list answers (a partial list, as a flaky front end might send).
+//! list answers (a partial list, as a flaky front end might send), and can
+//! answer a call's live detail with a fixed body (a hostile answer).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,6 +21,8 @@ struct Rewrites {
     omit_from_live_list: HashMap<String, u32>,
     /// List answers rewritten so far.
     rewritten: u32,
+    /// Call UUID → the body its successful live detail answers carry.
+    live_detail: HashMap<String, Vec<u8>>,
 }
 
 /// A running proxy in front of a simulator.
@@ -69,6 +72,15 @@ impl Proxy {
             .insert(uuid.to_owned(), times);
     }
 
+    /// Answers every successful live detail read of `uuid` with `body`.
+    pub fn replace_live_detail(&self, uuid: &str, body: Vec<u8>) {
+        self.rewrites
+            .lock()
+            .unwrap()
+            .live_detail
+            .insert(uuid.to_owned(), body);
+    }
+
     /// How many list answers were rewritten so far.
     pub fn rewritten(&self) -> u32 {
         self.rewrites.lock().unwrap().rewritten
@@ -107,6 +119,13 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
     let mut bytes = answer.bytes().await.expect("upstream body").to_vec();
     if is_live_list && status == 200 {
         bytes = omit(&shared.rewrites, bytes);
+    }
+    if parts.method == "GET" && parts.uri.query() == Some("status=live") && status == 200 {
+        let uuid = parts.uri.path().trim_end_matches('/').rsplit('/').next();
+        let rewrites = shared.rewrites.lock().unwrap();
+        if let Some(body) = uuid.and_then(|uuid| rewrites.live_detail.get(uuid)) {
+            bytes = body.clone();
+        }
     }
     let mut response = Response::builder().status(status);
     for (name, value) in &headers {
