@@ -331,3 +331,33 @@ async fn a_legacy_call_with_an_unreadable_answer_time_is_timed_from_first_sight(
     assert_eq!(outcome[0]["outcome"], "ok");
     drop(daemon);
 }
+
+#[tokio::test]
+async fn the_whole_fleet_falling_due_at_once_ends_under_one_hundred_percent() {
+    let sim = default_sim();
+    // 40 calls falling due within 2 s, some seconds after start: the test
+    // config has `max_hangups_percent = 100` and 100 hangups per cycle.
+    let calls: Vec<Value> = (0..40)
+        .map(|i| outbound(55.0 + f64::from(i) * 0.05, "+19005550101"))
+        .collect();
+    let uuids = add_calls(&sim, json!(calls)).await;
+    let setup = Setup::new(&sim, &[("p.toml", PREMIUM_60S)], Knobs::default());
+    let daemon = Daemon::start(&setup).await;
+    for uuid in &uuids {
+        wait_ended(&sim, uuid).await;
+    }
+    let audit = setup.audit();
+    let held: Vec<&Value> = audit.iter().filter(|r| r["event"] == "breaker").collect();
+    assert!(held.is_empty(), "the breaker held calls: {held:#?}");
+    let ok = audit
+        .iter()
+        .filter(|r| r["event"] == "outcome" && r["outcome"] == "ok")
+        .count();
+    assert_eq!(ok, 40);
+    let tripped = daemon
+        .json_logs()
+        .into_iter()
+        .filter(|l| common::daemon::message(l).starts_with("breaker open"))
+        .count();
+    assert_eq!(tripped, 0);
+}

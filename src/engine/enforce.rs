@@ -116,7 +116,8 @@ impl<A: VobizApi> Engine<A> {
         if due.is_empty() {
             return;
         }
-        self.recent_fires.extend(due.iter().map(|_| now));
+        self.recent_fires
+            .extend(due.iter().map(|(uuid, _)| (now, uuid.clone())));
         self.check_breaker();
         for (uuid, _) in due {
             if self.held_by_breaker(&uuid) {

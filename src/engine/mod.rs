@@ -297,7 +297,8 @@ pub struct Engine<A: VobizApi> {
     breaker_open: bool,
     held: HashSet<CallUuid>,
     overridden: HashSet<CallUuid>,
-    recent_fires: VecDeque<DateTime<Utc>>,
+    /// Calls fired by the breaker-guarded timers, with when.
+    recent_fires: VecDeque<(DateTime<Utc>, CallUuid)>,
 
     remembered: HashMap<String, memory::Remembered>,
     memory_dirty: bool,
@@ -468,12 +469,11 @@ impl<A: VobizApi> Engine<A> {
             .chain(self.bypass_timers.pop_due(now))
             .map(|(uuid, _)| uuid)
             .collect();
-        let subject = due
-            .iter()
-            .filter(|uuid| !self.bypasses_breaker(uuid))
-            .count();
-        if breaker::exceeds_limits(subject, self.live.len(), &self.settings.safety) {
-            self.trip_breaker(subject);
+        let subject = due.iter().filter(|uuid| !self.bypasses_breaker(uuid));
+        let live: HashSet<&CallUuid> = self.live.iter().collect();
+        let counts = breaker::count(subject, &live);
+        if breaker::exceeds_limits(counts, &self.settings.safety) {
+            self.trip_breaker(counts);
         }
         for (key, _) in self.dry_timers.pop_due(now) {
             let (uuid, rule) = key;

@@ -11,32 +11,39 @@ impl<A: VobizApi> Engine<A> {
             .is_some_and(|rule| rule.action.bypass_breaker)
     }
 
-    /// Hangups due within one poll interval: fired in the last interval,
-    /// held, and scheduled for the next interval.
-    pub(super) fn due_within_interval(&mut self) -> usize {
+    /// Calls due within one poll interval (fired in the last interval,
+    /// held, and scheduled for the next), each once, against the fleet the
+    /// interval saw.
+    pub(super) fn due_within_interval(&mut self) -> breaker::Counts {
         let now = self.now();
         let window = TimeDelta::from_std(self.settings.poll_interval).unwrap_or_default();
         while self
             .recent_fires
             .front()
-            .is_some_and(|at| *at < now - window)
+            .is_some_and(|(at, _)| *at < now - window)
         {
             self.recent_fires.pop_front();
         }
         let cap = self.settings.safety.max_hangups_per_cycle.saturating_add(1);
         let cap = cap.max(self.live.len());
-        self.recent_fires.len()
-            + self.held.len()
-            + self.enforce_timers.count_until(now + window, cap)
+        let due = self
+            .recent_fires
+            .iter()
+            .map(|(_, uuid)| uuid)
+            .chain(self.held.iter())
+            .chain(self.enforce_timers.keys_until(now + window, cap));
+        let live: HashSet<&CallUuid> = self.live.iter().collect();
+        breaker::count(due, &live)
     }
 
     pub(super) fn check_breaker(&mut self) {
-        let due = self.due_within_interval();
-        let exceeds = breaker::exceeds_limits(due, self.live.len(), &self.settings.safety);
+        let counts = self.due_within_interval();
+        let exceeds = breaker::exceeds_limits(counts, &self.settings.safety);
         if exceeds && !self.breaker_open {
-            self.trip_breaker(due);
+            self.trip_breaker(counts);
         } else if !exceeds && self.breaker_open {
-            tracing::warn!(account = %self.account, due, "breaker closed: the excess cleared");
+            tracing::warn!(account = %self.account, due = counts.due, fleet = counts.fleet,
+                "breaker closed: the excess cleared");
             self.breaker_open = false;
             self.set_breaker_metric();
             let now = self.now();
@@ -47,13 +54,14 @@ impl<A: VobizApi> Engine<A> {
         }
     }
 
-    pub(super) fn trip_breaker(&mut self, due: usize) {
+    pub(super) fn trip_breaker(&mut self, counts: breaker::Counts) {
         self.breaker_open = true;
         self.set_breaker_metric();
         let safety = &self.settings.safety;
         tracing::error!(
             account = %self.account,
-            due,
+            due = counts.due,
+            fleet = counts.fleet,
             live = self.live.len(),
             max_per_cycle = safety.max_hangups_per_cycle,
             max_percent = safety.max_hangups_percent,
