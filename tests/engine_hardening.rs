@@ -361,3 +361,51 @@ async fn the_whole_fleet_falling_due_at_once_ends_under_one_hundred_percent() {
         .count();
     assert_eq!(tripped, 0);
 }
+
+#[tokio::test]
+async fn a_malformed_reread_of_a_due_call_is_retried_with_the_backoff() {
+    let sim = default_sim();
+    let uuid = add_calls(&sim, json!([outbound(55.0, "+19005550101")])).await[0].clone();
+    // A regression would park the call for max_backoff: far beyond LIMIT.
+    let knobs = Knobs {
+        max_backoff: "1h",
+        ..Knobs::default()
+    };
+    let setup = Setup::new(&sim, &[("p.toml", PREMIUM_60S)], knobs);
+    let daemon = Daemon::start(&setup).await;
+    first_seen(&daemon, &uuid).await;
+    // Tracked and answered: the next read of its details is the re-read at
+    // the deadline, and its answer is cut short.
+    common::set_faults(
+        &sim,
+        json!({"scripts": [{"endpoint": "detail", "uuid": uuid,
+            "responses": [{"malformed": "truncated"}]}]}),
+    )
+    .await;
+    wait_ended(&sim, &uuid).await;
+
+    let log = common::log_since(&sim, 0).await;
+    let mine: Vec<String> = log
+        .iter()
+        .filter(|r| r["uuid"] == uuid.as_str())
+        .map(|r| format!("{} {}", r["method"], r["status"]))
+        .collect();
+    // Discovery read, the malformed re-read, its retry, then the DELETE
+    // (the simulator logs a malformed body under its 200 status).
+    let expected = [
+        r#""GET" 200"#,
+        r#""GET" 200"#,
+        r#""GET" 200"#,
+        r#""DELETE" 204"#,
+    ];
+    assert_eq!(mine, expected);
+    let outcome = outcomes(&setup, &uuid);
+    assert_eq!(outcome.len(), 1);
+    assert_eq!(outcome[0]["outcome"], "ok");
+    let malformed = common::daemon::sample_sum(
+        &daemon.metrics().await,
+        "callwarden_api_requests_total",
+        &[("endpoint", "detail"), ("status", "malformed")],
+    );
+    assert_eq!(malformed, 1.0);
+}

@@ -64,11 +64,17 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether the same request may succeed if sent again later.
+    /// Whether the same request may succeed if sent again later. A
+    /// malformed or truncated answer is transient (a proxy or a load
+    /// balancer cut it short), so it is retried like a 5xx.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Self::RateLimited { .. } | Self::Server(_) | Self::Timeout | Self::Transport(_)
+            Self::RateLimited { .. }
+                | Self::Server(_)
+                | Self::Timeout
+                | Self::Transport(_)
+                | Self::Malformed { .. }
         )
     }
 }
