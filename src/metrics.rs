@@ -1,4 +1,4 @@
-//! The Prometheus metrics of SPEC §5, in one registry shared by the engine
+//! The Prometheus metrics (docs/metrics.md), in one registry shared by the engine
 //! and the HTTP listener. prometheus-client appends `_total` to counters.
 
 use prometheus_client::encoding::EncodeLabelSet;

@@ -1,4 +1,4 @@
-//! The breaker of SPEC §4: when more hangups fall due within one poll
+//! The breaker: when more hangups fall due within one poll
 //! interval than the safety limits allow, hold them all.
 
 use crate::config::SafetySettings;
