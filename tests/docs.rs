@@ -1,0 +1,228 @@
+//! The project's own documentation agrees with the code: every config key,
+//! every linked page, and no pointer to files outside the repository.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use callwarden::config::CONFIG_KEYS;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn read(relative: &str) -> String {
+    std::fs::read_to_string(root().join(relative))
+        .unwrap_or_else(|err| panic!("cannot read {relative}: {err}"))
+}
+
+/// The lines of the `## heading` section of a Markdown page.
+fn section<'a>(page: &'a str, heading: &str) -> Vec<&'a str> {
+    page.lines()
+        .skip_while(|line| line.trim() != format!("## {heading}"))
+        .skip(1)
+        .take_while(|line| !line.starts_with("## "))
+        .collect()
+}
+
+/// The backticked first cell of every table row in `lines`.
+fn first_cells(lines: &[&str]) -> BTreeSet<String> {
+    lines
+        .iter()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|rest| rest.split_once('`'))
+        .map(|(cell, _)| cell.to_owned())
+        .collect()
+}
+
+#[test]
+fn configuration_page_names_exactly_the_keys_the_loader_accepts() {
+    let page = read("docs/configuration.md");
+    let documented = first_cells(&section(&page, "Keys"));
+    let accepted: BTreeSet<String> = CONFIG_KEYS.iter().map(|k| (*k).to_owned()).collect();
+    let missing: Vec<_> = accepted.difference(&documented).collect();
+    let unknown: Vec<_> = documented.difference(&accepted).collect();
+    assert!(
+        missing.is_empty() && unknown.is_empty(),
+        "docs/configuration.md is out of date: keys the loader accepts but the page \
+         does not name: {missing:?}; keys the page names but the loader rejects: {unknown:?}"
+    );
+}
+
+#[test]
+fn the_loader_accepts_every_documented_key_and_rejects_others() {
+    // One config that sets every key of CONFIG_KEYS must pass the loader's
+    // unknown-key check; a typo must not. Uses the real binary's `check`.
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(dir.path().join("policies")).expect("policies dir");
+    std::fs::write(
+        dir.path().join("policies/a.toml"),
+        "[[rule]]\nname = \"a\"\nmax_duration = \"1h\"\n",
+    )
+    .expect("policy");
+    std::fs::write(dir.path().join("token"), "t").expect("token");
+    let single = |extra: &str| {
+        format!(
+            "policies = \"policies\"\n{extra}\n[api]\nbase_url = \"http://127.0.0.1:1/api/v1\"\n\
+             auth_id = \"MA1\"\nauth_token_file = \"token\"\ntimeout = \"5s\"\n\
+             max_requests_per_second = 5\nmax_concurrent_requests = 2\ntimestamp_zone = \"UTC\"\n\
+             [poll]\ninterval = \"5s\"\n[enforce]\ndry_run = true\ngrace = \"1s\"\n\
+             [retry]\nmax_attempts = 3\ninitial_backoff = \"1s\"\nmax_backoff = \"2s\"\n\
+             [safety]\nprotected_numbers = [\"911\"]\nmax_hangups_per_cycle = 10\n\
+             max_hangups_percent = 50\nbreaker_min_live_calls = 5\n\
+             [state]\ndir = \"state\"\n[http]\nlisten = \"\"\nallow_remote_pardon = false\n\
+             [log]\nformat = \"json\"\n"
+        )
+    };
+    let check = |text: &str| {
+        let path = dir.path().join("callwarden.toml");
+        std::fs::write(&path, text).expect("config");
+        std::process::Command::new(env!("CARGO_BIN_EXE_callwarden"))
+            .arg("--config")
+            .arg(&path)
+            .arg("check")
+            .env_remove("VOBIZ_AUTH_ID")
+            .env_remove("VOBIZ_AUTH_TOKEN")
+            .env_remove("VOBIZ_BASE_URL")
+            .output()
+            .expect("callwarden check runs")
+    };
+    let ok = check(&single(""));
+    assert!(
+        ok.status.success(),
+        "every single-account key: {}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let accounts = "policies = \"policies\"\n[[account]]\nname = \"a\"\nauth_id = \"MA1\"\n\
+                    auth_token_file = \"token\"\npolicies = [\"policies/a.toml\"]\n";
+    let ok = check(accounts);
+    assert!(
+        ok.status.success(),
+        "every account key: {}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    // The single-account config above sets every key except account.*.
+    let set_above: BTreeSet<&str> = CONFIG_KEYS
+        .iter()
+        .copied()
+        .filter(|k| !k.starts_with("account."))
+        .collect();
+    for key in &set_above {
+        let leaf = key.rsplit('.').next().unwrap_or(key);
+        assert!(
+            single("").contains(&format!("{leaf} =")),
+            "test config misses `{key}`: add it here"
+        );
+    }
+    let typo = check(&single("polices = \"x\""));
+    assert_eq!(typo.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&typo.stdout).contains("unknown key `polices`"));
+}
+
+/// Every Markdown page under docs/.
+fn doc_pages() -> Vec<PathBuf> {
+    let mut pages: Vec<PathBuf> = std::fs::read_dir(root().join("docs"))
+        .expect("docs/")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "md"))
+        .collect();
+    pages.sort();
+    pages
+}
+
+#[test]
+fn readme_links_every_docs_page() {
+    let readme = read("README.md");
+    for page in doc_pages() {
+        let name = page.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        assert!(
+            readme.contains(&format!("(docs/{name})")),
+            "README.md does not link docs/{name}"
+        );
+    }
+}
+
+#[test]
+fn relative_links_in_docs_point_at_files_that_exist() {
+    let mut pages = doc_pages();
+    pages.push(root().join("README.md"));
+    for page in pages {
+        let text = std::fs::read_to_string(&page).expect("page");
+        let dir = page.parent().expect("parent");
+        for target in text.split("](").skip(1).filter_map(|s| s.split_once(')')) {
+            let link = target.0.split('#').next().unwrap_or("");
+            if link.is_empty() || link.contains("://") || link.starts_with("mailto:") {
+                continue;
+            }
+            assert!(
+                dir.join(link).exists(),
+                "{}: link to `{link}` points at nothing",
+                page.display()
+            );
+        }
+    }
+}
+
+/// Source, tests and docs, recursively.
+fn project_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') || name == "target" {
+            continue;
+        }
+        if path.is_dir() {
+            project_files(&path, out);
+        } else if ["rs", "md", "toml", "service", "sh", "py"]
+            .iter()
+            .any(|ext| path.extension().is_some_and(|x| x == *ext))
+        {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn nothing_points_outside_the_repository() {
+    // Built from pieces so this file does not match itself.
+    let banned = [
+        format!("{}{}", "SPEC", " §"),
+        format!("{}{}", "SPEC", ".md"),
+        format!("{}{}", "vobiz-api", ".md"),
+    ];
+    let mut files = Vec::new();
+    for dir in [
+        "src",
+        "tests",
+        "docs",
+        "benches",
+        "bench",
+        "examples",
+        "systemd",
+        "packaging",
+        "policies",
+    ] {
+        project_files(&root().join(dir), &mut files);
+    }
+    for file in ["README.md", "BENCHMARKS.md", "Cargo.toml"] {
+        files.push(root().join(file));
+    }
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        for (n, line) in text.lines().enumerate() {
+            for word in &banned {
+                assert!(
+                    !line.contains(word.as_str()),
+                    "{}:{}: points at `{word}`, which is not part of the repository: {line}",
+                    file.display(),
+                    n + 1
+                );
+            }
+        }
+    }
+}
