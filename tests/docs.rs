@@ -226,3 +226,73 @@ fn nothing_points_outside_the_repository() {
         }
     }
 }
+
+/// The fenced code blocks of `language` in a Markdown page, with the line
+/// each starts on.
+fn code_blocks(page: &str, language: &str) -> Vec<(usize, String)> {
+    let mut blocks = Vec::new();
+    let mut current: Option<(usize, String)> = None;
+    for (n, line) in page.lines().enumerate() {
+        match current.as_mut() {
+            None if line.trim() == format!("```{language}") => {
+                current = Some((n + 2, String::new()))
+            }
+            None => {}
+            Some(_) if line.trim() == "```" => blocks.extend(current.take()),
+            Some((_, text)) => {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+    }
+    blocks
+}
+
+/// Runs `callwarden check` on a config whose only policy file is `policy`.
+fn check_policy(policy: &str) -> std::process::Output {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("callwarden.toml");
+    let file = dir.path().join("example.toml");
+    std::fs::write(&file, policy).expect("policy");
+    std::fs::write(
+        &config,
+        "policies = [\"example.toml\"]\n[api]\nauth_id = \"MA1\"\n",
+    )
+    .expect("config");
+    for path in [&config, &file] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    std::process::Command::new(env!("CARGO_BIN_EXE_callwarden"))
+        .arg("--config")
+        .arg(&config)
+        .arg("check")
+        .env_remove("VOBIZ_AUTH_ID")
+        .env_remove("VOBIZ_AUTH_TOKEN")
+        .env_remove("VOBIZ_BASE_URL")
+        .output()
+        .expect("callwarden check runs")
+}
+
+#[test]
+fn every_policy_example_in_the_docs_passes_check() {
+    let mut checked = 0;
+    for page in doc_pages() {
+        let text = std::fs::read_to_string(&page).expect("page");
+        for (line, block) in code_blocks(&text, "toml") {
+            if !block.contains("[[rule]]") {
+                continue;
+            }
+            let output = check_policy(&block);
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            assert!(
+                output.status.success() && !stdout.contains(": warning:"),
+                "{}:{line}: the example is not a clean policy file:\n{stdout}{}",
+                page.display(),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 5, "only {checked} policy examples found");
+}
