@@ -296,3 +296,120 @@ fn every_policy_example_in_the_docs_passes_check() {
     }
     assert!(checked >= 5, "only {checked} policy examples found");
 }
+
+/// The string literals inside the call that starts at `start` (just after
+/// its opening parenthesis), unescaped, in order.
+fn literals_of_call(text: &str, start: usize) -> Vec<String> {
+    let bytes = text.as_bytes();
+    let (mut depth, mut i) = (1, start);
+    let mut literals = Vec::new();
+    while depth > 0 && i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                let mut literal = String::new();
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    if bytes[i] == b'\\' && i + 1 < bytes.len() {
+                        i += 1;
+                        match bytes[i] {
+                            b'n' => literal.push(' '),
+                            // A line continuation: skip the newline and indentation.
+                            b'\n' => {
+                                while i + 1 < bytes.len() && bytes[i + 1].is_ascii_whitespace() {
+                                    i += 1;
+                                }
+                            }
+                            other => literal.push(other as char),
+                        }
+                    } else {
+                        let ch = text[i..].chars().next().unwrap_or(' ');
+                        literal.push(ch);
+                        i += ch.len_utf8() - 1;
+                    }
+                    i += 1;
+                }
+                literals.push(literal);
+            }
+            b'(' => depth += 1,
+            b')' => depth -= 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    literals
+}
+
+/// The fixed words of a format string: the parts between placeholders,
+/// trimmed of spaces and punctuation, long enough to search for.
+fn fixed_parts(message: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut rest = message;
+    while !rest.is_empty() {
+        let (part, tail) = match rest.find('{') {
+            Some(open) => {
+                let close = rest[open..].find('}').map_or(rest.len(), |c| open + c + 1);
+                (&rest[..open], &rest[close..])
+            }
+            None => (rest, ""),
+        };
+        let part = part.trim_matches(|c: char| c.is_whitespace() || "`'\";:,.()".contains(c));
+        if part.len() >= 6 {
+            parts.push(part.to_owned());
+        }
+        rest = tail;
+    }
+    parts
+}
+
+/// `(file, line, message)` of every call of one of `macros` in `files`; the
+/// message is the call's last string literal.
+fn messages(files: &[PathBuf], macros: &[&str]) -> Vec<(String, usize, String)> {
+    let mut found = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file).expect("source");
+        for name in macros {
+            for (at, _) in text.match_indices(name) {
+                let before = text[..at].chars().next_back().unwrap_or(' ');
+                if before.is_alphanumeric() || before == '_' {
+                    continue;
+                }
+                let literals = literals_of_call(&text, at + name.len());
+                if let Some(message) = literals.last() {
+                    let line = text[..at].matches('\n').count() + 1;
+                    let shown = file.strip_prefix(root()).unwrap_or(file);
+                    found.push((shown.display().to_string(), line, message.clone()));
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn the_runbook_lists_every_error_and_warning() {
+    let runbook = read("docs/operations.md");
+    let mut sources = Vec::new();
+    project_files(&root().join("src"), &mut sources);
+    sources.retain(|p| p.extension().is_some_and(|x| x == "rs"));
+    let mut all = messages(&sources, &["error!(", "warn!("]);
+    // The daemon's fatal errors at start.
+    all.extend(messages(
+        &[root().join("src/daemon.rs")],
+        &["bail!(", "context(", "with_context("],
+    ));
+    assert!(all.len() > 20, "found only {} messages", all.len());
+    let missing: Vec<String> = all
+        .iter()
+        .flat_map(|(file, line, message)| {
+            fixed_parts(message)
+                .into_iter()
+                .filter(|part| !runbook.contains(part.as_str()))
+                .map(move |part| format!("{file}:{line}: {part:?}"))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docs/operations.md does not list these messages (add each with what to do):\n{}",
+        missing.join("\n")
+    );
+}
