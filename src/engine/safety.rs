@@ -112,6 +112,11 @@ impl<A: VobizApi> Engine<A> {
                 "the API refused our credentials: enforcement stopped for this account until a reload");
         }
         self.unhealthy = Some(reason);
+        self.shared
+            .metrics
+            .api_unauthorized
+            .get_or_create(&self.label())
+            .set(1);
     }
 
     /// Applies an operator command; returns a new poll interval if it changed.
@@ -145,6 +150,11 @@ impl<A: VobizApi> Engine<A> {
                 self.settings.safety = settings.safety;
                 self.settings.retry = settings.retry;
                 self.unhealthy = None;
+                self.shared
+                    .metrics
+                    .api_unauthorized
+                    .get_or_create(&self.label())
+                    .set(0);
                 self.mismatch = None;
                 self.shared
                     .metrics
