@@ -1,6 +1,8 @@
 //! The project's own documentation agrees with the code: every config key,
 //! every linked page, and no pointer to files outside the repository.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -412,4 +414,151 @@ fn the_runbook_lists_every_error_and_warning() {
         "docs/operations.md does not list these messages (add each with what to do):\n{}",
         missing.join("\n")
     );
+}
+
+/// Every `callwarden_*` metric name in `text`.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for (at, _) in text.match_indices("callwarden_") {
+        let before = text[..at].chars().next_back().unwrap_or(' ');
+        if before.is_alphanumeric() || before == '_' {
+            continue;
+        }
+        let name: String = text[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+            .collect();
+        names.insert(name.trim_end_matches('_').to_owned());
+    }
+    names
+}
+
+/// What a real daemon exports: the names of its samples, from the `# TYPE`
+/// lines (so series with no sample yet count) as Prometheus stores them, and
+/// the base names the `# TYPE` lines use.
+fn exported_names(scrape: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let (mut samples, mut families) = (BTreeSet::new(), BTreeSet::new());
+    for line in scrape.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut words = rest.split_whitespace();
+            let (Some(name), Some(kind)) = (words.next(), words.next()) else {
+                continue;
+            };
+            families.insert(name.to_owned());
+            match kind {
+                "counter" => {
+                    samples.insert(format!("{name}_total"));
+                }
+                "histogram" => {
+                    for suffix in ["_bucket", "_sum", "_count"] {
+                        samples.insert(format!("{name}{suffix}"));
+                    }
+                }
+                _ => {
+                    samples.insert(name.to_owned());
+                }
+            }
+        } else if !line.starts_with('#') {
+            let name: String = line
+                .chars()
+                .take_while(|c| *c != '{' && *c != ' ')
+                .collect();
+            if !name.is_empty() {
+                samples.insert(name);
+            }
+        }
+    }
+    (samples, families)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_dashboard_and_metrics_page_use_only_metrics_the_daemon_exports() {
+    use common::daemon::{Daemon, Knobs, Setup};
+    let sim = common::default_sim();
+    // One call to hang up and one protected call, so that the series that
+    // appear with their first sample (hangups, decisions) exist too.
+    common::add_calls(
+        &sim,
+        serde_json::json!([
+            {"age_s": 60.0, "direction": "outbound", "from": "+14155550100", "to": "+19005550101"},
+            {"age_s": 60.0, "direction": "outbound", "from": "911", "to": "+19005550102"},
+        ]),
+    )
+    .await;
+    let rule = "[[rule]]\nname = \"premium\"\nmax_duration = \"5s\"\nmeasure_from = \"start\"\n\
+                [rule.match]\nto = [\"+1900*\"]\n";
+    let setup = Setup::new(&sim, &[("rules.toml", rule)], Knobs::default());
+    let daemon = Daemon::start(&setup).await;
+    daemon.signal(libc::SIGHUP);
+    let until = tokio::time::Instant::now() + common::daemon::LIMIT;
+    let scrape = loop {
+        let (code, body) = daemon.get("/metrics").await;
+        assert_eq!(code, 200);
+        let has = |name: &str| body.lines().any(|l| l.starts_with(name));
+        if has("callwarden_last_successful_poll_timestamp_seconds{")
+            && has("callwarden_hangups_total{")
+            && has("callwarden_decisions_total{")
+            && has("callwarden_config_reloads_total{")
+        {
+            break body;
+        }
+        assert!(tokio::time::Instant::now() < until, "no successful poll");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let (samples, families) = exported_names(&scrape);
+    assert!(samples.contains("callwarden_hangups_total"), "{scrape}");
+
+    let alerts = read("examples/prometheus/callwarden-alerts.yml");
+    let dashboard_text = read("examples/grafana/callwarden-dashboard.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&dashboard_text).expect("the dashboard is JSON");
+    let mut exprs = String::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("every target has an expr");
+            exprs.push_str(expr);
+            exprs.push('\n');
+        }
+    }
+    assert!(
+        metric_names(&dashboard_text) == metric_names(&exprs),
+        "the dashboard names metrics outside its queries"
+    );
+    let alert_count = alerts.matches("- alert: ").count();
+    assert!(alert_count >= 8, "{alert_count} alerts");
+    assert_eq!(alerts.matches("\n        expr: ").count(), alert_count);
+
+    for (file, text) in [
+        ("examples/prometheus/callwarden-alerts.yml", &alerts),
+        ("examples/grafana/callwarden-dashboard.json", &exprs),
+    ] {
+        let used = metric_names(text);
+        assert!(used.len() >= 8, "{file}: only {used:?}");
+        let unknown: Vec<_> = used.difference(&samples).collect();
+        assert!(
+            unknown.is_empty(),
+            "{file} uses metrics the daemon does not export: {unknown:?}"
+        );
+    }
+
+    // docs/metrics.md names every metric the daemon exports, and no other.
+    let page = read("docs/metrics.md");
+    let named = metric_names(&page);
+    let unknown: Vec<_> = named
+        .iter()
+        .filter(|n| !samples.contains(*n) && !families.contains(*n))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "docs/metrics.md names metrics the daemon does not export: {unknown:?}"
+    );
+    let undocumented: Vec<_> = families
+        .iter()
+        .filter(|family| !named.contains(*family) && !named.contains(&format!("{family}_total")))
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "docs/metrics.md does not document: {undocumented:?}"
+    );
+    drop(daemon);
 }
