@@ -22,8 +22,8 @@ use crate::vobiz::Secret;
 
 pub use diagnostic::{CheckReport, Diagnostic, Diagnostics, Severity};
 pub use load::{
-    check, load, load_policy_files, Environment, Loaded, CREDENTIAL_NAME, DEFAULT_BASE_URL,
-    DEFAULT_LISTEN, DEFAULT_PROTECTED_NUMBERS, DEFAULT_STATE_DIR,
+    check, load, load_policy_files, Environment, Loaded, CONFIG_KEYS, CREDENTIAL_NAME,
+    DEFAULT_BASE_URL, DEFAULT_LISTEN, DEFAULT_PROTECTED_NUMBERS, DEFAULT_STATE_DIR,
 };
 
 /// The validated configuration the daemon runs with.

@@ -55,6 +55,9 @@ impl<A: VobizApi> Engine<A> {
             }
         };
         self.count_poll("ok");
+        self.shared
+            .metrics
+            .poll_succeeded(&self.account, sent_at.timestamp_millis() as f64 / 1000.0);
         self.last_poll_error = None;
         self.observe_skew(&listing.live);
         let previous_poll = self.last_poll;

@@ -395,6 +395,14 @@ impl<A: VobizApi> Engine<A> {
             once: None,
         };
         engine.publish_rules();
+        // Every per-account gauge exists from the start, so alerts and
+        // dashboards see 0 rather than no series.
+        let metrics = &engine.shared.metrics;
+        let label = engine.label();
+        metrics.api_unauthorized.get_or_create(&label).set(0);
+        metrics.breaker_open.get_or_create(&label).set(0);
+        metrics.clock_mismatch.get_or_create(&label).set(0);
+        metrics.live_calls.get_or_create(&label).set(0);
         engine
     }
 

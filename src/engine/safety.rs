@@ -120,6 +120,11 @@ impl<A: VobizApi> Engine<A> {
                 "the API refused our credentials: enforcement stopped for this account until a reload");
         }
         self.unhealthy = Some(reason);
+        self.shared
+            .metrics
+            .api_unauthorized
+            .get_or_create(&self.label())
+            .set(1);
     }
 
     /// After a reload, keeps the finished decisions (hung up, protected,
@@ -201,6 +206,11 @@ impl<A: VobizApi> Engine<A> {
                 self.settings.safety = settings.safety;
                 self.settings.retry = settings.retry;
                 self.unhealthy = None;
+                self.shared
+                    .metrics
+                    .api_unauthorized
+                    .get_or_create(&self.label())
+                    .set(0);
                 self.mismatch = None;
                 self.shared
                     .metrics
