@@ -409,3 +409,47 @@ async fn a_malformed_reread_of_a_due_call_is_retried_with_the_backoff() {
     );
     assert_eq!(malformed, 1.0);
 }
+
+#[tokio::test]
+async fn a_call_whose_details_keep_answering_malformed_is_read_after_a_growing_pause() {
+    let sim = default_sim();
+    let uuid = add_calls(&sim, json!([outbound(1.0, "+14155550199")])).await[0].clone();
+    // Six malformed detail answers, then normal ones. Pauses start at the
+    // test config's 200 ms and double up to max_backoff (10 s here).
+    common::set_faults(
+        &sim,
+        json!({"scripts": [{"endpoint": "detail", "uuid": uuid,
+            "responses": vec![json!({"malformed": "garbage"}); 6]}]}),
+    )
+    .await;
+    let knobs = Knobs {
+        max_backoff: "10s",
+        ..Knobs::default()
+    };
+    let setup = Setup::new(&sim, &[("p.toml", PREMIUM_60S)], knobs);
+    let daemon = Daemon::start(&setup).await;
+    first_seen(&daemon, &uuid).await;
+
+    let log = common::log_since(&sim, 0).await;
+    let reads: Vec<u64> = log
+        .iter()
+        .filter(|r| r["uuid"] == uuid.as_str())
+        .map(|r| r["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(reads.len(), 7, "six malformed reads and the good one");
+    // Polls from the first to the sixth (last malformed) read: at every
+    // poll without the pause, about twice as many with it (reads at polls
+    // 0, 1, 2, 3, 5 and 9).
+    let polls = log
+        .iter()
+        .filter(|r| r["uuid"].is_null() && r["method"] == "GET")
+        .filter(|r| (reads[0]..=reads[5]).contains(&r["seq"].as_u64().unwrap_or(0)))
+        .count();
+    assert!(polls >= 8, "{polls} polls for 6 reads: read at every poll");
+    let warned = daemon
+        .json_logs()
+        .into_iter()
+        .filter(|l| common::daemon::message(l).starts_with("reading call details failed"))
+        .count();
+    assert_eq!(warned, 1, "warned once for the call");
+}
