@@ -453,3 +453,25 @@ async fn a_call_whose_details_keep_answering_malformed_is_read_after_a_growing_p
         .count();
     assert_eq!(warned, 1, "warned once for the call");
 }
+
+#[tokio::test]
+async fn invalid_list_entries_are_reported_once_not_at_every_poll() {
+    let sim = default_sim();
+    let proxy = Proxy::start(&sim).await;
+    proxy.add_to_live_list(vec![json!("a/b"), json!(""), json!(7)]);
+    let setup = setup_via(&sim, &proxy.base_url(), &[("p.toml", PREMIUM_60S)]);
+    let daemon = Daemon::start(&setup).await;
+    eventually("five polls", || async {
+        let polls = metric(&daemon, "callwarden_polls_total", &[("outcome", "ok")]).await;
+        (polls >= 5.0).then_some(())
+    })
+    .await;
+    let reports: Vec<Value> = daemon
+        .json_logs()
+        .into_iter()
+        .filter(|l| common::daemon::message(l).starts_with("skipping"))
+        .collect();
+    assert_eq!(reports.len(), 1, "{reports:#?}");
+    assert_eq!(reports[0]["skipped"], 3);
+    assert_eq!(reports[0]["first"], r#""a/b""#);
+}

@@ -14,7 +14,10 @@ use chrono::{DateTime, Utc};
 use crate::call::{Call, CallUuid};
 
 pub use client::{Client, ClientConfig};
-pub use parse::{parse_call_detail, parse_call_list, parse_cdr, parse_timestamp, Cdr};
+pub use parse::{
+    parse_call_detail, parse_call_list, parse_call_list_entries, parse_cdr, parse_timestamp,
+    CallList, Cdr, SkippedEntries,
+};
 pub use secret::Secret;
 
 /// What went wrong talking to the API. The engine's retry decision is a
