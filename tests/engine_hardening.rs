@@ -288,6 +288,16 @@ async fn reloads_do_not_decide_finished_calls_again() {
     })
     .await;
     assert_eq!(outcomes(&setup, &dry)[1]["rule"], "premium-dry-2");
+
+    // 911 no longer protected: the call spared as protected is judged again.
+    let config = std::fs::read_to_string(setup.config_path()).expect("config");
+    let config = config.replace(
+        r#"protected_numbers = ["911"]"#,
+        r#"protected_numbers = ["112"]"#,
+    );
+    std::fs::write(setup.config_path(), config).expect("config");
+    daemon.signal(libc::SIGHUP);
+    wait_ended(&sim, &protected).await;
 }
 
 /// Calls to +1900... end 2 s after they are answered.
