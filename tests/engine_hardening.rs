@@ -415,7 +415,7 @@ async fn a_malformed_reread_of_a_due_call_is_retried_with_the_backoff() {
     let malformed = common::daemon::sample_sum(
         &daemon.metrics().await,
         "callwarden_api_requests_total",
-        &[("endpoint", "detail"), ("status", "malformed")],
+        &[("endpoint", "detail"), ("status", "none")],
     );
     assert_eq!(malformed, 1.0);
 }
