@@ -75,6 +75,8 @@ pub struct Metrics {
     pub clock_mismatch: Family<AccountLabel, Gauge>,
     /// Config reloads by outcome.
     pub config_reloads: Family<ReloadLabels, Counter>,
+    /// The audit writer's failures and syncs.
+    pub audit: crate::audit::Health,
 }
 
 impl Default for Metrics {
@@ -143,8 +145,25 @@ impl Metrics {
             "Config reloads by outcome",
             config_reloads.clone(),
         );
+        let audit = crate::audit::Health::default();
+        registry.register(
+            "callwarden_audit_write_errors",
+            "Failed writes or syncs of the audit log",
+            audit.write_errors.clone(),
+        );
+        registry.register(
+            "callwarden_audit_write_failing",
+            "1 while the audit log cannot be written (hangups stop)",
+            audit.failing.clone(),
+        );
+        registry.register(
+            "callwarden_audit_syncs",
+            "fdatasync calls of the audit log (one per batch)",
+            audit.syncs.clone(),
+        );
         Self {
             registry,
+            audit,
             live_calls,
             polls,
             api_requests,
