@@ -7,6 +7,7 @@ mod demo;
 mod logging;
 mod once;
 mod pardon;
+mod test;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -86,6 +87,11 @@ pub enum Command {
         #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
         for_: Option<Duration>,
     },
+    /// Run the policy test cases (default: tests/ beside the policy directory).
+    Test {
+        /// A case file, or a directory of *.toml case files.
+        path: Option<PathBuf>,
+    },
     /// Run the bundled Vobiz API simulator.
     Sim(SimArgs),
     /// Start the simulator with sample calls and policies, enforce against it, and summarise.
@@ -151,6 +157,7 @@ async fn dispatch(cli: Cli) -> u8 {
     let env = Environment::from_process();
     let result = match cli.command {
         Command::Check => Ok(check::run(&cli.config)),
+        Command::Test { path } => Ok(test::run(&cli.config, &env, path.as_deref())),
         Command::Sim(args) => sim(args).await,
         Command::Run => daemon::run(
             cli.config,

@@ -209,7 +209,7 @@ fn readable_by_others(path: &Path) -> Option<Diagnostic> {
 }
 
 /// Parses `text` into a spanned table, recording syntax errors.
-fn parse<'i>(text: &'i str, diags: &mut FileDiagnostics) -> Option<DeTable<'i>> {
+pub(crate) fn parse_toml<'i>(text: &'i str, diags: &mut FileDiagnostics) -> Option<DeTable<'i>> {
     let (doc, errors) = DeTable::parse_recoverable(text);
     for err in &errors {
         let span = err.span().unwrap_or(0..0);
@@ -231,7 +231,7 @@ fn load_policy_file(
         Err(diag) => return (Vec::new(), 0, vec![diag]),
     };
     let mut diags = FileDiagnostics::new(path, &text);
-    let Some(doc) = parse(&text, &mut diags) else {
+    let Some(doc) = parse_toml(&text, &mut diags) else {
         return (Vec::new(), 0, diags.finish());
     };
     let count = doc
@@ -258,7 +258,7 @@ fn load_at(config_path: &Path, env: &Environment, now: DateTime<Utc>) -> Outcome
         }
     };
     let mut diags = FileDiagnostics::new(config_path, &text);
-    let Some(doc) = parse(&text, &mut diags) else {
+    let Some(doc) = parse_toml(&text, &mut diags) else {
         outcome.diagnostics.extend(diags.finish());
         return outcome;
     };

@@ -4,6 +4,7 @@
 //! Loading and validation of the TOML files is in [`crate::config`]; this
 //! module holds what they compile into.
 
+pub mod cases;
 mod eval;
 mod explain;
 mod glob;
