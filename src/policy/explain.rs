@@ -233,6 +233,9 @@ fn describe_limit(limit: Limit) -> String {
             }
         ),
         Limit::IdleTimeout(limit) => format!("idle_timeout {}", humantime::format_duration(limit)),
+        Limit::MaxConcurrent { max, group_by } => {
+            format!("max_concurrent {max} per {}", group_by.as_str())
+        }
     }
 }
 
