@@ -123,6 +123,10 @@ impl<A: VobizApi> Engine<A> {
             self.enqueue_detail(uuid, Fetch::Refresh);
         }
         self.observe_legs();
+        if self.detail_queue.is_empty() && self.details_in_flight == 0 {
+            // No reads to wait for: the list alone may have freed room.
+            self.check_caps();
+        }
         self.check_breaker();
         self.save_memory();
         self.publish();
@@ -233,6 +237,10 @@ impl<A: VobizApi> Engine<A> {
                 self.batch_started = None;
                 self.release_batch();
             }
+        }
+        if self.detail_queue.is_empty() && self.details_in_flight == 0 {
+            // The poll's reads are complete: judge the groups as a whole.
+            self.check_caps();
         }
     }
 
@@ -429,6 +437,7 @@ impl<A: VobizApi> Engine<A> {
             self.index_parent(uuid, tracked.call.parent_call_uuid, None);
         }
         self.winners.remove(uuid);
+        self.caps.forget(uuid);
         self.enforce_timers.cancel(uuid);
         self.bypass_timers.cancel(uuid);
         self.warn_timers.cancel(uuid);

@@ -11,6 +11,7 @@
 pub mod actions;
 pub mod backoff;
 pub mod breaker;
+pub mod caps;
 mod discovery;
 mod enforce;
 pub mod memory;
@@ -283,6 +284,9 @@ pub struct Engine<A: VobizApi> {
     dry_done: HashSet<(CallUuid, usize)>,
     pardons: HashMap<CallUuid, Option<DateTime<Utc>>>,
 
+    /// Calls beyond the cap of a fraud-guard rule.
+    caps: caps::Caps,
+
     breaker_open: bool,
     held: HashSet<CallUuid>,
     overridden: HashSet<CallUuid>,
@@ -369,6 +373,7 @@ impl<A: VobizApi> Engine<A> {
             warned: HashSet::new(),
             dry_done: HashSet::new(),
             pardons: HashMap::new(),
+            caps: caps::Caps::default(),
             breaker_open: false,
             held: HashSet::new(),
             overridden: HashSet::new(),

@@ -154,11 +154,14 @@ impl<A: VobizApi> Engine<A> {
                 self.finished.clear();
                 self.dry_done.clear();
                 self.dry_timers = TimerQueue::default();
+                // Rule indices changed: select the calls beyond caps afresh.
+                self.caps.clear();
                 self.publish_rules();
                 let uuids: Vec<CallUuid> = self.calls.keys().cloned().collect();
                 for uuid in uuids {
                     self.evaluate(&uuid);
                 }
+                self.check_caps();
                 interval
             }
         }
