@@ -273,3 +273,45 @@ async fn groups_by_number_and_protected_calls_are_spared_and_audited() {
     assert_eq!(protected.len(), 1, "{protected:?}");
     assert_eq!(protected[0]["rule"], "per-destination-cap");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn calls_and_explain_show_which_calls_are_beyond_the_cap() {
+    let sim = default_sim();
+    let calls: Vec<Value> = (0..7).map(|i| to_882(100.0 - 10.0 * i as f64, i)).collect();
+    let uuids = add_calls(&sim, json!(calls)).await;
+    let setup = Setup::new(&sim, &[("guard.toml", GUARD_882)], Knobs::default());
+
+    let output = common::daemon::run(setup.command(&["calls", "--json"])).await;
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let rows: Vec<Value> = serde_json::from_slice(&output.stdout).expect("calls --json");
+    let winner = |uuid: &str| {
+        rows.iter()
+            .find(|r| r["call_uuid"] == uuid)
+            .map(|r| r["winner"].clone())
+            .expect("row for every call")
+    };
+    for uuid in &uuids[..5] {
+        assert_eq!(winner(uuid), Value::Null, "{uuid} is within the cap");
+    }
+    for uuid in &uuids[5..] {
+        assert_eq!(winner(uuid), "intl-882-cap", "{uuid} is beyond the cap");
+    }
+
+    let output = common::daemon::run(setup.command(&["explain", &uuids[6], "--json"])).await;
+    let explanation: Value = serde_json::from_slice(&output.stdout).expect("explain --json");
+    assert_eq!(explanation["decision"]["rule"], "intl-882-cap");
+    assert_eq!(
+        explanation["rules"][0]["limit"],
+        "max_concurrent 5 per rule"
+    );
+    let output = common::daemon::run(setup.command(&["explain", &uuids[0], "--json"])).await;
+    let explanation: Value = serde_json::from_slice(&output.stdout).expect("explain --json");
+    assert_eq!(explanation["decision"], Value::Null);
+    assert_eq!(
+        explanation["rules"][0]["reason"],
+        "within its max_concurrent cap"
+    );
+    // Read-only: nothing was hung up, nothing audited.
+    assert_eq!(live(&sim, &uuids), uuids);
+    assert!(setup.audit().is_empty());
+}

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use toml::de::DeValue;
 
 use super::eval::{evaluate, is_protected, Timeline};
-use super::Policy;
+use super::{Limit, Policy};
 use crate::call::{normalize_number, Call, CallStatus, CallUuid, Direction, Shape};
 use crate::config::{parse_toml, Diagnostics, FileDiagnostics, Reader, Table};
 
@@ -21,7 +21,15 @@ use crate::config::{parse_toml, Diagnostics, FileDiagnostics, Reader, Table};
 /// any night-time window).
 pub const DEFAULT_AT: &str = "2025-01-01T12:00:00Z";
 
-const CASE_KEYS: &[&str] = &["name", "description", "call", "at", "age", "decision"];
+const CASE_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "call",
+    "at",
+    "age",
+    "older_in_group",
+    "decision",
+];
 const CALL_KEYS: &[&str] = &[
     "uuid",
     "direction",
@@ -60,6 +68,9 @@ pub struct Case {
     pub expected: Expected,
     /// Where the expected rule name was written (line, column), for messages.
     pub expected_at: (usize, usize),
+    /// For fraud-guard rules: how many older live calls share the call's
+    /// group (the call is beyond a cap of N when at least N are older).
+    pub older_in_group: u32,
 }
 
 /// The decision a case expects.
@@ -200,7 +211,7 @@ pub struct CaseSettings<'a> {
 /// engine would arm (earliest deadline, then priority, then name), whether
 /// protection spares the call, and the dry-run rules the engine would audit.
 pub fn decide(policy: &Policy, case: &Case, account: &str, settings: &CaseSettings<'_>) -> Outcome {
-    let evaluation = evaluate(
+    let mut evaluation = evaluate(
         policy,
         &case.call,
         account,
@@ -208,6 +219,10 @@ pub fn decide(policy: &Policy, case: &Case, account: &str, settings: &CaseSettin
         case.at,
         settings.grace,
     );
+    evaluation.apply_caps(policy, |rule| match policy.rules[rule].limit {
+        Limit::MaxConcurrent { max, .. } if case.older_in_group >= max => Some(case.at),
+        _ => None,
+    });
     let due = |(index, deadline): (usize, DateTime<Utc>)| Due {
         rule: policy.rules[index].name.clone(),
         due_in: SignedDuration::between(case.at, deadline),
@@ -325,6 +340,9 @@ fn parse_case(r: &mut Reader<'_>, table: &Table<'_>, header: Range<usize>) -> Op
             None
         }
     };
+    let older_in_group = r
+        .integer(table, "older_in_group", 0, i64::from(u32::MAX))
+        .map_or(0, |(n, _)| u32::try_from(n).unwrap_or(u32::MAX));
     let expected = parse_decision(r, table, &header);
     if r.diags.items.len() > errors_before {
         return None;
@@ -385,6 +403,7 @@ fn parse_case(r: &mut Reader<'_>, table: &Table<'_>, header: Range<usize>) -> Op
         },
         expected,
         expected_at,
+        older_in_group,
     })
 }
 
@@ -584,6 +603,13 @@ idle_timeout = "2m"
 status = ["ringing"]
 
 [[rule]]
+name = "cap-882"
+max_concurrent = 2
+group_by = "to"
+[rule.match]
+to = "+882*"
+
+[[rule]]
 name = "night"
 max_duration = "0s"
 measure_from = "start"
@@ -667,6 +693,26 @@ decision = { rule = "night", due_in = "-10m" }
             assert!(ok, "{name}: got {got}");
         }
         assert_eq!(results.len(), 7);
+    }
+
+    #[test]
+    fn fraud_guard_cases_say_how_many_older_calls_share_the_group() {
+        let results = run(r#"
+[[case]]
+name = "within the cap"
+older_in_group = 1
+call = { direction = "inbound", to = "+88216000001" }
+decision = "none"
+
+[[case]]
+name = "beyond the cap"
+older_in_group = 2
+call = { direction = "inbound", to = "+88216000001" }
+decision = { rule = "cap-882", due_in = "0s" }
+"#);
+        for (name, ok, got) in &results {
+            assert!(ok, "{name}: got {got}");
+        }
     }
 
     #[test]

@@ -22,7 +22,9 @@ pub use eval::{
     deadline_only, evaluate, evaluate_rule, is_protected, rule_deadline, Evaluation, RuleOutcome,
     RuleVerdict, Timeline,
 };
-pub use explain::{explain, Decision, ExplainSettings, Explanation, RuleExplanation};
+pub use explain::{
+    explain, explain_with_caps, Decision, ExplainSettings, Explanation, RuleExplanation,
+};
 pub use matcher::{
     compile_glob, normalize_number_pattern, FieldMatcher, FieldValues, Match, MatchField,
     PatternError,
