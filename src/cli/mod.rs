@@ -1,4 +1,4 @@
-//! The commands of SPEC §1: argument parsing, logging set-up, and the
+//! The commands (the table in README.md): argument parsing, logging set-up, and the
 //! mapping of each command's result to its documented exit code.
 
 mod calls;

@@ -24,8 +24,8 @@ pub(crate) use diagnostic::FileDiagnostics;
 pub use diagnostic::{CheckReport, Diagnostic, Diagnostics, Severity};
 pub(crate) use load::parse_toml;
 pub use load::{
-    check, load, load_policy_files, Environment, Loaded, CREDENTIAL_NAME, DEFAULT_BASE_URL,
-    DEFAULT_LISTEN, DEFAULT_PROTECTED_NUMBERS, DEFAULT_STATE_DIR,
+    check, load, load_policy_files, Environment, Loaded, CONFIG_KEYS, CREDENTIAL_NAME,
+    DEFAULT_BASE_URL, DEFAULT_LISTEN, DEFAULT_PROTECTED_NUMBERS, DEFAULT_STATE_DIR,
 };
 pub(crate) use walk::{Reader, Table};
 
