@@ -4,6 +4,7 @@
 mod calls;
 mod check;
 mod demo;
+mod hangup;
 mod logging;
 mod once;
 mod pardon;
@@ -87,6 +88,8 @@ pub enum Command {
         #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
         for_: Option<Duration>,
     },
+    /// Ask the running daemon to end calls now, by UUID or with --match.
+    Hangup(hangup::HangupArgs),
     /// Run the policy test cases (default: tests/ beside the policy directory).
     Test {
         /// A case file, or a directory of *.toml case files.
@@ -176,6 +179,7 @@ async fn dispatch(cli: Cli) -> u8 {
             json,
         } => calls::explain(&cli.config, &env, uuid, call_json, json).await,
         Command::Calls { json } => calls::list(&cli.config, &env, json).await,
+        Command::Hangup(args) => hangup::run(&cli.config, &env, args).await,
         Command::Pardon { uuid, for_ } => pardon::run(&cli.config, &env, &uuid, for_).await,
         Command::Demo { duration } => demo::run(duration).await,
     };

@@ -128,12 +128,15 @@ pub struct SafetySettings {
 }
 
 /// `[http]`: the local status listener.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpSettings {
     /// Where to listen; `None` when disabled with `listen = ""`.
     pub listen: Option<SocketAddr>,
     /// Accept `POST /pardon` from non-loopback clients.
     pub allow_remote_pardon: bool,
+    /// `api_token_file`: the bearer token remote callers of `POST /hangup`
+    /// must send; without it only loopback may ask.
+    pub api_token: Option<Secret>,
 }
 
 /// `--log-format` / `[log] format`.

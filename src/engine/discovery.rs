@@ -520,6 +520,7 @@ impl<A: VobizApi> Engine<A> {
         }
         self.winners.remove(uuid);
         self.caps.forget(uuid);
+        self.manual_jobs.remove(uuid);
         self.enforce_timers.cancel(uuid);
         self.bypass_timers.cancel(uuid);
         self.warn_timers.cancel(uuid);

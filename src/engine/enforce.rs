@@ -204,6 +204,7 @@ impl<A: VobizApi> Engine<A> {
                 let legs = self.leg_count(&uuid);
                 let seen_at = fetched.received_at;
                 if !self.refresh_tracked(&uuid, fetched.value, seen_at, legs) {
+                    self.manual_failed(&uuid, Outcome::Gone, "the call had already ended");
                     return;
                 }
                 let Some(call) = self.calls.get(&uuid).map(|t| t.call.clone()) else {
@@ -218,10 +219,14 @@ impl<A: VobizApi> Engine<A> {
                         tracked.queued = false;
                         self.start_reread(uuid, purpose);
                     }
-                    None => self.forget(&uuid),
+                    None => {
+                        self.manual_failed(&uuid, Outcome::Gone, "the call had already ended");
+                        self.forget(&uuid);
+                    }
                 }
             }
             Err(error @ (ApiError::Unauthorized | ApiError::Forbidden)) => {
+                self.manual_failed(&uuid, Outcome::Failed, &error.to_string());
                 self.mark_unhealthy(error.to_string());
             }
             Err(error) => {
@@ -232,6 +237,11 @@ impl<A: VobizApi> Engine<A> {
                 match purpose {
                     Purpose::Enforce => self.reschedule_enforce(&uuid, retry_at),
                     Purpose::DryRunRule(index) => self.dry_timers.schedule((uuid, index), retry_at),
+                    Purpose::Manual => self.manual_failed(
+                        &uuid,
+                        Outcome::Failed,
+                        &format!("cannot re-read the call: {error}"),
+                    ),
                 }
             }
         }
@@ -253,6 +263,10 @@ impl<A: VobizApi> Engine<A> {
         call: Call,
         now: DateTime<Utc>,
     ) {
+        if purpose == Purpose::Manual {
+            self.act_manual(uuid, call);
+            return;
+        }
         let Some(tracked) = self.calls.get(uuid) else {
             return;
         };
@@ -282,11 +296,14 @@ impl<A: VobizApi> Engine<A> {
                     }
                 }
             }
+            // Handled above, before any rule is evaluated.
+            Purpose::Manual => return,
         };
         let rule = &self.policy.rules[index];
         let dry_run = match purpose {
             Purpose::Enforce => self.settings.enforce.dry_run || rule.action.dry_run,
             Purpose::DryRunRule(_) => true,
+            Purpose::Manual => false,
         };
         let deadline_text = deadline.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let reason = match rule.limit {
@@ -377,7 +394,12 @@ impl<A: VobizApi> Engine<A> {
             return;
         }
         self.overridden.remove(uuid);
-        self.busy.insert(uuid.clone());
+        self.hang_up_targets(job, targets);
+    }
+
+    /// Sends the DELETEs of one decided hangup (its intent already durable).
+    pub(super) fn hang_up_targets(&mut self, job: Job, targets: Vec<CallUuid>) {
+        self.busy.insert(job.uuid.clone());
         let api = Arc::clone(&self.api);
         let metrics = Arc::clone(&self.shared.metrics);
         let retrier = Arc::clone(&self.retrier);

@@ -192,6 +192,11 @@ impl<A: VobizApi> Engine<A> {
                 let _ = reply.send(tracked);
                 None
             }
+            Command::Hangup { request, reply } => {
+                let decisions = self.manual(&request);
+                let _ = reply.send(decisions);
+                None
+            }
             Command::ReleaseBreaker => {
                 self.release_breaker();
                 None
