@@ -6,12 +6,10 @@
 
 mod common;
 
-use std::time::Duration;
-
 use callwarden::sim::SimHandle;
 use common::daemon::{Daemon, Knobs, Setup, LIMIT};
 use common::engine::wait_for;
-use common::{add_calls, default_sim, http, log_since};
+use common::{add_calls, default_sim, http, log_since, wait_polls};
 use serde_json::{json, Value};
 
 /// At most 5 concurrent calls to +882 (international networks).
@@ -33,33 +31,6 @@ fn ended(sim: &SimHandle, uuid: &str) -> bool {
 
 fn live(sim: &SimHandle, uuids: &[String]) -> Vec<String> {
     uuids.iter().filter(|u| !ended(sim, u)).cloned().collect()
-}
-
-/// How many list requests the simulator has answered so far.
-async fn lists(sim: &SimHandle) -> usize {
-    log_since(sim, 0)
-        .await
-        .iter()
-        .filter(|r| {
-            r["method"] == "GET"
-                && r["uuid"].is_null()
-                && r["path"].as_str().is_some_and(|p| p.ends_with("/Call/"))
-        })
-        .count()
-}
-
-/// Waits until the daemon has listed at least `polls` more times, so every
-/// call it could judge has been judged.
-async fn wait_polls(sim: &SimHandle, polls: usize) {
-    let start = lists(sim).await;
-    let until = tokio::time::Instant::now() + LIMIT;
-    while lists(sim).await < start + polls {
-        assert!(
-            tokio::time::Instant::now() < until,
-            "the daemon stopped polling"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn end_call(sim: &SimHandle, uuid: &str) {
