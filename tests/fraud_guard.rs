@@ -286,3 +286,36 @@ async fn calls_and_explain_show_which_calls_are_beyond_the_cap() {
     assert_eq!(live(&sim, &uuids), uuids);
     assert!(setup.audit().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_dry_run_the_call_beyond_the_cap_is_audited_once_and_kept() {
+    let sim = default_sim();
+    let calls: Vec<Value> = (0..6).map(|i| to_882(100.0 - 10.0 * i as f64, i)).collect();
+    let uuids = add_calls(&sim, json!(calls)).await;
+    let knobs = Knobs::default();
+    let setup = Setup::new(&sim, &[("guard.toml", GUARD_882)], knobs.clone());
+    let text = setup.config_text(&knobs) + "\n[enforce]\ndry_run = true\n";
+    std::fs::write(setup.config_path(), text).unwrap();
+    let _daemon = Daemon::start(&setup).await;
+    let newest = uuids[5].clone();
+    assert!(
+        wait_for(LIMIT, || setup
+            .audit_of(&newest)
+            .iter()
+            .any(|r| r["outcome"] == "dry_run"))
+        .await,
+        "the call beyond the cap is audited as a dry run"
+    );
+    wait_polls(&sim, 3).await;
+    let dry: Vec<Value> = setup
+        .audit_of(&newest)
+        .into_iter()
+        .filter(|r| r["outcome"] == "dry_run")
+        .collect();
+    assert_eq!(dry.len(), 1, "audited once, not at every poll: {dry:?}");
+    assert_eq!(dry[0]["rule"], "intl-882-cap");
+    assert_eq!(live(&sim, &uuids), uuids, "dry run hangs up nothing");
+    for uuid in &uuids[..5] {
+        assert!(setup.audit_of(uuid).is_empty());
+    }
+}
