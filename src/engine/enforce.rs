@@ -386,11 +386,16 @@ impl<A: VobizApi> Engine<A> {
             return;
         }
         self.overridden.remove(uuid);
-        self.hang_up_targets(job, targets);
+        self.hang_up_targets(job, targets, durable);
     }
 
-    /// Sends the DELETEs of one decided hangup (its intent already durable).
-    pub(super) fn hang_up_targets(&mut self, job: Job, targets: Vec<CallUuid>) {
+    /// Sends the DELETEs of one decided hangup once its intent is durable.
+    pub(super) fn hang_up_targets(
+        &mut self,
+        job: Job,
+        targets: Vec<CallUuid>,
+        durable: audit::Durable,
+    ) {
         self.busy.insert(job.uuid.clone());
         let api = Arc::clone(&self.api);
         let metrics = Arc::clone(&self.shared.metrics);
