@@ -72,6 +72,7 @@ fn the_loader_accepts_every_documented_key_and_rejects_others() {
              [safety]\nprotected_numbers = [\"911\"]\nmax_hangups_per_cycle = 10\n\
              max_hangups_percent = 50\nbreaker_min_live_calls = 5\n\
              [state]\ndir = \"state\"\n[http]\nlisten = \"\"\nallow_remote_pardon = false\n\
+             api_token_file = \"token\"\n\
              [log]\nformat = \"json\"\n"
         )
     };
