@@ -11,7 +11,8 @@
 //! - [`clock`]: wall-clock time behind a trait, so tests control it.
 //! - [`config`]: config and policy files, validation with positions.
 //! - [`policy`]: compiled rules, matchers, windows, evaluation.
-//! - [`vobiz`]: the API client and response parsers.
+//! - [`vobiz`]: the API client, response parsers, and [`vobiz::Metered`],
+//!   which counts every request the engine makes in the metrics.
 //! - [`engine`]: discovery, deadlines, enforcement.
 //! - [`audit`]: the durable decision log.
 //! - [`metrics`]: the Prometheus metrics.

@@ -38,7 +38,7 @@ use crate::clock::SharedClock;
 use crate::config::{Config, EnforceSettings, RetrySettings, SafetySettings};
 use crate::metrics::{AccountLabel, HangupLabels, Metrics, PollLabels};
 use crate::policy::{self, HangupScope, Limit, Policy, RuleOutcome};
-use crate::vobiz::{Error as ApiError, Fetched, SpeakLegs, VobizApi};
+use crate::vobiz::{Error as ApiError, Fetched, Metered, SpeakLegs, VobizApi};
 
 use actions::{HangupResult, Retrier};
 use backoff::Jitter;
@@ -271,7 +271,8 @@ pub struct OnceOutcome {
 /// The engine of one account.
 pub struct Engine<A: VobizApi> {
     account: String,
-    api: Arc<A>,
+    /// The client, counting every request in the metrics.
+    api: Arc<Metered<A>>,
     policy: Arc<Policy>,
     settings: Settings,
     shared: Shared,
@@ -379,7 +380,7 @@ impl<A: VobizApi> Engine<A> {
             hung_up: mine(&replay.hung_up),
             resumed: mine(&replay.pending),
             account,
-            api,
+            api: Arc::new(Metered::new(api, Arc::clone(&shared.metrics))),
             policy,
             settings,
             shared,
