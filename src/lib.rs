@@ -17,7 +17,9 @@
 //! - [`audit`]: the durable decision log.
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`sim`]: the bundled Vobiz API simulator.
-//! - [`daemon`]: `run`: engines, signals, systemd.
+//! - [`startup`]: what every command does first: config, clients, state.
+//! - [`daemon`]: `run(config, options, shutdown)`: engines, reloads, and
+//!   systemd notify in its own file.
 //! - [`http`]: the status listener.
 //! - [`manual`]: `POST /hangup`, manual and external hangups.
 //! - [`cli`]: the commands.
@@ -34,4 +36,5 @@ pub mod manual;
 pub mod metrics;
 pub mod policy;
 pub mod sim;
+pub mod startup;
 pub mod vobiz;
