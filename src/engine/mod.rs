@@ -655,22 +655,10 @@ mod tests {
 
     fn settings(max_concurrent_requests: usize, max_requests_per_second: u32) -> Settings {
         Settings {
-            poll_interval: Duration::from_secs(5),
-            enforce: EnforceSettings {
-                dry_run: false,
-                grace: Duration::ZERO,
-            },
-            retry: RetrySettings {
-                max_attempts: 6,
-                initial_backoff: Duration::from_millis(500),
-                max_backoff: Duration::from_secs(30),
-            },
-            safety: SafetySettings {
-                protected_numbers: vec![],
-                max_hangups_per_cycle: 100,
-                max_hangups_percent: 50,
-                breaker_min_live_calls: 20,
-            },
+            poll_interval: crate::config::DEFAULT_POLL_INTERVAL,
+            enforce: EnforceSettings::default(),
+            retry: RetrySettings::default(),
+            safety: SafetySettings::default(),
             max_concurrent_requests,
             max_requests_per_second,
             jitter_seed: None,
