@@ -18,7 +18,7 @@ use super::{
     Account, ApiSettings, Config, EnforceSettings, HttpSettings, LogFormat, RetrySettings,
     SafetySettings,
 };
-use crate::call::normalize_number;
+use crate::call::{number_digits, NumberDigits};
 use crate::policy::{Policy, Rule};
 use crate::vobiz::Secret;
 
@@ -539,16 +539,14 @@ fn read_settings(
             }
             let mut numbers = Vec::new();
             for (raw, span) in list {
-                let digits = normalize_number(&raw);
-                if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
-                    r.diags.error(
+                match number_digits(&raw) {
+                    NumberDigits::Digits(digits) => numbers.push(digits),
+                    NumberDigits::Doubtful | NumberDigits::NotNumber => r.diags.error(
                         span,
                         format!(
                             "protected number `{raw}` is not a phone number (digits, optional `+`)"
                         ),
-                    );
-                } else {
-                    numbers.push(digits);
+                    ),
                 }
             }
             numbers
