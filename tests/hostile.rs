@@ -3,8 +3,16 @@
 //! echoed tokens, oversized requests and durations. The corpus lives in
 //! `tests/fixtures/hostile/`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use common::daemon::{Daemon, Knobs, Setup, LIMIT};
+use common::default_sim;
+use common::engine::wait_for;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn hostile(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -76,4 +84,111 @@ fn emergency_numbers_in_uri_full_width_and_invisible_forms_are_protected() {
         assert_eq!(decision["rule"], "everything-1m", "{name}: {stdout}");
         assert_eq!(decision["protected"], protected, "{name}: {stdout}");
     }
+}
+
+/// A stand-in for a misconfigured proxy: answers every request with 200 and
+/// the body of `tests/fixtures/hostile/api/echoed_token.html`, its
+/// `{TOKEN}` replaced by the request's `X-Auth-Token` header.
+async fn start_echo_server() -> String {
+    let template = std::fs::read_to_string(hostile("api/echoed_token.html")).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let template = template.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let request = String::from_utf8_lossy(&request).into_owned();
+                let token = request
+                    .lines()
+                    .find_map(|l| {
+                        let (name, value) = l.split_once(':')?;
+                        name.eq_ignore_ascii_case("x-auth-token")
+                            .then(|| value.trim().to_owned())
+                    })
+                    .unwrap_or_default();
+                let body = template.replace("{TOKEN}", &token);
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_echoed_token_appears_nowhere() {
+    const TOKEN: &str = "s3cr3t-T0KEN-echo-4711";
+    let sim = default_sim();
+    let setup = Setup::new(&sim, &[], Knobs::default());
+    std::fs::write(setup.dir.path().join("token"), format!("{TOKEN}\n")).unwrap();
+    let echo = start_echo_server().await;
+    let config = std::fs::read_to_string(setup.config_path())
+        .unwrap()
+        .replace(&sim.base_url(), &echo);
+    std::fs::write(setup.config_path(), config).unwrap();
+
+    let socket_path = setup.dir.path().join("notify.sock");
+    let socket = tokio::net::UnixDatagram::bind(&socket_path).unwrap();
+    let received = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = Arc::clone(&received);
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 8192];
+        while let Ok(n) = socket.recv(&mut buf).await {
+            sink.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    });
+    let mut run = setup.command(&["run"]);
+    run.env("NOTIFY_SOCKET", &socket_path);
+    let daemon = Daemon::start_with(run).await;
+
+    // The proxy's answer is an error that quotes the body: it must show up
+    // everywhere, with the token taken out.
+    let failed_status = {
+        let received = Arc::clone(&received);
+        move || {
+            received
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|m| m.contains("STATUS=") && m.contains("X-Auth-Token"))
+        }
+    };
+    assert!(
+        wait_for(LIMIT, failed_status).await,
+        "no STATUS= with the poll error: {:?}",
+        received.lock().unwrap()
+    );
+    let status = daemon.status().await;
+    let error = status.to_string();
+    assert!(
+        error.contains("X-Auth-Token"),
+        "no poll error in /status: {error}"
+    );
+    let logged = daemon.logs().join("\n");
+    assert!(
+        logged.contains("X-Auth-Token"),
+        "no poll error logged: {logged}"
+    );
+
+    assert!(!error.contains(TOKEN), "/status leaks the token: {error}");
+    assert!(!logged.contains(TOKEN), "stderr leaks the token: {logged}");
+    let notified = received.lock().unwrap().join("\n");
+    assert!(
+        !notified.contains(TOKEN),
+        "sd_notify leaks the token: {notified}"
+    );
+    assert!(error.contains("[redacted]"), "{error}");
 }
