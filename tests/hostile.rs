@@ -192,3 +192,98 @@ async fn an_echoed_token_appears_nowhere() {
     );
     assert!(error.contains("[redacted]"), "{error}");
 }
+
+/// `check` with a hang guard: a FIFO must never block it.
+async fn check_bounded(config: &Path) -> (Option<i32>, String) {
+    let mut command = common::daemon::command(config, &["check"]);
+    command.env("VOBIZ_AUTH_TOKEN", "t");
+    let output = common::daemon::run(command).await;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!text.contains("panicked"), "{text}");
+    (output.status.code(), text)
+}
+
+#[tokio::test]
+async fn dangling_and_looping_symlinks_in_the_policy_directory_are_errors() {
+    // Committed as symlinks: `dangling.toml` -> a missing file, `loop.toml` -> itself.
+    let dir = hostile("policy_entries");
+    let (_c, config) = config_for(&dir);
+    let (code, text) = check_bounded(&config).await;
+    assert_eq!(code, Some(1), "{text}");
+    let dangling = dir.join("dangling.toml");
+    let looping = dir.join("loop.toml");
+    assert!(
+        text.contains(&format!(
+            "policy file `{}` is a dangling symlink",
+            dangling.display()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "policy file `{}` is a symlink that cannot be followed",
+            looping.display()
+        )),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn fifos_directories_and_unreadable_policy_entries_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    std::fs::copy(hostile("policy_ok/ok.toml"), policies.join("ok.toml")).unwrap();
+    let fifo = policies.join("fifo.toml");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let directory = policies.join("dir.toml");
+    std::fs::create_dir(&directory).unwrap();
+    // A symlink to a regular file elsewhere is followed.
+    let outside = dir.path().join("outside.toml");
+    std::fs::write(
+        &outside,
+        "[[rule]]\nname = \"outside\"\nmax_duration = \"1h\"\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&outside, policies.join("linked.toml")).unwrap();
+    let (_c, config) = config_for(&policies);
+
+    let (code, text) = check_bounded(&config).await;
+    assert_eq!(code, Some(1), "{text}");
+    for (path, kind) in [(&fifo, "a FIFO"), (&directory, "a directory")] {
+        let expected = format!(
+            "policy file `{}` is {kind}, not a regular file",
+            path.display()
+        );
+        assert!(text.contains(&expected), "no `{expected}` in {text}");
+    }
+    assert!(
+        !text.contains("outside"),
+        "the followed symlink is fine: {text}"
+    );
+
+    // Unreadable: only meaningful when not root (root reads anything).
+    std::fs::remove_file(&fifo).unwrap();
+    std::fs::remove_dir(&directory).unwrap();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        use std::os::unix::fs::PermissionsExt;
+        let secret = policies.join("secret.toml");
+        std::fs::write(&secret, "[[rule]]\nname = \"s\"\nmax_duration = \"1h\"\n").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).unwrap();
+        let (code, text) = check_bounded(&config).await;
+        assert_eq!(code, Some(1), "{text}");
+        assert!(text.contains(&format!("{}", secret.display())), "{text}");
+        std::fs::remove_file(&secret).unwrap();
+    }
+    let (code, text) = check_bounded(&config).await;
+    assert_eq!(code, Some(0), "{text}");
+}

@@ -503,7 +503,7 @@ fn compile_action(
     })
 }
 
-/// Whether `path` names a policy file in a directory listing (`*.toml`).
-pub(crate) fn is_policy_file(path: &Path) -> bool {
-    path.extension().is_some_and(|ext| ext == "toml") && path.is_file()
+/// Whether `path` is named like a policy file in a directory listing (`*.toml`).
+pub(crate) fn is_policy_name(path: &Path) -> bool {
+    path.extension().is_some_and(|ext| ext == "toml")
 }
