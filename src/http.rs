@@ -125,6 +125,33 @@ struct PardonQuery {
     for_: Option<String>,
 }
 
+/// The longest `?for=` a pardon takes: longer is a typo or an attack, and a
+/// pardon for good needs no duration at all.
+pub const MAX_PARDON: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// When a pardon given at `now` for `text` (`10m`, `2h`) ends, or why it is
+/// refused: not a duration, zero, or longer than [`MAX_PARDON`].
+pub fn pardon_until(now: DateTime<Utc>, text: &str) -> Result<DateTime<Utc>, String> {
+    // Bounded before parsing: humantime sums any number of terms.
+    if text.len() > 64 {
+        return Err("bad duration: longer than 64 characters".to_owned());
+    }
+    let duration = humantime::parse_duration(text)
+        .map_err(|error| format!("bad duration `{text}`: {error}"))?;
+    if duration.is_zero() {
+        return Err(format!("bad duration `{text}`: must be longer than 0s"));
+    }
+    if duration > MAX_PARDON {
+        return Err(format!(
+            "duration `{text}` is too long: a pardon lasts at most 30 days (omit `for` to pardon for good)"
+        ));
+    }
+    TimeDelta::from_std(duration)
+        .ok()
+        .and_then(|delta| now.checked_add_signed(delta))
+        .ok_or_else(|| format!("duration `{text}` is out of range"))
+}
+
 async fn pardon(
     State(state): State<HttpState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -142,14 +169,14 @@ async fn pardon(
         Ok(uuid) => uuid,
         Err(error) => return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response(),
     };
-    let until = match query.for_.as_deref().map(humantime::parse_duration) {
+    let until = match query.for_.as_deref() {
         None => None,
-        Some(Ok(duration)) => {
-            Some(state.clock.now() + TimeDelta::from_std(duration).unwrap_or(TimeDelta::MAX))
-        }
-        Some(Err(error)) => {
-            return (StatusCode::BAD_REQUEST, format!("bad duration: {error}\n")).into_response()
-        }
+        Some(text) => match pardon_until(state.clock.now(), text) {
+            Ok(until) => Some(until),
+            Err(message) => {
+                return (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response()
+            }
+        },
     };
     let mut tracked = false;
     for account in &state.accounts {
@@ -174,4 +201,29 @@ async fn pardon(
         StatusCode::NOT_FOUND
     };
     (code, Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pardon_durations_are_bounded() {
+        let now = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
+        assert_eq!(pardon_until(now, "10m"), Ok(now + TimeDelta::minutes(10)));
+        assert_eq!(pardon_until(now, "30days"), Ok(now + TimeDelta::days(30)));
+        for bad in [
+            "31days",
+            "1000000years",
+            "18446744073709551615s",
+            "0s",
+            "soon",
+            "",
+            &"1s ".repeat(40),
+        ] {
+            assert!(pardon_until(now, bad).is_err(), "{bad:?}");
+        }
+        // Near the end of time the sum is checked, not a panic.
+        assert!(pardon_until(DateTime::<Utc>::MAX_UTC, "1s").is_err());
+    }
 }

@@ -287,3 +287,45 @@ async fn fifos_directories_and_unreadable_policy_entries_are_errors() {
     let (code, text) = check_bounded(&config).await;
     assert_eq!(code, Some(0), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlong_pardon_durations_get_400_and_the_daemon_lives_on() {
+    let sim = default_sim();
+    let setup = Setup::new(&sim, &[], Knobs::default());
+    let daemon = Daemon::start(&setup).await;
+    let http = reqwest::Client::new();
+    let uuid = "eac94337-b1cd-499b-82d1-b39bca50dc31";
+    let durations = std::fs::read_to_string(hostile("requests/pardon_durations.txt")).unwrap();
+    for duration in durations.lines().filter(|l| !l.is_empty()) {
+        let response = http
+            .post(format!(
+                "http://{}/pardon/{uuid}?for={duration}",
+                daemon.addr
+            ))
+            .timeout(std::time::Duration::from_secs(10))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("?for={duration}: no answer: {e}"));
+        assert_eq!(response.status().as_u16(), 400, "?for={duration}");
+        let body = response.text().await.unwrap();
+        assert!(body.contains(duration), "{duration}: {body}");
+    }
+    let too_long = http
+        .post(format!("http://{}/pardon/{uuid}?for=31days", daemon.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(too_long.contains("at most 30 days"), "{too_long}");
+    // Still serving, and 30 days is accepted (404: the call is not tracked).
+    let ok = http
+        .post(format!("http://{}/pardon/{uuid}?for=30days", daemon.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 404);
+    assert_eq!(daemon.get("/healthz").await.0, 200);
+    assert!(!daemon.logs().join("\n").contains("panicked"));
+}
