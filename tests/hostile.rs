@@ -329,3 +329,67 @@ async fn overlong_pardon_durations_get_400_and_the_daemon_lives_on() {
     assert_eq!(daemon.get("/healthz").await.0, 200);
     assert!(!daemon.logs().join("\n").contains("panicked"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_cannot_starve_the_daemon() {
+    const RULE: &str = "[[rule]]\nname = \"premium-5s\"\nmax_duration = \"5s\"\nmeasure_from = \"start\"\n[rule.match]\nto = [\"+1900*\"]\n";
+    let sim = default_sim();
+    let setup = Setup::new(&sim, &[("rules.toml", RULE)], Knobs::default());
+    let config = std::fs::read_to_string(setup.config_path())
+        .unwrap()
+        .replace("[log]", "max_connections = 8\n\n[log]");
+    std::fs::write(setup.config_path(), config).unwrap();
+    let daemon = Daemon::start(&setup).await;
+
+    // More idle connections than the cap: the listener stops accepting.
+    let mut idle = Vec::new();
+    for _ in 0..12 {
+        idle.push(tokio::net::TcpStream::connect(daemon.addr).await.unwrap());
+    }
+    let capped = || {
+        daemon.json_logs().iter().any(|l| {
+            common::daemon::message(l).starts_with("status listener at its connection cap")
+                && l["max_connections"] == 8
+        })
+    };
+    assert!(
+        wait_for(LIMIT, capped).await,
+        "no cap warning: {:#?}",
+        daemon.logs()
+    );
+
+    // Enforcement goes on meanwhile.
+    let uuid = common::add_calls(
+        &sim,
+        serde_json::json!([{"age_s": 60.0, "direction": "outbound",
+                            "from": "+14155550100", "to": "+19005550101"}]),
+    )
+    .await;
+    assert!(
+        common::engine::wait_ended(&sim, &uuid, LIMIT).await,
+        "the due call was not hung up"
+    );
+
+    // The server closes every idle connection (the queued ones after the
+    // first ones went), then answers again.
+    let guard = std::time::Duration::from_secs(90);
+    for mut stream in idle {
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(guard, stream.read(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "an idle connection stayed open: {read:?}"
+        );
+    }
+    assert_eq!(daemon.get("/healthz").await.0, 200);
+    assert_eq!(daemon.status().await["accounts"][0]["account"], "default");
+
+    // A body over 64 KiB is refused before any handler.
+    let response = reqwest::Client::new()
+        .post(format!("http://{}/pardon/{}", daemon.addr, uuid[0]))
+        .body(vec![b'x'; 70 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 413);
+}

@@ -596,7 +596,12 @@ fn read_settings(
         .or(configured_state)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
 
-    let http_t = section(&mut r, doc, "http", &["listen", "allow_remote_pardon"]);
+    let http_t = section(
+        &mut r,
+        doc,
+        "http",
+        &["listen", "allow_remote_pardon", "max_connections"],
+    );
     let listen = match http_t.and_then(|t| r.string(t, "listen")) {
         None => DEFAULT_LISTEN.parse::<SocketAddr>().ok(),
         Some((text, _)) if text.trim().is_empty() => None,
@@ -616,6 +621,9 @@ fn read_settings(
         allow_remote_pardon: http_t
             .and_then(|t| r.boolean(t, "allow_remote_pardon"))
             .unwrap_or(false),
+        // At most 1,024, so the listener alone can never use up the
+        // process's descriptors (the unit allows 4,096).
+        max_connections: integer_or(&mut r, http_t, "max_connections", 64, 1, 1024) as usize,
     };
 
     let log_t = section(&mut r, doc, "log", &["format"]);

@@ -131,6 +131,8 @@ pub struct HttpSettings {
     pub listen: Option<SocketAddr>,
     /// Accept `POST /pardon` from non-loopback clients.
     pub allow_remote_pardon: bool,
+    /// Most connections served at once; more wait in the kernel's queue.
+    pub max_connections: usize,
 }
 
 /// `--log-format` / `[log] format`.
