@@ -393,3 +393,62 @@ async fn idle_connections_cannot_starve_the_daemon() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 413);
 }
+
+#[tokio::test]
+async fn a_token_file_is_small_and_regular_or_an_error_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = hostile("policy_ok");
+    let fifo = dir.path().join("fifo-token");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let too_large = hostile("token/too_large");
+    for (token, expected) in [
+        (too_large.clone(), "is larger than 4096 bytes".to_owned()),
+        (fifo.clone(), "is a FIFO, not a regular file".to_owned()),
+    ] {
+        let config = dir.path().join("callwarden.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "policies = [{:?}]\n[api]\nauth_id = \"MA1\"\nauth_token_file = {:?}\n[http]\nlisten = \"\"\n",
+                policy.display().to_string(),
+                token.display().to_string()
+            ),
+        )
+        .unwrap();
+        let output = common::daemon::run(common::daemon::command(&config, &["check"])).await;
+        let text = String::from_utf8_lossy(&output.stderr).into_owned()
+            + &String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(1), "{text}");
+        let line = format!("token file `{}` {expected}", token.display());
+        assert!(text.contains(&line), "no `{line}` in {text}");
+    }
+
+    // The same bound on a systemd credential.
+    let credentials = dir.path().join("credentials");
+    std::fs::create_dir(&credentials).unwrap();
+    std::fs::copy(&too_large, credentials.join("vobiz-auth-token")).unwrap();
+    let config = dir.path().join("callwarden.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "policies = [{:?}]\n[api]\nauth_id = \"MA1\"\n[http]\nlisten = \"\"\n",
+            policy.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut command = common::daemon::command(&config, &["check"]);
+    command.env("CREDENTIALS_DIRECTORY", &credentials);
+    let output = common::daemon::run(command).await;
+    let text = String::from_utf8_lossy(&output.stderr).into_owned()
+        + &String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("credential `vobiz-auth-token`: token file")
+            && text.contains("is larger than 4096 bytes"),
+        "{text}"
+    );
+}

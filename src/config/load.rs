@@ -665,31 +665,71 @@ fn read_token_file(
     diags: &mut FileDiagnostics,
     extra: &mut Vec<Diagnostic>,
 ) -> Option<Secret> {
-    match std::fs::read_to_string(path) {
-        Ok(text) if text.trim().is_empty() => {
-            diags.error(span, format!("token file `{}` is empty", path.display()));
-            None
-        }
-        Ok(text) => {
+    match read_secret(path) {
+        Ok(token) => {
             extra.extend(readable_by_others(path));
-            Some(Secret::new(text.trim()))
+            Some(token)
         }
-        Err(err) => {
-            diags.error(
-                span,
-                format!("cannot read token file `{}`: {err}", path.display()),
-            );
+        Err(message) => {
+            diags.error(span, message);
             None
         }
     }
 }
 
-/// A systemd credential, when present.
-fn read_credential(env: &Environment, name: &str) -> Option<Secret> {
-    let path = env.credentials_directory.as_ref()?.join(name);
-    let text = std::fs::read_to_string(path).ok()?;
+/// Longest token file or credential read: a token is a few dozen bytes, so
+/// anything bigger is the wrong file (a log, a device, a key bundle).
+pub const MAX_TOKEN_FILE_BYTES: u64 = 4096;
+
+/// Reads a token file: a regular file of at most [`MAX_TOKEN_FILE_BYTES`],
+/// UTF-8, not blank; trimmed. The error names the file.
+fn read_secret(path: &Path) -> Result<Secret, String> {
+    use std::io::Read as _;
+    let shown = path.display();
+    let cannot_read = |err: std::io::Error| format!("cannot read token file `{shown}`: {err}");
+    // Look before opening: opening a FIFO blocks until a writer comes.
+    let meta = std::fs::metadata(path).map_err(cannot_read)?;
+    if !meta.is_file() {
+        return Err(format!(
+            "token file `{shown}` is {}, not a regular file",
+            file_kind(&meta.file_type())
+        ));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_TOKEN_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(cannot_read)?;
+    if bytes.len() as u64 > MAX_TOKEN_FILE_BYTES {
+        return Err(format!(
+            "token file `{shown}` is larger than {MAX_TOKEN_FILE_BYTES} bytes: not a token"
+        ));
+    }
+    let text =
+        String::from_utf8(bytes).map_err(|_| format!("token file `{shown}` is not valid UTF-8"))?;
     let token = text.trim();
-    (!token.is_empty()).then(|| Secret::new(token))
+    if token.is_empty() {
+        return Err(format!("token file `{shown}` is empty"));
+    }
+    Ok(Secret::new(token))
+}
+
+/// A systemd credential, when present; a present but unusable one is an error.
+fn read_credential(env: &Environment, name: &str, extra: &mut Vec<Diagnostic>) -> Option<Secret> {
+    let path = env.credentials_directory.as_ref()?.join(name);
+    if std::fs::symlink_metadata(&path).is_err() {
+        return None;
+    }
+    match read_secret(&path) {
+        Ok(token) => Some(token),
+        Err(message) => {
+            extra.push(Diagnostic::file_level(
+                &path,
+                Severity::Error,
+                format!("credential `{name}`: {message}"),
+            ));
+            None
+        }
+    }
 }
 
 fn read_accounts(
@@ -731,7 +771,7 @@ fn read_accounts(
             .as_ref()
             .map(|t| Secret::new(t.trim()))
             .or(file_token)
-            .or_else(|| read_credential(env, CREDENTIAL_NAME));
+            .or_else(|| read_credential(env, CREDENTIAL_NAME, extra));
         return vec![RawAccount {
             name: "default".into(),
             auth_id,
@@ -811,7 +851,7 @@ fn read_accounts(
             .and_then(|(path, span)| {
                 read_token_file(&resolve(base_dir, path), span, r.diags, extra)
             })
-            .or_else(|| read_credential(env, &format!("{CREDENTIAL_NAME}-{name}")));
+            .or_else(|| read_credential(env, &format!("{CREDENTIAL_NAME}-{name}"), extra));
         let policies = r
             .entry(table, "policies")
             .is_some()
