@@ -272,8 +272,9 @@ fn percent_decode(text: &str) -> String {
 /// Full-width digits are read as ASCII and invisible characters dropped;
 /// a `tel:`/`sip:`/`sips:` URI is reduced to its user part; then `+`,
 /// white space and `-().` are dropped. What remains is a number when it is
-/// ASCII digits; [`NumberDigits::Doubtful`] when it still mixes digits with
-/// anything but ASCII letters. No country code is guessed.
+/// ASCII digits; [`NumberDigits::Doubtful`] when it holds digits (of any
+/// script) and other characters but no ASCII letter. No country code is
+/// guessed.
 pub fn number_digits(raw: &str) -> NumberDigits {
     let folded = fold_width(raw);
     let trimmed = folded.trim();
@@ -286,9 +287,11 @@ pub fn number_digits(raw: &str) -> NumberDigits {
     if !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) {
         return NumberDigits::Digits(digits);
     }
+    // A name (`bob_2`, `alice`) has letters; digits with anything else but
+    // no letter may be a number in disguise.
     let has_digit = digits.chars().any(char::is_numeric);
-    let odd = digits.chars().any(|c| !c.is_ascii_alphanumeric());
-    if has_digit && odd {
+    let has_letter = digits.chars().any(|c| c.is_ascii_alphabetic());
+    if has_digit && !has_letter {
         NumberDigits::Doubtful
     } else {
         NumberDigits::NotNumber
@@ -376,6 +379,10 @@ mod tests {
         assert_eq!(number_digits("٩١١"), NumberDigits::Doubtful);
         assert_eq!(number_digits("911#"), NumberDigits::Doubtful);
         assert_eq!(number_digits("sip:9_11@host"), NumberDigits::Doubtful);
+        assert_eq!(number_digits("911\u{0430}"), NumberDigits::Doubtful);
+        // Names with digits are names.
+        assert_eq!(number_digits("sip:bob_2@host"), NumberDigits::NotNumber);
+        assert_eq!(number_digits("ext 12a"), NumberDigits::NotNumber);
         assert_eq!(normalize_number("９１１"), "911");
         assert_eq!(normalize_number("ａｎｏｎｙｍｏｕｓ"), "anonymous");
     }
