@@ -452,3 +452,43 @@ async fn a_token_file_is_small_and_regular_or_an_error_with_its_path() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_never_hangs_up_an_emergency_number_in_uri_form() {
+    const EVERYTHING_5S: &str =
+        "[[rule]]\nname = \"everything-5s\"\nmax_duration = \"5s\"\nmeasure_from = \"start\"\n";
+    let sim = default_sim();
+    let setup = Setup::new(&sim, &[("rules.toml", EVERYTHING_5S)], Knobs::default());
+    let call = |to: &str| {
+        serde_json::json!({"age_s": 60.0, "direction": "outbound",
+                           "from": "+14155550100", "to": to})
+    };
+    // The daemon's config protects 911.
+    let uuids = common::add_calls(
+        &sim,
+        serde_json::json!([
+            call("tel:911"),
+            call("sip:911@carrier.example;user=phone"),
+            call("９１１"),
+            call("+14155550199")
+        ]),
+    )
+    .await;
+    let daemon = Daemon::start(&setup).await;
+    // The ordinary call is hung up; by then the others were decided too.
+    assert!(common::engine::wait_ended(&sim, &uuids[3..], LIMIT).await);
+    let protected = || {
+        uuids[..3].iter().all(|u| {
+            setup
+                .audit_of(u)
+                .iter()
+                .any(|r| r["outcome"] == "protected")
+        })
+    };
+    assert!(wait_for(LIMIT, protected).await, "{:#?}", setup.audit());
+    for uuid in &uuids[..3] {
+        let ended = sim.state().call(uuid).is_some_and(|c| c.ended_at.is_some());
+        assert!(!ended, "an emergency call {uuid} was hung up");
+    }
+    drop(daemon);
+}
