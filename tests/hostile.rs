@@ -492,3 +492,42 @@ async fn the_daemon_never_hangs_up_an_emergency_number_in_uri_form() {
     }
     drop(daemon);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_after_a_symlink_target_vanishes_fails_and_keeps_the_rules() {
+    const RULE: &str = "[[rule]]\nname = \"linked-5s\"\nmax_duration = \"5s\"\nmeasure_from = \"start\"\n[rule.match]\nto = [\"+1900*\"]\n";
+    let sim = default_sim();
+    let setup = Setup::new(&sim, &[], Knobs::default());
+    let target = setup.dir.path().join("shared-rules.toml");
+    std::fs::write(&target, RULE).unwrap();
+    std::os::unix::fs::symlink(&target, setup.dir.path().join("policies/linked.toml")).unwrap();
+    let daemon = Daemon::start(&setup).await;
+
+    std::fs::remove_file(&target).unwrap();
+    daemon.signal(libc::SIGHUP);
+    let failed = || {
+        daemon
+            .json_logs()
+            .iter()
+            .any(|l| common::daemon::message(l).starts_with("reload failed"))
+    };
+    assert!(wait_for(LIMIT, failed).await, "{:#?}", daemon.logs());
+    let logs = daemon.logs().join("\n");
+    assert!(
+        logs.contains("linked.toml` is a dangling symlink"),
+        "{logs}"
+    );
+    assert!(!logs.contains("reloaded config and policies"), "{logs}");
+
+    // The old rule still holds: a call it matches is hung up.
+    let uuid = common::add_calls(
+        &sim,
+        serde_json::json!([{"age_s": 60.0, "direction": "outbound",
+                            "from": "+14155550100", "to": "+19005550101"}]),
+    )
+    .await;
+    assert!(
+        common::engine::wait_ended(&sim, &uuid, LIMIT).await,
+        "the rule was dropped"
+    );
+}
