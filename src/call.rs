@@ -387,6 +387,50 @@ mod tests {
         assert_eq!(normalize_number("ａｎｏｎｙｍｏｕｓ"), "anonymous");
     }
 
+    proptest::proptest! {
+        /// However a number is dressed (URI, full width, invisible
+        /// characters, separators), it reads as its digits; and a value is
+        /// never read as a number other than its own digits.
+        #[test]
+        fn dressed_numbers_read_as_their_digits(
+            digits in "[0-9]{1,15}",
+            form in 0usize..5,
+            noise in proptest::collection::vec((0usize..16, 0usize..6), 0..4),
+            wide in proptest::collection::vec(proptest::bool::ANY, 15),
+        ) {
+            let mut dressed: String = digits
+                .chars()
+                .zip(wide.iter().cycle())
+                .map(|(c, w)| if *w { char::from_u32(c as u32 + 0xFEE0).unwrap() } else { c })
+                .collect();
+            for (at, kind) in noise {
+                let at = dressed.char_indices().nth(at).map_or(dressed.len(), |(i, _)| i);
+                let inserted = ['\u{200B}', '\u{2060}', '\u{FEFF}', ' ', '-', '\u{202E}'][kind];
+                dressed.insert(at, inserted);
+            }
+            let dressed = match form {
+                0 => dressed,
+                1 => format!("tel:+{dressed}"),
+                2 => format!("sip:{dressed}@carrier.example;user=phone"),
+                3 => format!("sips:+{dressed}@host"),
+                _ => format!("+{dressed}"),
+            };
+            proptest::prop_assert_eq!(number_digits(&dressed), NumberDigits::Digits(digits));
+        }
+
+        #[test]
+        fn any_value_reads_as_its_own_digits_or_not_at_all(value in "\\PC{0,24}") {
+            if let NumberDigits::Digits(digits) = number_digits(&value) {
+                let ascii: String = fold_width(&value).chars().filter(char::is_ascii_digit).collect();
+                // `%XX` escapes may add digits; never lose or reorder them.
+                if !value.contains('%') {
+                    proptest::prop_assert!(ascii.contains(&digits), "{value:?} -> {digits}");
+                }
+                proptest::prop_assert!(digits.chars().all(|c| c.is_ascii_digit()));
+            }
+        }
+    }
+
     #[test]
     fn status_words_normalize() {
         assert_eq!(CallStatus::from_api("In-Progress"), CallStatus::InProgress);
