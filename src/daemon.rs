@@ -238,11 +238,13 @@ pub async fn run(config_path: PathBuf, options: RunOptions) -> anyhow::Result<()
             hangups: Arc::default(),
         };
         let mut stop = stop_rx.clone();
+        let config_max_connections = config.http.max_connections;
         tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stop.wait_for(|stopped| *stopped).await;
             };
-            if let Err(error) = http::serve(listener, state, shutdown).await {
+            let limits = http::ListenerLimits::new(config_max_connections);
+            if let Err(error) = http::serve(listener, state, limits, shutdown).await {
                 tracing::error!(%error, "status listener failed");
             }
         });
