@@ -83,6 +83,8 @@ pub struct Health {
     pub failing: Gauge,
     /// `fdatasync` calls made.
     pub syncs: Counter,
+    /// Records (and flushes) queued and not yet handled by the writer.
+    pub queued: Gauge,
 }
 
 /// How the writer behaves.
@@ -231,7 +233,9 @@ impl<D: Disk> Writer<D> {
                     Err(_) => break,
                 }
             }
+            let taken = batch.len() as i64;
             self.commit(batch, false);
+            self.options.health.queued.dec_by(taken);
         }
         // Every sender is gone: make what was written durable before ending.
         self.commit(Vec::new(), true);

@@ -1,0 +1,247 @@
+//! The audit log on a stalled or failing disk, through the writer's `Disk`
+//! seam, with the real engine against the simulator: the engine keeps
+//! polling and firing timers while a sync is stuck, intents queued behind
+//! one sync share the next, and no DELETE goes out without a durable intent.
+
+mod common;
+
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use callwarden::audit::{AuditLog, Disk, Event, FileDisk, Health, Options, AUDIT_FILE};
+use common::engine::{requests, settings, start_with_audit, wait_ended, wait_for};
+use common::{add_calls, client_config, default_sim, log_since};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+const START_LIMIT_10S: &str = r#"
+[[rule]]
+name = "limit-10s"
+max_duration = "10s"
+measure_from = "start"
+[rule.match]
+direction = ["outbound"]
+"#;
+
+fn outbound(age_s: f64, to: &str) -> Value {
+    json!({"age_s": age_s, "direction": "outbound", "from": "+14155550100", "to": to})
+}
+
+/// The real file, with every sync held until the test lets it pass (or the
+/// gate is opened for good), and writes that can be made to fail.
+struct TestDisk {
+    file: FileDisk,
+    entered: mpsc::UnboundedSender<()>,
+    release: Arc<Mutex<std_mpsc::Receiver<()>>>,
+    open: Arc<AtomicBool>,
+    full: Arc<AtomicBool>,
+}
+
+impl Disk for TestDisk {
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.full.load(Ordering::SeqCst) {
+            // A full disk: part of the batch lands, then the write fails.
+            self.file.write_all(&bytes[..bytes.len() / 2])?;
+            return Err(io::Error::other("No space left on device"));
+        }
+        self.file.write_all(bytes)
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        if !self.open.load(Ordering::SeqCst) {
+            let _ = self.entered.send(());
+            let _ = self.release.lock().unwrap().recv();
+        }
+        self.file.sync()
+    }
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.file.truncate(len)
+    }
+    fn size(&mut self) -> io::Result<u64> {
+        self.file.size()
+    }
+    fn rotate(&mut self) -> io::Result<()> {
+        self.file.rotate()
+    }
+    fn name(&self) -> String {
+        self.file.name()
+    }
+}
+
+struct Control {
+    entered: mpsc::UnboundedReceiver<()>,
+    release: std_mpsc::Sender<()>,
+    open: Arc<AtomicBool>,
+    full: Arc<AtomicBool>,
+    health: Health,
+}
+
+impl Control {
+    /// Lets every sync through from now on, including a stuck one.
+    fn open_gate(&self) {
+        self.open.store(true, Ordering::SeqCst);
+        let _ = self.release.send(());
+    }
+}
+
+fn test_log(dir: &Path, gated: bool) -> (AuditLog, Control) {
+    let (entered_tx, entered) = mpsc::unbounded_channel();
+    let (release, release_rx) = std_mpsc::channel();
+    let open = Arc::new(AtomicBool::new(!gated));
+    let full = Arc::new(AtomicBool::new(false));
+    let path = dir.join(AUDIT_FILE);
+    let disk = TestDisk {
+        file: FileDisk::open(&path).unwrap(),
+        entered: entered_tx,
+        release: Arc::new(Mutex::new(release_rx)),
+        open: Arc::clone(&open),
+        full: Arc::clone(&full),
+    };
+    let health = Health::default();
+    let options = Options {
+        health: health.clone(),
+        ..Options::default()
+    };
+    let log = AuditLog::with_disk(path, disk, options).unwrap();
+    let control = Control {
+        entered,
+        release,
+        open,
+        full,
+        health,
+    };
+    (log, control)
+}
+
+fn list_requests(log: &[Value]) -> usize {
+    log.iter()
+        .filter(|r| r["uuid"].is_null() && r["method"] == "GET")
+        .count()
+}
+
+async fn sim_log(sim: &callwarden::sim::SimHandle) -> Vec<Value> {
+    log_since(sim, 0).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_sync_holds_only_the_hangup_waiting_for_it() {
+    let sim = default_sim();
+    let first = add_calls(&sim, json!([outbound(30.0, "+14155550101")])).await[0].clone();
+    // Four calls falling due a few seconds in, while the first sync is stuck.
+    let later = add_calls(
+        &sim,
+        json!([
+            outbound(6.0, "+14155550102"),
+            outbound(6.0, "+14155550103"),
+            outbound(6.0, "+14155550104"),
+            outbound(6.0, "+14155550105"),
+        ]),
+    )
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    let (log, mut control) = test_log(state.path(), true);
+    let running = start_with_audit(client_config(&sim), START_LIMIT_10S, settings(), state, log);
+    let limit = Duration::from_secs(60);
+
+    // The first call's intent is being synced, and the sync is stuck.
+    tokio::time::timeout(limit, control.entered.recv())
+        .await
+        .expect("the first intent reached the disk");
+    let polls_at_stall = list_requests(&sim_log(&sim).await);
+
+    // The engine keeps polling, and the later calls' timers fire: each is
+    // re-read (its second GET after discovery) and its intent queued.
+    let queued = control.health.queued.clone();
+    let polled_and_fired = wait_for(limit, || queued.get() >= 5).await;
+    assert!(polled_and_fired, "queued: {}", queued.get());
+    let mut log = sim_log(&sim).await;
+    let deadline = tokio::time::Instant::now() + limit;
+    while list_requests(&log) < polls_at_stall + 3 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        log = sim_log(&sim).await;
+    }
+    assert!(
+        list_requests(&log) >= polls_at_stall + 3,
+        "polls stopped while the disk was stuck"
+    );
+    for uuid in &later {
+        assert_eq!(requests(&log, "GET", uuid).len(), 2, "{uuid} was re-read");
+    }
+    for uuid in later.iter().chain([&first]) {
+        assert!(
+            requests(&log, "DELETE", uuid).is_empty(),
+            "a DELETE went out before its intent was on disk"
+        );
+    }
+    assert_eq!(control.health.syncs.get(), 1);
+
+    // Let the first sync through: the four intents queued behind it are
+    // committed together, with one sync.
+    control.release.send(()).unwrap();
+    tokio::time::timeout(limit, control.entered.recv())
+        .await
+        .expect("the queued intents reached the disk");
+    assert_eq!(control.health.syncs.get(), 2, "one sync for the four");
+    assert!(wait_ended(&sim, std::slice::from_ref(&first), limit).await);
+    let log = sim_log(&sim).await;
+    for uuid in &later {
+        assert!(requests(&log, "DELETE", uuid).is_empty());
+    }
+    control.open_gate();
+    assert!(wait_ended(&sim, &later, limit).await);
+
+    let log = sim_log(&sim).await;
+    let dir = running.stop().await;
+    let records = callwarden::audit::read_all(dir.path()).unwrap().0;
+    for uuid in later.iter().chain([&first]) {
+        assert_eq!(requests(&log, "DELETE", uuid).len(), 1, "{uuid}");
+        let events: Vec<Event> = records
+            .iter()
+            .filter(|r| &r.call_uuid == uuid)
+            .map(|r| r.event)
+            .collect();
+        assert_eq!(events, [Event::Intent, Event::Outcome], "{uuid}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_stops_hangups_until_the_intent_is_durable() {
+    let sim = default_sim();
+    let uuid = add_calls(&sim, json!([outbound(30.0, "+14155550106")])).await[0].clone();
+    let state = tempfile::tempdir().unwrap();
+    let (log, control) = test_log(state.path(), false);
+    control.full.store(true, Ordering::SeqCst);
+    let running = start_with_audit(client_config(&sim), START_LIMIT_10S, settings(), state, log);
+    let limit = Duration::from_secs(60);
+    let errors = control.health.write_errors.clone();
+    assert!(
+        wait_for(limit, || errors.get() >= 2).await,
+        "intents were tried"
+    );
+    assert_eq!(control.health.failing.get(), 1);
+    let log = sim_log(&sim).await;
+    assert!(
+        requests(&log, "DELETE", &uuid).is_empty(),
+        "a DELETE without a durable intent"
+    );
+    // The torn half-batch was cut off: what is on disk reads cleanly.
+    let (_, bad) = callwarden::audit::read_all(running.state.path()).unwrap();
+    assert_eq!(bad, 0);
+
+    control.full.store(false, Ordering::SeqCst);
+    assert!(wait_ended(&sim, std::slice::from_ref(&uuid), limit).await);
+    assert_eq!(control.health.failing.get(), 0);
+    let log = sim_log(&sim).await;
+    assert_eq!(requests(&log, "DELETE", &uuid).len(), 1);
+    let dir = running.stop().await;
+    let (records, bad) = callwarden::audit::read_all(dir.path()).unwrap();
+    assert_eq!(bad, 0);
+    let events: Vec<Event> = records
+        .iter()
+        .filter(|r| r.call_uuid == uuid)
+        .map(|r| r.event)
+        .collect();
+    assert_eq!(events, [Event::Intent, Event::Outcome]);
+}
