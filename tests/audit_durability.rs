@@ -245,3 +245,61 @@ async fn a_full_disk_stops_hangups_until_the_intent_is_durable() {
         .collect();
     assert_eq!(events, [Event::Intent, Event::Outcome]);
 }
+
+#[tokio::test]
+async fn a_torn_tail_is_closed_off_so_the_next_intent_replays() {
+    use common::daemon::{message, Daemon, Knobs, Setup, LIMIT};
+    let sim = default_sim();
+    let uuid = add_calls(&sim, json!([outbound(30.0, "+14155550107")])).await[0].clone();
+    let setup = Setup::new(&sim, &[("limit.toml", START_LIMIT_10S)], Knobs::default());
+    let state = setup.state_dir();
+    std::fs::create_dir_all(&state).unwrap();
+    // A crash (or a full disk) stopped the last run mid-record.
+    let whole =
+        r#"{"ts":"2026-01-01T00:00:00Z","account":"default","call_uuid":"old","event":"pardon"}"#;
+    let fragment = r#"{"ts":"2026-01-01T00:00:01Z","account":"default","call_uu"#;
+    std::fs::write(state.join(AUDIT_FILE), format!("{whole}\n{fragment}")).unwrap();
+
+    let mut daemon = Daemon::start(&setup).await;
+    let torn = daemon
+        .json_logs()
+        .into_iter()
+        .find(|l| message(l).starts_with("the audit log ended in a torn line"))
+        .expect("the torn line is reported");
+    assert_eq!(torn["offset"], whole.len() + 1);
+    assert_eq!(torn["bytes"], fragment.len());
+    assert!(torn["file"].as_str().unwrap().ends_with(AUDIT_FILE));
+    assert!(wait_ended(&sim, std::slice::from_ref(&uuid), LIMIT).await);
+    daemon.signal(libc::SIGTERM);
+    daemon.wait_exit(LIMIT).await.expect("stops on SIGTERM");
+
+    let (records, bad) = callwarden::audit::read_all(&state).unwrap();
+    assert_eq!(bad, 1, "only the fragment is unreadable");
+    let events: Vec<Event> = records
+        .iter()
+        .filter(|r| r.call_uuid == uuid)
+        .map(|r| r.event)
+        .collect();
+    assert_eq!(
+        events,
+        [Event::Intent, Event::Outcome],
+        "the intent replays"
+    );
+
+    // A restart reads the log the same way and does not hang up again.
+    let seen = sim_log(&sim).await.len();
+    let mut daemon = Daemon::start(&setup).await;
+    let sim_state = sim.state().clone();
+    assert!(
+        wait_for(LIMIT, || sim_state.log(0).len() > seen + 2).await,
+        "the restarted daemon polls"
+    );
+    daemon.signal(libc::SIGTERM);
+    daemon.wait_exit(LIMIT).await.expect("stops on SIGTERM");
+    let log = sim_log(&sim).await;
+    assert_eq!(requests(&log, "DELETE", &uuid).len(), 1);
+    assert!(daemon
+        .json_logs()
+        .iter()
+        .all(|l| !message(l).starts_with("the audit log ended in a torn line")));
+}
