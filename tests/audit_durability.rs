@@ -303,3 +303,53 @@ async fn a_torn_tail_is_closed_off_so_the_next_intent_replays() {
         .iter()
         .all(|l| !message(l).starts_with("the audit log ended in a torn line")));
 }
+
+/// Every torn log in `tests/fixtures/hostile/audit/`: opening closes the
+/// tail off, and the next intent is a record of its own that replays.
+#[test]
+fn every_hostile_torn_log_is_closed_off_and_the_next_intent_replays() {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hostile/audit");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&corpus).unwrap() {
+        let fixture = entry.unwrap().path();
+        let name = fixture.file_name().unwrap().to_string_lossy().into_owned();
+        let state = tempfile::tempdir().unwrap();
+        let path = state.path().join(AUDIT_FILE);
+        std::fs::copy(&fixture, &path).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let (_, bad_before) = callwarden::audit::read_all(state.path()).unwrap();
+
+        let log = AuditLog::open(state.path()).unwrap();
+        let intent = callwarden::audit::Record {
+            ts: chrono::Utc::now(),
+            account: "default".to_owned(),
+            call_uuid: "after-the-tear".to_owned(),
+            event: Event::Intent,
+            rules: vec!["r".to_owned()],
+            rule: Some("r".to_owned()),
+            action: Some("hangup:call".to_owned()),
+            outcome: None,
+            attempts: 0,
+            dry_run: false,
+            reason: String::new(),
+            call: None,
+        };
+        log.commit(&intent).wait().unwrap();
+        drop(log);
+
+        let after = std::fs::read(&path).unwrap();
+        assert!(after.starts_with(&before), "{name}: nothing written is cut");
+        let (records, bad) = callwarden::audit::read_all(state.path()).unwrap();
+        assert_eq!(bad, bad_before, "{name}: the intent joined no fragment");
+        assert_eq!(records.last(), Some(&intent), "{name}");
+        let replay = callwarden::audit::replay(state.path()).unwrap();
+        assert!(
+            replay
+                .pending
+                .contains(&("default".to_owned(), "after-the-tear".to_owned())),
+            "{name}"
+        );
+        seen += 1;
+    }
+    assert!(seen >= 5, "the corpus is there: {seen}");
+}
