@@ -353,3 +353,70 @@ fn every_hostile_torn_log_is_closed_off_and_the_next_intent_replays() {
     }
     assert!(seen >= 5, "the corpus is there: {seen}");
 }
+
+#[tokio::test]
+async fn a_flood_of_pardons_is_capped_and_shares_syncs() {
+    use callwarden::engine::MAX_UNTRACKED_PARDONS;
+    use common::daemon::{sample_sum, Daemon, Knobs, Setup, LIMIT};
+    let sim = default_sim();
+    // A live call well inside its limit: pardons of it are always taken.
+    let live = add_calls(&sim, json!([outbound(1.0, "+14155550108")])).await[0].clone();
+    let knobs = Knobs {
+        // No poll drops the flood's pardons while the test runs.
+        poll: "1h",
+        ..Knobs::default()
+    };
+    let setup = Setup::new(&sim, &[("limit.toml", START_LIMIT_10S)], knobs);
+    let mut daemon = Daemon::start(&setup).await;
+    let seen = sim.state().clone();
+    assert!(
+        wait_for(LIMIT, || !seen.log(0).is_empty()).await,
+        "the first poll ran"
+    );
+    let http = reqwest::Client::new();
+    let pardon = |uuid: String| {
+        let request = http
+            .post(format!("http://{}/pardon/{uuid}?for=10m", daemon.addr))
+            .send();
+        async move {
+            let response = request.await.expect("listener answers");
+            let retry_after = response.headers().get("retry-after").cloned();
+            (response.status().as_u16(), retry_after)
+        }
+    };
+    let flood = MAX_UNTRACKED_PARDONS + 20;
+    let mut codes = std::collections::BTreeMap::new();
+    let mut retry_after = None;
+    for i in 0..flood {
+        let (code, after) = pardon(format!("{i:08x}-0000-4000-8000-{i:012x}")).await;
+        *codes.entry(code).or_insert(0usize) += 1;
+        if code == 429 {
+            retry_after = after;
+        }
+    }
+    assert_eq!(
+        codes,
+        [(404, MAX_UNTRACKED_PARDONS), (429, 20)].into(),
+        "untracked pardons are kept up to the cap, then refused"
+    );
+    assert!(retry_after.is_some(), "a refusal says when to try again");
+    let (code, _) = pardon(live.clone()).await;
+    assert_eq!(code, 200, "a tracked call's pardon is never refused");
+
+    let scrape = daemon.metrics().await;
+    let syncs = sample_sum(&scrape, "callwarden_audit_syncs_total", &[]);
+    assert!(
+        syncs < (MAX_UNTRACKED_PARDONS / 10) as f64,
+        "pardons ride in batches, not one sync each: {syncs} syncs"
+    );
+    daemon.signal(libc::SIGTERM);
+    daemon.wait_exit(LIMIT).await.expect("stops on SIGTERM");
+    let (records, bad) = callwarden::audit::read_all(&setup.state_dir()).unwrap();
+    assert_eq!(bad, 0);
+    let pardons = records.iter().filter(|r| r.event == Event::Pardon).count();
+    assert_eq!(
+        pardons,
+        MAX_UNTRACKED_PARDONS + 1,
+        "refused pardons are not audited"
+    );
+}
