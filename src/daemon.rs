@@ -223,7 +223,7 @@ pub async fn run(config_path: PathBuf, options: RunOptions) -> anyhow::Result<()
         match listener.local_addr() {
             Ok(addr) => tracing::info!(
                 %addr,
-                "status listener up: /metrics /healthz /readyz /status /pardon"
+                "status listener up: /metrics /healthz /readyz /status /pardon /hangup"
             ),
             Err(error) => tracing::warn!(%error, "status listener up at an unknown address"),
         }
@@ -233,6 +233,9 @@ pub async fn run(config_path: PathBuf, options: RunOptions) -> anyhow::Result<()
             allow_remote_pardon: config.http.allow_remote_pardon,
             poll_interval: config.poll_interval,
             clock: Arc::clone(&clock),
+            api_token: config.http.api_token.clone(),
+            global_dry_run: config.enforce.dry_run,
+            hangups: Arc::default(),
         };
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {

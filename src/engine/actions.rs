@@ -1,4 +1,5 @@
-//! The engine's requests with their retry rules (SPEC §4): re-reading a call
+//! The engine's requests with their retry rules (backoff with full jitter,
+//! 429 pauses the account, 404 is success): re-reading a call
 //! before acting, and hanging it up with backoff.
 
 use std::sync::Mutex;

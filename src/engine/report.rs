@@ -78,15 +78,11 @@ impl<A: VobizApi> Engine<A> {
             .audit
             .append(&self.record(job, event, Some(outcome), attempts, reason));
         if matches!(event, AuditEvent::Outcome | AuditEvent::Breaker) {
-            self.shared
-                .metrics
-                .hangups
-                .get_or_create(&HangupLabels {
-                    account: self.account.clone(),
-                    rule: job.rule.clone(),
-                    outcome: outcome.as_str().to_owned(),
-                })
-                .inc();
+            self.shared.metrics.decision(&HangupLabels {
+                account: self.account.clone(),
+                rule: job.rule.clone(),
+                outcome: outcome.as_str().to_owned(),
+            });
         }
         if let Some(report) = &mut self.once {
             if matches!(event, AuditEvent::Outcome | AuditEvent::Breaker) {

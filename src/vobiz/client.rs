@@ -46,7 +46,7 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// A config with the SPEC defaults (10 s timeout, 10 req/s, 8 concurrent, UTC, 30 s backoff cap).
+    /// A config with the documented defaults (10 s timeout, 10 req/s, 8 concurrent, UTC, 30 s backoff cap).
     pub fn new(
         base_url: impl Into<String>,
         auth_id: impl Into<String>,
