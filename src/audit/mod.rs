@@ -134,6 +134,7 @@ pub struct Replay {
 pub struct AuditLog {
     path: PathBuf,
     requests: std::sync::mpsc::Sender<Request>,
+    queued: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl AuditLog {
@@ -172,8 +173,13 @@ impl AuditLog {
 
     /// A log written through `disk` (tests inject a slow or failing one).
     pub fn with_disk(path: PathBuf, disk: impl Disk, options: Options) -> io::Result<Self> {
+        let queued = options.health.queued.clone();
         let requests = writer::spawn(disk, options)?;
-        Ok(Self { path, requests })
+        Ok(Self {
+            path,
+            requests,
+            queued,
+        })
     }
 
     /// Where the log is.
@@ -193,10 +199,17 @@ impl AuditLog {
             line,
             promise: Some(promise),
         };
-        match self.requests.send(request) {
+        match self.send(request) {
             Ok(()) => Durable::waiting(answer),
-            Err(_) => Durable::failed(WriteError::Stopped),
+            Err(()) => Durable::failed(WriteError::Stopped),
         }
+    }
+
+    fn send(&self, request: Request) -> Result<(), ()> {
+        self.queued.inc();
+        self.requests.send(request).map_err(|_| {
+            self.queued.dec();
+        })
     }
 
     /// Queues a record that nothing waits for (an outcome, a warning, a
@@ -210,7 +223,7 @@ impl AuditLog {
                     line,
                     promise: None,
                 };
-                if self.requests.send(request).is_err() {
+                if self.send(request).is_err() {
                     tracing::error!(file = %self.path.display(), call = %record.call_uuid,
                         "the audit writer has stopped: a record was not written");
                 }
@@ -224,9 +237,9 @@ impl AuditLog {
     /// Resolves once everything queued before it is on disk.
     pub fn flush(&self) -> Durable {
         let (promise, answer) = tokio::sync::oneshot::channel();
-        match self.requests.send(Request::Flush(promise)) {
+        match self.send(Request::Flush(promise)) {
             Ok(()) => Durable::waiting(answer),
-            Err(_) => Durable::failed(WriteError::Stopped),
+            Err(()) => Durable::failed(WriteError::Stopped),
         }
     }
 }

@@ -153,7 +153,10 @@ format = "{log_format}"
         let Ok(text) = std::fs::read_to_string(&path) else {
             return Vec::new();
         };
-        text.lines()
+        // Only whole lines: the writer may be in the middle of a batch.
+        let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+        whole
+            .lines()
             .map(|line| {
                 serde_json::from_str(line)
                     .unwrap_or_else(|e| panic!("bad audit line {line:?}: {e}"))
