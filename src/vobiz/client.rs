@@ -1,6 +1,6 @@
 //! The HTTP client for the Vobiz call API: one pooled `reqwest::Client`,
-//! a per-account token bucket and concurrency limit, the 429 pause, and the
-//! mapping of HTTP outcomes onto [`Error`].
+//! a per-account token bucket and concurrency limit with a priority lane for
+//! enforcement, the 429 pause, and the mapping of HTTP outcomes onto [`Error`].
 
 use std::fmt;
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use super::parse::{self, malformed};
-use super::rate::{Pause, TokenBucket};
+use super::rate::{Lane, Pause, TokenBucket};
 use super::{Cdr, Error, Fetched, Secret, SpeakLegs, VobizApi};
 use crate::call::{Call, CallUuid};
 use crate::clock::SharedClock;
@@ -99,6 +99,9 @@ struct Inner {
     clock: SharedClock,
     bucket: TokenBucket,
     permits: Semaphore,
+    /// Discovery's share of `permits`: all but one, so a request slot is
+    /// always free for enforcement.
+    discovery_permits: Semaphore,
     pause: Pause,
 }
 
@@ -182,6 +185,9 @@ impl Client {
                 clock: config.clock,
                 bucket: TokenBucket::new(config.max_requests_per_second),
                 permits: Semaphore::new(config.max_concurrent_requests.max(1)),
+                discovery_permits: Semaphore::new(
+                    config.max_concurrent_requests.saturating_sub(1).max(1),
+                ),
                 pause: Pause::default(),
             }),
         })
@@ -191,23 +197,25 @@ impl Client {
         format!("{}{}/{suffix}", self.inner.calls_url, uuid.as_str())
     }
 
-    /// Sends one request through the pause, the budget and the concurrency
-    /// limit, and maps every non-2xx status onto [`Error`].
+    /// Sends one request through the pause, the budget (in `lane`) and the
+    /// concurrency limit, and maps every non-2xx status onto [`Error`].
     async fn send(
         &self,
+        lane: Lane,
         method: Method,
         url: String,
         query: &[(&str, &str)],
         body: Option<Value>,
     ) -> Result<Answer, Error> {
         let inner = &self.inner;
+        let shut_down = |_| Error::Transport("client is shut down".to_owned());
         inner.pause.wait().await;
-        inner.bucket.acquire().await;
-        let _permit = inner
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| Error::Transport("client is shut down".to_owned()))?;
+        let _discovery_permit = match lane {
+            Lane::Discover => Some(inner.discovery_permits.acquire().await.map_err(shut_down)?),
+            Lane::Enforce => None,
+        };
+        inner.bucket.acquire(lane).await;
+        let _permit = inner.permits.acquire().await.map_err(shut_down)?;
         // A 429 answered while we queued pauses us too.
         inner.pause.wait().await;
 
@@ -296,6 +304,7 @@ impl Client {
     async fn get_list(&self, status: &str) -> Result<Fetched<Vec<CallUuid>>, Error> {
         let answer = self
             .send(
+                Lane::Discover,
                 Method::GET,
                 self.inner.calls_url.clone(),
                 &[("status", status)],
@@ -306,9 +315,15 @@ impl Client {
         Ok(answer.fetched(parse::parse_call_list(&answer.body)?))
     }
 
-    async fn get_detail(&self, uuid: &CallUuid, status: &str) -> Result<Fetched<Call>, Error> {
+    async fn get_detail(
+        &self,
+        lane: Lane,
+        uuid: &CallUuid,
+        status: &str,
+    ) -> Result<Fetched<Call>, Error> {
         let answer = self
             .send(
+                lane,
                 Method::GET,
                 self.call_url(uuid, ""),
                 &[("status", status)],
@@ -387,16 +402,27 @@ impl VobizApi for Client {
     }
 
     async fn get_live(&self, uuid: &CallUuid) -> Result<Fetched<Call>, Error> {
-        self.get_detail(uuid, "live").await
+        self.get_detail(Lane::Discover, uuid, "live").await
     }
 
     async fn get_queued(&self, uuid: &CallUuid) -> Result<Fetched<Call>, Error> {
-        self.get_detail(uuid, "queued").await
+        self.get_detail(Lane::Discover, uuid, "queued").await
+    }
+
+    async fn reread(&self, uuid: &CallUuid, queued: bool) -> Result<Fetched<Call>, Error> {
+        let status = if queued { "queued" } else { "live" };
+        self.get_detail(Lane::Enforce, uuid, status).await
     }
 
     async fn get_cdr(&self, uuid: &CallUuid) -> Result<Fetched<Cdr>, Error> {
         let answer = self
-            .send(Method::GET, self.call_url(uuid, ""), &[], None)
+            .send(
+                Lane::Discover,
+                Method::GET,
+                self.call_url(uuid, ""),
+                &[],
+                None,
+            )
             .await?;
         expect_status(&answer, &[200])?;
         let cdr = parse::parse_cdr(&answer.body, uuid, self.inner.zone)?;
@@ -405,7 +431,13 @@ impl VobizApi for Client {
 
     async fn hangup(&self, uuid: &CallUuid) -> Result<Fetched<()>, Error> {
         let answer = self
-            .send(Method::DELETE, self.call_url(uuid, ""), &[], None)
+            .send(
+                Lane::Enforce,
+                Method::DELETE,
+                self.call_url(uuid, ""),
+                &[],
+                None,
+            )
             .await?;
         expect_status(&answer, &[200, 202, 204])?;
         Ok(answer.fetched(()))
@@ -424,7 +456,13 @@ impl VobizApi for Client {
         };
         let body = serde_json::json!({ "text": text, "legs": legs });
         let answer = self
-            .send(Method::POST, self.call_url(uuid, "Speak/"), &[], Some(body))
+            .send(
+                Lane::Enforce,
+                Method::POST,
+                self.call_url(uuid, "Speak/"),
+                &[],
+                Some(body),
+            )
             .await?;
         expect_status(&answer, &[200, 202])?;
         Ok(answer.fetched(()))
