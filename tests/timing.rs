@@ -1,12 +1,15 @@
 //! Enforcement timing with the real `callwarden` binary against an
 //! in-process simulator: under a tight request budget a due call's re-read
-//! and DELETE go ahead of the queued discovery reads.
+//! and DELETE go ahead of the queued discovery reads; with the API's `Date`
+//! skewed either way, probes bound the skew tightly within seconds and no
+//! hangup comes before its deadline.
 
 mod common;
 
-use common::daemon::{Daemon, Knobs, Setup, LIMIT};
-use common::engine::wait_ended;
-use common::{add_calls, default_sim, log_since};
+use chrono::TimeDelta;
+use common::daemon::{is_probe, Daemon, Knobs, Setup, LIMIT};
+use common::engine::{requests, t_wall, wait_ended};
+use common::{add_calls, default_sim, log_since, set_faults};
 use serde_json::{json, Value};
 
 /// Calls to +1900... end 12 s after they start.
@@ -91,4 +94,80 @@ async fn under_a_tight_budget_due_hangups_go_ahead_of_queued_discovery_reads() {
             .collect::<Vec<_>>()
     );
     drop(daemon);
+}
+
+/// Calls to +1900... end 7 s after they start.
+const PREMIUM_7S: &str = r#"
+[[rule]]
+name = "premium-7s"
+max_duration = "7s"
+measure_from = "start"
+[rule.match]
+direction = ["outbound"]
+to = ["+1900*"]
+"#;
+
+/// The daemon's skew bound from `/status`, in ms, once it has one.
+async fn skew_bound(daemon: &Daemon) -> Option<(f64, f64)> {
+    let status = daemon.status().await;
+    let skew = &status["accounts"][0]["clock_skew"];
+    Some((skew["low_ms"].as_f64()?, skew["high_ms"].as_f64()?))
+}
+
+/// The API's `Date` runs `skew_ms` off the simulator's (and this host's)
+/// clock while its call timestamps do not: the bound must contain the skew
+/// and narrow to 20 ms, and every hangup must come at or after the deadline
+/// by the simulator's clock.
+async fn skewed_date(skew_ms: i64) {
+    let sim = default_sim();
+    set_faults(&sim, json!({ "date_skew_ms": skew_ms })).await;
+    let calls: Vec<Value> = (0..4)
+        .map(|n| outbound(&format!("+1900555{n:04}")))
+        .collect();
+    let uuids = add_calls(&sim, json!(calls)).await;
+    let setup = Setup::new(&sim, &[("rules.toml", PREMIUM_7S)], Knobs::default());
+    let daemon = Daemon::start(&setup).await;
+    let truth = skew_ms as f64;
+    let until = tokio::time::Instant::now() + LIMIT;
+    loop {
+        if let Some((low, high)) = skew_bound(&daemon).await {
+            assert!(
+                low <= truth && truth <= high,
+                "the bound [{low}, {high}] ms excludes the skew {truth} ms"
+            );
+            if high - low <= 20.0 {
+                break;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the skew bound never narrowed to 20 ms: {:?}",
+            skew_bound(&daemon).await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(wait_ended(&sim, &uuids, LIMIT).await, "calls not hung up");
+    let log = log_since(&sim, 0).await;
+    assert!(log.iter().any(is_probe), "no clock probe was sent");
+    for uuid in &uuids {
+        let deadline = sim.state().call(uuid).expect("call").started_at + TimeDelta::seconds(7);
+        let deletes = requests(&log, "DELETE", uuid);
+        assert_eq!(deletes.len(), 1, "{uuid}: {deletes:?}");
+        let at = t_wall(&deletes[0]);
+        assert!(at >= deadline, "{uuid} hung up early: {at} < {deadline}");
+    }
+    // The bound still holds the truth after the run.
+    let (low, high) = skew_bound(&daemon).await.expect("a bound");
+    assert!(low <= truth && truth <= high, "[{low}, {high}] vs {truth}");
+    drop(daemon);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_date_header_ahead_is_bounded_tightly_and_no_hangup_is_early() {
+    skewed_date(1_337).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_date_header_behind_is_bounded_tightly_and_no_hangup_is_early() {
+    skewed_date(-2_618).await;
 }

@@ -10,7 +10,8 @@ impl<A: VobizApi> Engine<A> {
         tracked: &Tracked,
         now: DateTime<Utc>,
     ) -> policy::Evaluation {
-        let timeline = tracked.timeline(self.skew.unwrap_or(NO_SKEW), self.mismatch.is_some());
+        let timeline =
+            tracked.timeline(self.skew_now().unwrap_or(NO_SKEW), self.mismatch.is_some());
         policy::evaluate(
             &self.policy,
             &tracked.call,

@@ -15,6 +15,7 @@ mod discovery;
 mod enforce;
 pub mod memory;
 pub mod plan;
+mod prober;
 mod report;
 mod safety;
 pub mod skew;
@@ -41,7 +42,7 @@ use crate::vobiz::{Error as ApiError, Fetched, SpeakLegs, VobizApi};
 use actions::{HangupResult, Retrier};
 use backoff::Jitter;
 use plan::Plan;
-use skew::{Mismatch, SkewEstimate, NO_SKEW};
+use skew::{Mismatch, SkewEstimate, SkewTracker, NO_SKEW};
 pub use status::AccountStatus;
 use timers::TimerQueue;
 pub use tracker::Tracked;
@@ -191,6 +192,9 @@ enum Event {
         job: Job,
         result: Result<(), ApiError>,
     },
+    Probed {
+        result: Result<Fetched<Result<(), ApiError>>, ApiError>,
+    },
 }
 
 struct Listing {
@@ -293,7 +297,10 @@ pub struct Engine<A: VobizApi> {
     memory_writes: Arc<Mutex<u64>>,
     memory_generation: u64,
 
-    skew: Option<SkewEstimate>,
+    skew: SkewTracker,
+    /// The skew lower bound the tracked calls were last timed with.
+    skew_evaluated_low: Option<TimeDelta>,
+    probes_in_flight: usize,
     mismatch: Option<Mismatch>,
     unhealthy: Option<String>,
 
@@ -373,7 +380,9 @@ impl<A: VobizApi> Engine<A> {
             held: HashSet::new(),
             overridden: HashSet::new(),
             recent_fires: VecDeque::new(),
-            skew: None,
+            skew: SkewTracker::default(),
+            skew_evaluated_low: None,
+            probes_in_flight: 0,
             mismatch: None,
             unhealthy: None,
             events_tx,
@@ -563,6 +572,7 @@ impl<A: VobizApi> Engine<A> {
             } => self.on_reread(uuid, purpose, result),
             Event::HungUp { job, results } => self.on_hung_up(job, results),
             Event::Spoke { job, result } => self.on_spoke(job, result),
+            Event::Probed { result } => self.on_probed(result),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use chrono_tz::Tz;
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, DATE, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
@@ -207,14 +207,48 @@ impl Client {
         query: &[(&str, &str)],
         body: Option<Value>,
     ) -> Result<Answer, Error> {
+        let answer = self.exchange(lane, None, method, url, query, body).await?;
+        if answer.status.is_success() {
+            return Ok(answer);
+        }
+        Err(self.status_error(&answer))
+    }
+
+    /// One request and its answer, whatever the status. With `at`, the
+    /// request leaves at that instant, or a whole number of seconds later
+    /// if its turn came after it.
+    async fn exchange(
+        &self,
+        lane: Lane,
+        at: Option<DateTime<Utc>>,
+        method: Method,
+        url: String,
+        query: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Result<Answer, Error> {
         let inner = &self.inner;
         let shut_down = |_| Error::Transport("client is shut down".to_owned());
         inner.pause.wait().await;
-        let _discovery_permit = match lane {
-            Lane::Discover => Some(inner.discovery_permits.acquire().await.map_err(shut_down)?),
-            Lane::Enforce => None,
+        let discovery_slot = async {
+            match lane {
+                Lane::Discover => inner.discovery_permits.acquire().await.map(Some),
+                Lane::Enforce => Ok(None),
+            }
         };
-        inner.bucket.acquire(lane).await;
+        let _discovery_permit = match at {
+            Some(at) => {
+                // A timed request takes its token first: waiting for it
+                // after the chosen instant would spoil the timing.
+                inner.bucket.acquire(lane).await;
+                tokio::time::sleep(self.until_phase(at)).await;
+                discovery_slot.await.map_err(shut_down)?
+            }
+            None => {
+                let permit = discovery_slot.await.map_err(shut_down)?;
+                inner.bucket.acquire(lane).await;
+                permit
+            }
+        };
         let _permit = inner.permits.acquire().await.map_err(shut_down)?;
         // A 429 answered while we queued pauses us too.
         inner.pause.wait().await;
@@ -236,18 +270,27 @@ impl Client {
             .to_vec();
         let server_date = header_date(&headers);
         tracing::debug!(auth_id = %inner.auth_id, status = status.as_u16(), bytes = body.len(), "API answer");
-        let answer = Answer {
+        Ok(Answer {
             status,
             headers,
             body,
             server_date,
             sent_at,
             received_at,
+        })
+    }
+
+    /// How long until `at`, or until `at` plus the fewest whole seconds
+    /// that are not past: the phase within the second is what counts.
+    fn until_phase(&self, at: DateTime<Utc>) -> Duration {
+        let now = self.inner.clock.now();
+        let ahead = at - now;
+        let ahead = if ahead < TimeDelta::zero() {
+            ahead + TimeDelta::seconds((-ahead).num_seconds() + 1)
+        } else {
+            ahead
         };
-        if status.is_success() {
-            return Ok(answer);
-        }
-        Err(self.status_error(&answer))
+        ahead.to_std().unwrap_or(Duration::ZERO)
     }
 
     fn status_error(&self, answer: &Answer) -> Error {
@@ -407,6 +450,26 @@ impl VobizApi for Client {
 
     async fn get_queued(&self, uuid: &CallUuid) -> Result<Fetched<Call>, Error> {
         self.get_detail(Lane::Discover, uuid, "queued").await
+    }
+
+    async fn probe(&self, at: DateTime<Utc>) -> Result<Fetched<Result<(), Error>>, Error> {
+        let answer = self
+            .exchange(
+                Lane::Discover,
+                Some(at),
+                Method::GET,
+                self.inner.calls_url.clone(),
+                &[("status", "live"), ("limit", "1")],
+                None,
+            )
+            .await?;
+        let outcome = if answer.status.is_success() {
+            Ok(())
+        } else {
+            // Still maps a 429 onto the account's pause.
+            Err(self.status_error(&answer))
+        };
+        Ok(answer.fetched(outcome))
     }
 
     async fn reread(&self, uuid: &CallUuid, queued: bool) -> Result<Fetched<Call>, Error> {

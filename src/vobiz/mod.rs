@@ -121,6 +121,16 @@ pub trait VobizApi: Send + Sync + 'static {
         uuid: &CallUuid,
     ) -> impl Future<Output = Result<Fetched<Call>, Error>> + Send;
 
+    /// A cheap read (`GET /Call/?status=live&limit=1`, the list if the API
+    /// ignores `limit`) sent for its `Date` header at the local instant `at`,
+    /// or a whole number of seconds later if the budget holds it past `at`.
+    /// `Ok` whenever an answer arrived, whatever its status (the inner
+    /// result): every answer carries the server's clock.
+    fn probe(
+        &self,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Fetched<Result<(), Error>>, Error>> + Send;
+
     /// The same read as [`Self::get_live`] (or [`Self::get_queued`] when
     /// `queued`), for a call about to be acted on: it takes the account's
     /// next request token ahead of any waiting discovery read.

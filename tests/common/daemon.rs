@@ -356,6 +356,14 @@ pub fn sample_sum(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&s
         .sum()
 }
 
+/// Whether a simulator log record is a clock probe (a list read with
+/// `limit=1`), not a poll.
+pub fn is_probe(record: &Value) -> bool {
+    record["query"]
+        .as_str()
+        .is_some_and(|q| q.split('&').any(|p| p == "limit=1"))
+}
+
 /// Which `callwarden_api_requests_total{endpoint}` a simulator log record is.
 pub fn endpoint_of(record: &Value) -> &'static str {
     let path = record["path"].as_str().unwrap_or("");
@@ -364,6 +372,7 @@ pub fn endpoint_of(record: &Value) -> &'static str {
         record["uuid"].is_null(),
     ) {
         (_, _) if path.contains("/Speak") => "speak",
+        ("GET", true) if is_probe(record) => "probe",
         ("GET", true) => "list",
         ("GET", false) => "detail",
         ("DELETE", false) => "hangup",
