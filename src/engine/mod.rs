@@ -80,12 +80,12 @@ pub struct Settings {
 impl Settings {
     /// How many detail reads may wait on the budget at once.
     ///
-    /// Every request of the account shares one token bucket served in
-    /// arrival order, so each read already queued delays the next re-read or
-    /// DELETE of a due call by one token. Under a tight budget a single read
-    /// in flight uses the whole budget anyway (each waits for its token, then
-    /// takes milliseconds), so keep about a tenth of a second of reads
-    /// queued: discovery keeps its pace and a hangup waits at most that long.
+    /// Enforcement requests overtake waiting reads in the token bucket, but
+    /// a poll's list read waits in the same queue as the reads. Under
+    /// a tight budget a single read in flight uses the whole budget anyway
+    /// (each waits for its token, then takes milliseconds), so keep about a
+    /// tenth of a second of reads queued: discovery keeps its pace and the
+    /// next poll is not held up behind a long queue of reads.
     pub fn detail_concurrency(&self) -> usize {
         let limit = self.max_concurrent_requests.max(1);
         match self.max_requests_per_second {
