@@ -104,7 +104,8 @@ pub const DRIFT_PPM: i64 = 200;
 /// The prober stops once the bound is this narrow.
 pub const PROBE_TARGET: TimeDelta = TimeDelta::milliseconds(20);
 
-/// The prober starts again once drift has widened the bound to this.
+/// The prober starts again once drift has widened the bound to this (or to
+/// twice what the last probing reached, when round trips kept it wider).
 pub const PROBE_RECHECK: TimeDelta = TimeDelta::milliseconds(40);
 
 /// Probes per round: each round cuts the bound into this many plus one parts.
@@ -124,9 +125,10 @@ pub struct SkewTracker {
     measured: Option<(SkewEstimate, DateTime<Utc>)>,
     /// The round trip of the latest answer, to aim probes with.
     round_trip: TimeDelta,
-    /// Whether the prober is narrowing the bound (between
-    /// [`PROBE_RECHECK`] and [`PROBE_TARGET`]).
-    probing: bool,
+    /// While probing: the bound's width when the current round was planned.
+    round_started: Option<TimeDelta>,
+    /// Probing starts again above this width (`None`: [`PROBE_RECHECK`]).
+    recheck: Option<TimeDelta>,
 }
 
 impl SkewTracker {
@@ -148,12 +150,6 @@ impl SkewTracker {
         let at = self.measured.map_or(at, |(_, old_at)| old_at.max(at));
         self.measured = Some((estimate, at));
         self.round_trip = (received_at - sent_at).max(TimeDelta::zero());
-        let width = estimate.width();
-        if width > PROBE_RECHECK {
-            self.probing = true;
-        } else if width <= PROBE_TARGET {
-            self.probing = false;
-        }
     }
 
     /// The bound at `now`: as measured, aged by the drift since.
@@ -162,14 +158,35 @@ impl SkewTracker {
             .map(|(estimate, at)| estimate.aged((now - at).max(TimeDelta::zero())))
     }
 
-    /// The next round of probes, if the bound needs narrowing at `now`.
-    pub fn plan(&self, now: DateTime<Utc>) -> Vec<DateTime<Utc>> {
-        match self.current(now) {
-            Some(estimate) if self.probing || estimate.width() > PROBE_RECHECK => {
-                plan_probes(estimate, now, self.round_trip, PROBES_PER_ROUND)
+    /// The next round of probes, if the bound needs narrowing at `now`;
+    /// called when the previous round's answers are all in.
+    ///
+    /// Probing runs from a bound wider than the re-check width down to
+    /// [`PROBE_TARGET`]. A round that cut the bound by less than a tenth
+    /// shows that round trips, not the phase, limit it: probing then stops
+    /// until drift has doubled the bound, rather than spend the budget for
+    /// nothing.
+    pub fn plan(&mut self, now: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+        let Some(estimate) = self.current(now) else {
+            return Vec::new();
+        };
+        let width = estimate.width();
+        match self.round_started {
+            None if width <= self.recheck.unwrap_or(PROBE_RECHECK) => return Vec::new(),
+            Some(_) if width <= PROBE_TARGET => {
+                self.round_started = None;
+                self.recheck = None;
+                return Vec::new();
             }
-            _ => Vec::new(),
+            Some(previous) if width * 10 > previous * 9 => {
+                self.round_started = None;
+                self.recheck = Some((width * 2).max(PROBE_RECHECK));
+                return Vec::new();
+            }
+            _ => {}
         }
+        self.round_started = Some(width);
+        plan_probes(estimate, now, self.round_trip, PROBES_PER_ROUND)
     }
 }
 
@@ -406,6 +423,46 @@ mod tests {
         // 200 ppm widens it by 0.4 ms a second: past 40 ms after ~75 s.
         assert!(tracker.plan(at(60_000)).is_empty());
         assert_eq!(tracker.plan(at(90_000)).len(), PROBES_PER_ROUND);
+    }
+
+    #[test]
+    fn probing_stops_when_round_trips_keep_the_bound_wide() {
+        // Every answer takes 300 ms: the bound cannot get much below that.
+        let offset_us = 123_456;
+        let mut tracker = SkewTracker::default();
+        let answer = |tracker: &mut SkewTracker, sent_us: i64| {
+            let written_us = sent_us + 150_000;
+            tracker.observe(
+                date_at(written_us, offset_us),
+                at_us(sent_us),
+                at_us(sent_us + 300_000),
+            );
+        };
+        let mut now_us = 1_000_000_000_000;
+        answer(&mut tracker, now_us);
+        now_us += 300_000;
+        let mut rounds = 0;
+        loop {
+            let plan = tracker.plan(at_us(now_us));
+            if plan.is_empty() {
+                break;
+            }
+            rounds += 1;
+            assert!(rounds <= 8, "still probing after {rounds} rounds");
+            for probe in plan {
+                let sent_us = (probe - DateTime::<Utc>::UNIX_EPOCH)
+                    .num_microseconds()
+                    .unwrap();
+                answer(&mut tracker, sent_us);
+                now_us = now_us.max(sent_us + 300_000);
+            }
+        }
+        let width = tracker.current(at_us(now_us)).unwrap().width();
+        assert!(width > PROBE_TARGET, "{width}");
+        // Drift alone does not restart it until the bound has doubled.
+        assert!(tracker.plan(at_us(now_us + 10_000_000)).is_empty());
+        let doubled = now_us + (width.num_microseconds().unwrap() / 400) * 1_000_000 + 10_000_000;
+        assert_eq!(tracker.plan(at_us(doubled)).len(), PROBES_PER_ROUND);
     }
 
     /// The `Date` an answer written at local instant `written_ms` carries
