@@ -1,9 +1,11 @@
-//! The Prometheus metrics of SPEC §5, in one registry shared by the engine
+//! The Prometheus metrics (docs/metrics.md), in one registry shared by the engine
 //! and the HTTP listener. prometheus-client appends `_total` to counters.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
@@ -26,16 +28,26 @@ pub struct PollLabels {
     pub outcome: String,
 }
 
-/// Labels of `callwarden_api_requests_total`.
+/// Labels of `callwarden_api_requests_total` (and of the deprecated
+/// `callwarden_api_requests_by_code_total`).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ApiLabels {
     /// `list`, `detail`, `hangup`, `speak`.
     pub endpoint: String,
-    /// HTTP status class or error kind (`2xx`, `404`, `429`, `timeout`, ...).
+    /// The HTTP status class: `2xx`, `4xx`, `5xx`, or `none` when there was
+    /// no usable answer (timeout, connection error, malformed body). The
+    /// deprecated series keeps the old mixed values (`404`, `timeout`, ...).
     pub status: String,
 }
 
-/// Labels of `callwarden_hangups_total`.
+/// Labels of `callwarden_build_info`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    /// The crate version.
+    pub version: String,
+}
+
+/// Labels of `callwarden_hangups_total` and `callwarden_decisions_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HangupLabels {
     /// Account name.
@@ -63,10 +75,20 @@ pub struct Metrics {
     pub polls: Family<PollLabels, Counter>,
     /// API requests by endpoint and status.
     pub api_requests: Family<ApiLabels, Counter>,
-    /// Hangup decisions by rule and outcome.
+    /// Hangups by rule and outcome (`ok`, `gone`, `failed`; for one more
+    /// release also the decisions that were not hangups, deprecated).
     pub hangups: Family<HangupLabels, Counter>,
+    /// Decisions that were not hangups: `dry_run`, `protected`, `breaker`,
+    /// `pardoned`.
+    pub decisions: Family<HangupLabels, Counter>,
+    /// Deprecated: API requests by the old mixed status labels.
+    pub api_requests_by_code: Family<ApiLabels, Counter>,
+    /// When each account last listed its calls successfully (Unix seconds).
+    pub last_successful_poll: Family<AccountLabel, Gauge<f64, AtomicU64>>,
     /// Actual hangup time minus deadline, seconds.
     pub enforcement_lag: Histogram,
+    /// 1 while the API refuses an account's credentials (enforcement stopped).
+    pub api_unauthorized: Family<AccountLabel, Gauge>,
     /// 1 while the breaker holds hangups for an account.
     pub breaker_open: Family<AccountLabel, Gauge>,
     /// Rules in force per account.
@@ -75,6 +97,10 @@ pub struct Metrics {
     pub clock_mismatch: Family<AccountLabel, Gauge>,
     /// Config reloads by outcome.
     pub config_reloads: Family<ReloadLabels, Counter>,
+    /// 1 when the last reload succeeded (or there was none), 0 after a failed one.
+    pub config_last_reload_successful: Gauge,
+    /// The audit writer's failures and syncs.
+    pub audit: crate::audit::Health,
 }
 
 impl Default for Metrics {
@@ -91,13 +117,30 @@ impl Metrics {
         let polls = Family::default();
         let api_requests = Family::default();
         let hangups = Family::default();
+        let decisions = Family::default();
+        let api_requests_by_code = Family::default();
+        let last_successful_poll = Family::<AccountLabel, Gauge<f64, AtomicU64>>::default();
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            })
+            .set(1);
+        registry.register(
+            "callwarden_build_info",
+            "Always 1; the version label says which callwarden runs",
+            build_info,
+        );
         let enforcement_lag = Histogram::new([
             0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
         ]);
         let breaker_open = Family::default();
+        let api_unauthorized = Family::default();
         let policy_rules = Family::default();
         let clock_mismatch = Family::default();
         let config_reloads = Family::default();
+        let config_last_reload_successful = Gauge::default();
+        config_last_reload_successful.set(1);
         registry.register(
             "callwarden_live_calls",
             "Live calls at the last poll",
@@ -109,19 +152,39 @@ impl Metrics {
             polls.clone(),
         );
         registry.register(
+            "callwarden_last_successful_poll_timestamp_seconds",
+            "When the live-call list was last read successfully (Unix time)",
+            last_successful_poll.clone(),
+        );
+        registry.register(
             "callwarden_api_requests",
-            "Requests to the Vobiz API",
+            "Requests to the Vobiz API by endpoint and HTTP status class",
             api_requests.clone(),
         );
         registry.register(
+            "callwarden_api_requests_by_code",
+            "Deprecated, removed in the next release: use callwarden_api_requests_total",
+            api_requests_by_code.clone(),
+        );
+        registry.register(
             "callwarden_hangups",
-            "Hangup decisions by outcome",
+            "Hangups by outcome (ok, gone, failed); its other outcomes are deprecated, see callwarden_decisions_total",
             hangups.clone(),
+        );
+        registry.register(
+            "callwarden_decisions",
+            "Decisions that were not hangups: dry_run, protected, breaker, pardoned",
+            decisions.clone(),
         );
         registry.register(
             "callwarden_enforcement_lag_seconds",
             "Actual hangup time minus deadline",
             enforcement_lag.clone(),
+        );
+        registry.register(
+            "callwarden_api_unauthorized",
+            "1 while the API refuses the account's credentials and enforcement is stopped",
+            api_unauthorized.clone(),
         );
         registry.register(
             "callwarden_breaker_open",
@@ -143,22 +206,70 @@ impl Metrics {
             "Config reloads by outcome",
             config_reloads.clone(),
         );
+        registry.register(
+            "callwarden_config_last_reload_successful",
+            "1 when the last reload succeeded (or there was none), 0 while the old config stays in force after a failed one",
+            config_last_reload_successful.clone(),
+        );
+        let audit = crate::audit::Health::default();
+        registry.register(
+            "callwarden_audit_write_errors",
+            "Failed writes or syncs of the audit log",
+            audit.write_errors.clone(),
+        );
+        registry.register(
+            "callwarden_audit_write_failing",
+            "1 while the audit log cannot be written (hangups stop)",
+            audit.failing.clone(),
+        );
+        registry.register(
+            "callwarden_audit_syncs",
+            "fdatasync calls of the audit log (one per batch)",
+            audit.syncs.clone(),
+        );
         Self {
             registry,
+            audit,
             live_calls,
             polls,
             api_requests,
             hangups,
+            decisions,
+            api_requests_by_code,
+            last_successful_poll,
             enforcement_lag,
+            api_unauthorized,
             breaker_open,
             policy_rules,
             clock_mismatch,
             config_reloads,
+            config_last_reload_successful,
         }
     }
 
     /// Counts one API request and how it ended.
     pub fn api_request<T>(&self, endpoint: &str, result: &Result<T, vobiz::Error>) {
+        let class = match result {
+            Ok(_) => "2xx".to_owned(),
+            Err(
+                vobiz::Error::Unauthorized
+                | vobiz::Error::Forbidden
+                | vobiz::Error::NotFound
+                | vobiz::Error::RateLimited { .. },
+            ) => "4xx".to_owned(),
+            Err(vobiz::Error::Rejected { status, .. }) | Err(vobiz::Error::Server(status)) => {
+                format!("{}xx", status / 100)
+            }
+            Err(
+                vobiz::Error::Timeout | vobiz::Error::Transport(_) | vobiz::Error::Malformed { .. },
+            ) => "none".to_owned(),
+        };
+        self.api_requests
+            .get_or_create(&ApiLabels {
+                endpoint: endpoint.to_owned(),
+                status: class,
+            })
+            .inc();
         let status = match result {
             Ok(_) => "2xx".to_owned(),
             Err(vobiz::Error::Unauthorized) => "401".to_owned(),
@@ -172,12 +283,32 @@ impl Metrics {
             Err(vobiz::Error::Transport(_)) => "transport".to_owned(),
             Err(vobiz::Error::Malformed { .. }) => "malformed".to_owned(),
         };
-        self.api_requests
+        self.api_requests_by_code
             .get_or_create(&ApiLabels {
                 endpoint: endpoint.to_owned(),
                 status,
             })
             .inc();
+    }
+
+    /// Counts one decision under `callwarden_hangups_total` when it was a
+    /// hangup, else under `callwarden_decisions_total` (and, deprecated for
+    /// one release, under `callwarden_hangups_total` as before).
+    pub fn decision(&self, labels: &HangupLabels) {
+        let hangup = matches!(labels.outcome.as_str(), "ok" | "gone" | "failed");
+        if !hangup {
+            self.decisions.get_or_create(labels).inc();
+        }
+        self.hangups.get_or_create(labels).inc();
+    }
+
+    /// Records a successful poll of `account` at `unix_seconds`.
+    pub fn poll_succeeded(&self, account: &str, unix_seconds: f64) {
+        self.last_successful_poll
+            .get_or_create(&AccountLabel {
+                account: account.to_owned(),
+            })
+            .set(unix_seconds);
     }
 
     /// Counts a reload.
@@ -186,6 +317,7 @@ impl Metrics {
         self.config_reloads
             .get_or_create(&ReloadLabels { outcome })
             .inc();
+        self.config_last_reload_successful.set(i64::from(ok));
     }
 
     /// The Prometheus text exposition of every metric.

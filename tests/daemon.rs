@@ -174,6 +174,11 @@ async fn sighup_applies_a_valid_change_and_keeps_the_old_rules_on_a_broken_one()
         1.0
     );
     assert_eq!(sample_sum(&metrics, "callwarden_policy_rules", &[]), 1.0);
+    assert_eq!(
+        sample_sum(&metrics, "callwarden_config_last_reload_successful", &[]),
+        0.0,
+        "a failed reload shows in the gauge the alert uses"
+    );
     let logs = daemon.json_logs();
     assert!(
         logs.iter()
@@ -289,9 +294,12 @@ async fn metrics_parse_and_agree_with_the_simulator_log() {
             outbound(60.0, "+19005550101"),
             outbound(60.0, "+19005550102"),
             outbound(60.0, "+442071234567"),
+            // Due, but from a protected number: a decision, not a hangup.
+            json!({"age_s": 60.0, "direction": "outbound", "from": "911", "to": "+19005550199"}),
         ]),
     )
     .await;
+    let test_start = chrono::Utc::now().timestamp() as f64;
     // One DELETE fails once first, so the status label has two values.
     set_faults(
         &sim,
@@ -345,7 +353,11 @@ async fn metrics_parse_and_agree_with_the_simulator_log() {
         sample_sum(
             &scrape,
             "callwarden_hangups_total",
-            &[("account", "default"), ("rule", "premium-5s")]
+            &[
+                ("account", "default"),
+                ("rule", "premium-5s"),
+                ("outcome", "ok")
+            ]
         ),
         deletes_204
     );
@@ -356,7 +368,7 @@ async fn metrics_parse_and_agree_with_the_simulator_log() {
             .entry((endpoint_of(record).to_owned(), status_label(record)))
             .or_default() += 1.0;
     }
-    assert!(seen.contains_key(&("hangup".to_owned(), "503".to_owned())));
+    assert!(seen.contains_key(&("hangup".to_owned(), "5xx".to_owned())));
     for ((endpoint, status), count) in &seen {
         assert_eq!(
             sample_sum(
@@ -372,7 +384,62 @@ async fn metrics_parse_and_agree_with_the_simulator_log() {
         sample_sum(&scrape, "callwarden_api_requests_total", &[]),
         log.len() as f64
     );
-    assert_eq!(sample_sum(&scrape, "callwarden_live_calls", &[]), 3.0);
+    // The deprecated series keeps the old mixed labels for one release.
+    assert_eq!(
+        sample_sum(
+            &scrape,
+            "callwarden_api_requests_by_code_total",
+            &[("endpoint", "hangup"), ("status", "503")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample_sum(&scrape, "callwarden_api_requests_by_code_total", &[]),
+        log.len() as f64
+    );
+    // Hangups are hangups; the protected call is a decision.
+    assert_eq!(
+        sample_sum(&scrape, "callwarden_hangups_total", &[("outcome", "ok")]),
+        2.0
+    );
+    assert_eq!(
+        sample_sum(
+            &scrape,
+            "callwarden_decisions_total",
+            &[("outcome", "protected"), ("rule", "premium-5s")]
+        ),
+        1.0
+    );
+    assert_eq!(sample_sum(&scrape, "callwarden_decisions_total", &[]), 1.0);
+    // Deprecated, for one release: the old series still counts it too.
+    assert_eq!(
+        sample_sum(
+            &scrape,
+            "callwarden_hangups_total",
+            &[("outcome", "protected")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample_sum(
+            &scrape,
+            "callwarden_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+    let last_poll = sample_sum(
+        &scrape,
+        "callwarden_last_successful_poll_timestamp_seconds",
+        &[("account", "default")],
+    );
+    let now = chrono::Utc::now().timestamp() as f64;
+    assert!(
+        (test_start - 1.0..=now + 1.0).contains(&last_poll),
+        "last successful poll {last_poll} not within the test ({test_start}..{now})"
+    );
+    assert_eq!(sample_sum(&scrape, "callwarden_api_unauthorized", &[]), 0.0);
+    assert_eq!(sample_sum(&scrape, "callwarden_live_calls", &[]), 4.0);
     assert_eq!(sample_sum(&scrape, "callwarden_policy_rules", &[]), 1.0);
     assert_eq!(sample_sum(&scrape, "callwarden_breaker_open", &[]), 0.0);
     assert_eq!(
@@ -812,6 +879,9 @@ async fn the_packaged_sample_config_checks_clean() {
     std::fs::create_dir(dir.path().join("policies")).unwrap();
     for entry in std::fs::read_dir(format!("{root}/policies")).unwrap() {
         let path = entry.unwrap().path();
+        if !path.is_file() {
+            continue; // policies/tests/ holds test cases
+        }
         std::fs::copy(
             &path,
             dir.path().join("policies").join(path.file_name().unwrap()),

@@ -394,8 +394,8 @@ async fn a_call_that_ends_while_its_hangup_is_retried_is_gone_not_hung_up() {
     running.stop().await;
 }
 
-/// Calls created after the engine's first poll: the age bound of SPEC §4
-/// applies to them.
+/// Calls created after the engine's first poll: a new call can be no older
+/// than the time since the previous poll, so the age bound applies to them.
 async fn new_calls_after_first_poll(sim: &SimHandle, running: &Running) -> Scenario {
     let mut status = running.status.clone();
     assert!(tokio::time::timeout(

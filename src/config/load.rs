@@ -34,19 +34,61 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9469";
 /// The systemd credential holding the token of the single `default` account.
 pub const CREDENTIAL_NAME: &str = "vobiz-auth-token";
 
-const TOP_KEYS: &[&str] = &[
-    "policies", "api", "poll", "enforce", "retry", "safety", "state", "http", "log", "account",
+/// Every key `callwarden.toml` accepts: `key` at the top level, `section.key`
+/// inside `[section]`, `account.key` inside `[[account]]` tables. The loader
+/// rejects every other key from this one list, and docs/configuration.md
+/// names exactly these (tests/docs.rs), so the two cannot drift apart.
+pub const CONFIG_KEYS: &[&str] = &[
+    "policies",
+    "api.base_url",
+    "api.auth_id",
+    "api.auth_token_file",
+    "api.timeout",
+    "api.max_requests_per_second",
+    "api.max_concurrent_requests",
+    "api.timestamp_zone",
+    "poll.interval",
+    "enforce.dry_run",
+    "enforce.grace",
+    "retry.max_attempts",
+    "retry.initial_backoff",
+    "retry.max_backoff",
+    "safety.protected_numbers",
+    "safety.max_hangups_per_cycle",
+    "safety.max_hangups_percent",
+    "safety.breaker_min_live_calls",
+    "state.dir",
+    "http.listen",
+    "http.allow_remote_pardon",
+    "http.api_token_file",
+    "log.format",
+    "account.name",
+    "account.auth_id",
+    "account.auth_token_file",
+    "account.policies",
 ];
-const API_KEYS: &[&str] = &[
-    "base_url",
-    "auth_id",
-    "auth_token_file",
-    "timeout",
-    "max_requests_per_second",
-    "max_concurrent_requests",
-    "timestamp_zone",
-];
-const ACCOUNT_KEYS: &[&str] = &["name", "auth_id", "auth_token_file", "policies"];
+
+/// The keys [`CONFIG_KEYS`] allows inside `section`.
+fn keys_in(section: &str) -> Vec<&'static str> {
+    CONFIG_KEYS
+        .iter()
+        .filter_map(|k| k.split_once('.'))
+        .filter(|(s, _)| *s == section)
+        .map(|(_, key)| key)
+        .collect()
+}
+
+/// The keys and sections [`CONFIG_KEYS`] allows at the top level.
+fn top_level_keys() -> Vec<&'static str> {
+    let mut keys: Vec<&'static str> = Vec::new();
+    for key in CONFIG_KEYS {
+        let top = key.split_once('.').map_or(*key, |(section, _)| section);
+        if !keys.contains(&top) {
+            keys.push(top);
+        }
+    }
+    keys
+}
 
 /// The process environment callwarden reads; tests build their own.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -209,7 +251,7 @@ fn readable_by_others(path: &Path) -> Option<Diagnostic> {
 }
 
 /// Parses `text` into a spanned table, recording syntax errors.
-fn parse<'i>(text: &'i str, diags: &mut FileDiagnostics) -> Option<DeTable<'i>> {
+pub(crate) fn parse_toml<'i>(text: &'i str, diags: &mut FileDiagnostics) -> Option<DeTable<'i>> {
     let (doc, errors) = DeTable::parse_recoverable(text);
     for err in &errors {
         let span = err.span().unwrap_or(0..0);
@@ -231,7 +273,7 @@ fn load_policy_file(
         Err(diag) => return (Vec::new(), 0, vec![diag]),
     };
     let mut diags = FileDiagnostics::new(path, &text);
-    let Some(doc) = parse(&text, &mut diags) else {
+    let Some(doc) = parse_toml(&text, &mut diags) else {
         return (Vec::new(), 0, diags.finish());
     };
     let count = doc
@@ -258,7 +300,7 @@ fn load_at(config_path: &Path, env: &Environment, now: DateTime<Utc>) -> Outcome
         }
     };
     let mut diags = FileDiagnostics::new(config_path, &text);
-    let Some(doc) = parse(&text, &mut diags) else {
+    let Some(doc) = parse_toml(&text, &mut diags) else {
         outcome.diagnostics.extend(diags.finish());
         return outcome;
     };
@@ -270,7 +312,7 @@ fn load_at(config_path: &Path, env: &Environment, now: DateTime<Utc>) -> Outcome
     if let Some(warning) = readable_by_others(config_path) {
         diags.warning(0..0, warning.message);
     }
-    let settings = read_settings(&doc, &mut diags, env, &base_dir);
+    let settings = read_settings(&doc, &mut diags, env, &base_dir, &mut extra);
     let accounts = read_accounts(&doc, &mut diags, env, &base_dir, &mut extra);
 
     // Policy files: each read once, in order, names unique across all of them.
@@ -424,12 +466,13 @@ fn read_settings(
     diags: &mut FileDiagnostics,
     env: &Environment,
     base_dir: &Path,
+    extra: &mut Vec<Diagnostic>,
 ) -> Option<Settings> {
     let mut r = Reader { diags };
-    r.unknown_keys(doc, TOP_KEYS);
+    r.unknown_keys(doc, &top_level_keys());
     let errors_before = r.diags.items.iter().filter(|d| d.is_error()).count();
 
-    let api = section(&mut r, doc, "api", API_KEYS);
+    let api = section(&mut r, doc, "api", &keys_in("api"));
     let base_url = match (&env.base_url, api.and_then(|t| r.string(t, "base_url"))) {
         (Some(url), _) => {
             if !is_http_url(url) {
@@ -471,10 +514,10 @@ fn read_settings(
         timestamp_zone,
     };
 
-    let poll = section(&mut r, doc, "poll", &["interval"]);
+    let poll = section(&mut r, doc, "poll", &keys_in("poll"));
     let poll_interval = duration_or(&mut r, poll, "interval", Duration::from_secs(5), false);
 
-    let enforce_t = section(&mut r, doc, "enforce", &["dry_run", "grace"]);
+    let enforce_t = section(&mut r, doc, "enforce", &keys_in("enforce"));
     let enforce = EnforceSettings {
         dry_run: enforce_t
             .and_then(|t| r.boolean(t, "dry_run"))
@@ -482,12 +525,7 @@ fn read_settings(
         grace: duration_or(&mut r, enforce_t, "grace", Duration::ZERO, true),
     };
 
-    let retry_t = section(
-        &mut r,
-        doc,
-        "retry",
-        &["max_attempts", "initial_backoff", "max_backoff"],
-    );
+    let retry_t = section(&mut r, doc, "retry", &keys_in("retry"));
     let retry = RetrySettings {
         max_attempts: integer_or(&mut r, retry_t, "max_attempts", 6, 1, 100) as u32,
         initial_backoff: duration_or(
@@ -514,17 +552,7 @@ fn read_settings(
         }
     }
 
-    let safety_t = section(
-        &mut r,
-        doc,
-        "safety",
-        &[
-            "protected_numbers",
-            "max_hangups_per_cycle",
-            "max_hangups_percent",
-            "breaker_min_live_calls",
-        ],
-    );
+    let safety_t = section(&mut r, doc, "safety", &keys_in("safety"));
     let protected_numbers = match safety_t.and_then(|t| r.strings(t, "protected_numbers")) {
         None => DEFAULT_PROTECTED_NUMBERS
             .iter()
@@ -575,7 +603,7 @@ fn read_settings(
         ) as usize,
     };
 
-    let state_t = section(&mut r, doc, "state", &["dir"]);
+    let state_t = section(&mut r, doc, "state", &keys_in("state"));
     let configured_state = state_t
         .and_then(|t| r.string(t, "dir"))
         .map(|(dir, _)| resolve(base_dir, dir));
@@ -585,7 +613,7 @@ fn read_settings(
         .or(configured_state)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
 
-    let http_t = section(&mut r, doc, "http", &["listen", "allow_remote_pardon"]);
+    let http_t = section(&mut r, doc, "http", &keys_in("http"));
     let listen = match http_t.and_then(|t| r.string(t, "listen")) {
         None => DEFAULT_LISTEN.parse::<SocketAddr>().ok(),
         Some((text, _)) if text.trim().is_empty() => None,
@@ -600,14 +628,18 @@ fn read_settings(
             }
         },
     };
+    let api_token = http_t
+        .and_then(|t| r.string(t, "api_token_file"))
+        .and_then(|(path, span)| read_token_file(&resolve(base_dir, path), span, r.diags, extra));
     let http = HttpSettings {
         listen,
         allow_remote_pardon: http_t
             .and_then(|t| r.boolean(t, "allow_remote_pardon"))
             .unwrap_or(false),
+        api_token,
     };
 
-    let log_t = section(&mut r, doc, "log", &["format"]);
+    let log_t = section(&mut r, doc, "log", &keys_in("log"));
     let log_format = match log_t.and_then(|t| r.string(t, "format")) {
         None | Some(("auto", _)) => LogFormat::Auto,
         Some(("json", _)) => LogFormat::Json,
@@ -740,7 +772,7 @@ fn read_accounts(
     let mut names: HashMap<String, usize> = HashMap::new();
     let mut accounts = Vec::new();
     for (table, header) in tables {
-        r.unknown_keys(table, ACCOUNT_KEYS);
+        r.unknown_keys(table, &keys_in("account"));
         let name = match r.string(table, "name") {
             Some((name, span)) => {
                 let valid = !name.is_empty()

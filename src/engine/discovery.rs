@@ -55,6 +55,9 @@ impl<A: VobizApi> Engine<A> {
             }
         };
         self.count_poll("ok");
+        self.shared
+            .metrics
+            .poll_succeeded(&self.account, sent_at.timestamp_millis() as f64 / 1000.0);
         self.last_poll_error = None;
         self.observe_skew(&listing.live);
         let previous_poll = self.last_poll;
@@ -69,7 +72,14 @@ impl<A: VobizApi> Engine<A> {
             .into_iter()
             .chain(listing.queued)
             .collect();
-        let live: HashSet<CallUuid> = listed.iter().cloned().collect();
+        for uuid in &listed[..live_listed] {
+            // A queued call now in the live list is read as a live call.
+            if let Some(tracked) = self.calls.get_mut(uuid) {
+                tracked.queued = false;
+            }
+        }
+        let listed_set: HashSet<CallUuid> = listed.iter().cloned().collect();
+        let live = self.still_live(listed_set);
 
         // Calls that ended: forget them (a running hangup reports first).
         let gone: Vec<CallUuid> = self
@@ -93,6 +103,8 @@ impl<A: VobizApi> Engine<A> {
             self.forget(&uuid);
         }
         self.hung_up.retain(|uuid| live.contains(uuid));
+        self.detail_backoff.retain(|uuid, _| live.contains(uuid));
+        let now = self.now();
         self.finished.retain(|uuid| live.contains(uuid));
         self.pardons.retain(|uuid, _| live.contains(uuid));
 
@@ -100,12 +112,17 @@ impl<A: VobizApi> Engine<A> {
             if self.calls.contains_key(uuid)
                 || self.detail_queued.contains(uuid)
                 || self.hung_up.contains(uuid)
+                || self.backing_off(uuid, now)
             {
                 continue;
             }
+            // New only if neither list of the previous complete poll had it
+            // (a queued call that is answered moves from one to the other,
+            // and a call whose details could not be read yet was listed).
+            let new_since = previous_poll.filter(|_| !self.live.contains(uuid));
             // A call in both lists is ringing: its first, live, listing wins.
             let fetch = Fetch::Discover {
-                new_since: previous_poll,
+                new_since,
                 queued: position >= live_listed,
             };
             self.enqueue_detail(uuid.clone(), fetch);
@@ -116,13 +133,17 @@ impl<A: VobizApi> Engine<A> {
             .calls
             .iter()
             .filter(|(_, t)| t.needs_refresh())
-            .filter(|(uuid, _)| !self.busy.contains(*uuid))
+            .filter(|(uuid, _)| !self.busy.contains(*uuid) && !self.backing_off(uuid, now))
             .map(|(uuid, _)| uuid.clone())
             .collect();
         for uuid in refresh {
             self.enqueue_detail(uuid, Fetch::Refresh);
         }
         self.observe_legs();
+        if self.detail_queue.is_empty() && self.details_in_flight == 0 {
+            // No reads to wait for: the list alone may have freed room.
+            self.check_caps();
+        }
         self.check_breaker();
         self.save_memory();
         self.publish();
@@ -132,6 +153,38 @@ impl<A: VobizApi> Engine<A> {
             .get_or_create(&self.label())
             .set(self.live.len() as i64);
         self.pump_details();
+    }
+
+    /// Whether `uuid`'s details answered malformed lately and must not be
+    /// read again before its pause ends.
+    pub(super) fn backing_off(&self, uuid: &CallUuid, now: DateTime<Utc>) -> bool {
+        self.detail_backoff
+            .get(uuid)
+            .is_some_and(|(_, not_before)| *not_before > now)
+    }
+
+    /// The calls taken as live after a complete list: those listed, and
+    /// tracked calls missing from this list only (one answer that leaves a
+    /// call out does not end it; two consecutive ones do, as does a 404).
+    pub(super) fn still_live(&mut self, listed: HashSet<CallUuid>) -> HashSet<CallUuid> {
+        let mut live = listed;
+        let mut missing = HashMap::new();
+        for uuid in self.calls.keys() {
+            if live.contains(uuid) {
+                continue;
+            }
+            let times = self.missing.get(uuid).copied().unwrap_or(0) + 1;
+            if times < MISSING_POLLS_TO_END {
+                missing.insert(uuid.clone(), times);
+            }
+        }
+        if !missing.is_empty() {
+            tracing::debug!(account = %self.account, calls = missing.len(),
+                "tracked calls missing from one list answer: kept until a second list or a 404 confirms they ended");
+        }
+        live.extend(missing.keys().cloned());
+        self.missing = missing;
+        live
     }
 
     pub(super) fn enqueue_detail(&mut self, uuid: CallUuid, fetch: Fetch) {
@@ -210,6 +263,10 @@ impl<A: VobizApi> Engine<A> {
                 self.release_batch();
             }
         }
+        if self.detail_queue.is_empty() && self.details_in_flight == 0 {
+            // The poll's reads are complete: judge the groups as a whole.
+            self.check_caps();
+        }
     }
 
     pub(super) fn read_detail(
@@ -219,9 +276,54 @@ impl<A: VobizApi> Engine<A> {
         result: Result<Fetched<Call>, ApiError>,
     ) {
         let fetched = match result {
-            Ok(fetched) => fetched,
+            Ok(fetched) => {
+                self.detail_backoff.remove(&uuid);
+                fetched
+            }
             Err(ApiError::NotFound) => {
-                self.forget(&uuid);
+                // 404 on a queued read: the call may have been answered and
+                // be live now; read it as a live call before forgetting it.
+                let was_queued = match fetch {
+                    Fetch::Discover { queued, .. } => queued,
+                    Fetch::Refresh => self.calls.get(&uuid).is_some_and(|t| t.queued),
+                };
+                if was_queued && self.live.contains(&uuid) {
+                    if let Some(tracked) = self.calls.get_mut(&uuid) {
+                        tracked.queued = false;
+                    }
+                    let fetch = match fetch {
+                        Fetch::Discover { new_since, .. } => Fetch::Discover {
+                            new_since,
+                            queued: false,
+                        },
+                        Fetch::Refresh => Fetch::Refresh,
+                    };
+                    self.enqueue_detail(uuid, fetch);
+                    self.pump_details();
+                } else {
+                    self.forget(&uuid);
+                }
+                return;
+            }
+            Err(error @ ApiError::Malformed { .. }) => {
+                // One call's answer that keeps coming back unreadable is read
+                // again after a growing pause, not at every poll.
+                let now = self.now();
+                let backoff = self.detail_backoff.entry(uuid.clone()).or_insert((0, now));
+                backoff.0 += 1;
+                let (failures, _) = *backoff;
+                let pause = backoff::backoff_ceiling(failures, &self.settings.retry);
+                backoff.1 = now + TimeDelta::from_std(pause).unwrap_or_default();
+                if failures == 1 {
+                    tracing::warn!(account = %self.account, call = %uuid, %error,
+                        "reading call details failed: malformed answer; reading this call again after a growing pause");
+                } else {
+                    tracing::debug!(account = %self.account, call = %uuid, failures, %error,
+                        "reading call details failed again: malformed answer");
+                }
+                if let Some(report) = &mut self.once {
+                    report.errors.push(format!("reading {uuid}: {error}"));
+                }
                 return;
             }
             Err(error) => {
@@ -246,7 +348,7 @@ impl<A: VobizApi> Engine<A> {
                 if let Some(remembered) = self.remembered.get(uuid.as_str()) {
                     tracked.restore(remembered);
                 }
-                self.check_mismatch(&tracked, seen_at);
+                self.check_mismatch(&mut tracked, seen_at);
                 self.index_parent(&uuid, None, tracked.call.parent_call_uuid.clone());
                 self.calls.insert(uuid.clone(), tracked);
                 self.memory_dirty = true;
@@ -307,7 +409,12 @@ impl<A: VobizApi> Engine<A> {
         })
     }
 
-    pub(super) fn check_mismatch(&mut self, tracked: &Tracked, now: DateTime<Utc>) {
+    /// Checks a newly tracked call's timestamps against the clocks. A start
+    /// in the future switches the whole account to first-sight timing; a
+    /// call that only looks too old for a new call (or whose duration
+    /// disagrees) is timed from first sight on its own, and the account
+    /// follows only when enough such calls are live at once.
+    pub(super) fn check_mismatch(&mut self, tracked: &mut Tracked, now: DateTime<Utc>) {
         if self.mismatch.is_some() {
             return;
         }
@@ -317,30 +424,48 @@ impl<A: VobizApi> Engine<A> {
             .call
             .answered_at
             .map(|at| skew.to_local_never_older(at));
-        if let Some(mismatch) = skew::check_mismatch(
+        let Some(mismatch) = skew::check_mismatch(
             timeline.started,
             answered,
             tracked.call.duration_s,
             now,
             tracked.new_since,
-        ) {
-            tracing::error!(
-                account = %self.account,
-                call = %tracked.call.uuid,
-                %mismatch,
-                "API timestamps disagree with the clocks: check [api] timestamp_zone; timing calls from when callwarden first saw them until the config is fixed"
-            );
-            self.shared
-                .metrics
-                .clock_mismatch
-                .get_or_create(&self.label())
-                .set(1);
-            self.mismatch = Some(mismatch);
-            // Every deadline computed so far trusted the timestamps.
-            let uuids: Vec<CallUuid> = self.calls.keys().cloned().collect();
-            for uuid in uuids {
-                self.evaluate(&uuid);
+        ) else {
+            return;
+        };
+        if !matches!(mismatch, Mismatch::StartInFuture { .. }) {
+            tracked.first_sight_only = true;
+            let outliers = 1 + self
+                .calls
+                .values()
+                .filter(|other| other.first_sight_only)
+                .count();
+            if outliers < OUTLIERS_FOR_FALLBACK {
+                tracing::warn!(
+                    account = %self.account,
+                    call = %tracked.call.uuid,
+                    %mismatch,
+                    "one call's timestamps disagree with the clocks: timing this call from when callwarden first saw it"
+                );
+                return;
             }
+        }
+        tracing::error!(
+            account = %self.account,
+            call = %tracked.call.uuid,
+            %mismatch,
+            "API timestamps disagree with the clocks: check [api] timestamp_zone; timing calls from when callwarden first saw them until the config is fixed"
+        );
+        self.shared
+            .metrics
+            .clock_mismatch
+            .get_or_create(&self.label())
+            .set(1);
+        self.mismatch = Some(mismatch);
+        // Every deadline computed so far trusted the timestamps.
+        let uuids: Vec<CallUuid> = self.calls.keys().cloned().collect();
+        for uuid in uuids {
+            self.evaluate(&uuid);
         }
     }
 
@@ -405,6 +530,8 @@ impl<A: VobizApi> Engine<A> {
             self.index_parent(uuid, tracked.call.parent_call_uuid, None);
         }
         self.winners.remove(uuid);
+        self.caps.forget(uuid);
+        self.manual_jobs.remove(uuid);
         self.enforce_timers.cancel(uuid);
         self.bypass_timers.cancel(uuid);
         self.warn_timers.cancel(uuid);

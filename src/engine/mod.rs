@@ -11,8 +11,10 @@
 pub mod actions;
 pub mod backoff;
 pub mod breaker;
+pub mod caps;
 mod discovery;
 mod enforce;
+mod manual;
 pub mod memory;
 pub mod plan;
 mod prober;
@@ -41,6 +43,7 @@ use crate::vobiz::{Error as ApiError, Fetched, SpeakLegs, VobizApi};
 
 use actions::{HangupResult, Retrier};
 use backoff::Jitter;
+pub use manual::{ManualDecision, ManualRequest, Selection, MANUAL_RULE};
 use plan::Plan;
 use skew::{Mismatch, SkewEstimate, SkewTracker, NO_SKEW};
 pub use status::AccountStatus;
@@ -52,6 +55,14 @@ const MIN_LATE_WARNING: TimeDelta = TimeDelta::seconds(5);
 
 /// A change of the clock-skew lower bound that re-times every tracked call.
 const SKEW_REEVALUATE: TimeDelta = TimeDelta::milliseconds(20);
+
+/// How many consecutive complete lists must leave a tracked call out before
+/// it is taken as ended.
+const MISSING_POLLS_TO_END: u8 = 2;
+
+/// How many calls must break the new-call age bound at once before the
+/// whole account is timed from first sight (fewer are timed so alone).
+const OUTLIERS_FOR_FALLBACK: usize = 3;
 
 /// How many upcoming deadlines `/status` lists.
 const STATUS_DEADLINES: usize = 20;
@@ -139,6 +150,14 @@ pub enum Command {
         /// Answer: whether the engine tracks the call.
         reply: oneshot::Sender<bool>,
     },
+    /// End calls now on an operator's or external trigger's request;
+    /// replies with a decision per call this engine tracks.
+    Hangup {
+        /// The request.
+        request: Box<ManualRequest>,
+        /// Answer: the decisions.
+        reply: oneshot::Sender<Vec<ManualDecision>>,
+    },
     /// Let the batch held by the breaker through once (SIGUSR1).
     ReleaseBreaker,
     /// New rules and settings after a successful reload.
@@ -157,6 +176,8 @@ enum Purpose {
     Enforce,
     /// A rule-level dry-run rule's own deadline.
     DryRunRule(usize),
+    /// A manual hangup (its job waits in `manual_jobs`).
+    Manual,
 }
 
 /// Why details are being fetched.
@@ -194,6 +215,10 @@ enum Event {
     },
     Probed {
         result: Result<Fetched<Result<(), ApiError>>, ApiError>,
+    },
+    IntentLost {
+        job: Job,
+        error: audit::WriteError,
     },
 }
 
@@ -276,6 +301,12 @@ pub struct Engine<A: VobizApi> {
     details_in_flight: usize,
     list_in_flight: bool,
     live: HashSet<CallUuid>,
+    /// Tracked calls missing from the latest complete list(s), and how many
+    /// lists in a row left them out.
+    missing: HashMap<CallUuid, u8>,
+    /// Calls whose detail answers were malformed: failures in a row, and
+    /// when they may be read again.
+    detail_backoff: HashMap<CallUuid, (u32, DateTime<Utc>)>,
     last_poll: Option<DateTime<Utc>>,
     last_poll_error: Option<String>,
 
@@ -287,10 +318,16 @@ pub struct Engine<A: VobizApi> {
     dry_done: HashSet<(CallUuid, usize)>,
     pardons: HashMap<CallUuid, Option<DateTime<Utc>>>,
 
+    /// Calls beyond the cap of a fraud-guard rule.
+    caps: caps::Caps,
+    /// Manual hangups waiting for their re-read.
+    manual_jobs: HashMap<CallUuid, Job>,
+
     breaker_open: bool,
     held: HashSet<CallUuid>,
     overridden: HashSet<CallUuid>,
-    recent_fires: VecDeque<DateTime<Utc>>,
+    /// Calls fired by the breaker-guarded timers, with when.
+    recent_fires: VecDeque<(DateTime<Utc>, CallUuid)>,
 
     remembered: HashMap<String, memory::Remembered>,
     memory_dirty: bool,
@@ -369,6 +406,8 @@ impl<A: VobizApi> Engine<A> {
             details_in_flight: 0,
             list_in_flight: false,
             live: HashSet::new(),
+            missing: HashMap::new(),
+            detail_backoff: HashMap::new(),
             last_poll: None,
             last_poll_error: None,
             busy: HashSet::new(),
@@ -376,6 +415,8 @@ impl<A: VobizApi> Engine<A> {
             warned: HashSet::new(),
             dry_done: HashSet::new(),
             pardons: HashMap::new(),
+            caps: caps::Caps::default(),
+            manual_jobs: HashMap::new(),
             breaker_open: false,
             held: HashSet::new(),
             overridden: HashSet::new(),
@@ -391,6 +432,14 @@ impl<A: VobizApi> Engine<A> {
             once: None,
         };
         engine.publish_rules();
+        // Every per-account gauge exists from the start, so alerts and
+        // dashboards see 0 rather than no series.
+        let metrics = &engine.shared.metrics;
+        let label = engine.label();
+        metrics.api_unauthorized.get_or_create(&label).set(0);
+        metrics.breaker_open.get_or_create(&label).set(0);
+        metrics.clock_mismatch.get_or_create(&label).set(0);
+        metrics.live_calls.get_or_create(&label).set(0);
         engine
     }
 
@@ -465,12 +514,11 @@ impl<A: VobizApi> Engine<A> {
             .chain(self.bypass_timers.pop_due(now))
             .map(|(uuid, _)| uuid)
             .collect();
-        let subject = due
-            .iter()
-            .filter(|uuid| !self.bypasses_breaker(uuid))
-            .count();
-        if breaker::exceeds_limits(subject, self.live.len(), &self.settings.safety) {
-            self.trip_breaker(subject);
+        let subject = due.iter().filter(|uuid| !self.bypasses_breaker(uuid));
+        let live: HashSet<&CallUuid> = self.live.iter().collect();
+        let counts = breaker::count(subject, &live);
+        if breaker::exceeds_limits(counts, &self.settings.safety) {
+            self.trip_breaker(counts);
         }
         for (key, _) in self.dry_timers.pop_due(now) {
             let (uuid, rule) = key;
@@ -537,6 +585,7 @@ impl<A: VobizApi> Engine<A> {
             match tokio::time::timeout_at(deadline, self.events_rx.recv()).await {
                 Ok(Some(event)) => match event {
                     Event::HungUp { job, results } => self.on_hung_up(job, results),
+                    Event::IntentLost { job, error } => self.on_intent_lost(job, error),
                     Event::Reread { uuid, .. } => {
                         self.busy.remove(&uuid);
                     }
@@ -573,6 +622,7 @@ impl<A: VobizApi> Engine<A> {
             Event::HungUp { job, results } => self.on_hung_up(job, results),
             Event::Spoke { job, result } => self.on_spoke(job, result),
             Event::Probed { result } => self.on_probed(result),
+            Event::IntentLost { job, error } => self.on_intent_lost(job, error),
         }
     }
 }

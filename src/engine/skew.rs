@@ -280,7 +280,8 @@ impl std::fmt::Display for Mismatch {
 }
 
 /// Checks one call's local start/answer instants for a clock or zone
-/// mismatch (SPEC §4). `new_since` is the local time of the previous
+/// mismatch (start in the future, or older than the time since the previous
+/// poll allows). `new_since` is the local time of the previous
 /// successful poll when the call was absent from it.
 pub fn check_mismatch(
     started: Option<DateTime<Utc>>,

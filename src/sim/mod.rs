@@ -1,5 +1,5 @@
-//! The bundled Vobiz API simulator (`callwarden sim`, SPEC §6): the call
-//! endpoints of `vobiz-api.md` with the same auth, status codes and JSON,
+//! The bundled Vobiz API simulator (`callwarden sim`, docs/simulator.md):
+//! the Vobiz call endpoints with the same auth, status codes and JSON,
 //! plus a control API under `/_sim/` for tests and demos.
 //!
 //! - [`state`]: accounts, calls, the request log, the seeded RNG.

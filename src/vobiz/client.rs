@@ -46,7 +46,7 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// A config with the SPEC defaults (10 s timeout, 10 req/s, 8 concurrent, UTC, 30 s backoff cap).
+    /// A config with the documented defaults (10 s timeout, 10 req/s, 8 concurrent, UTC, 30 s backoff cap).
     pub fn new(
         base_url: impl Into<String>,
         auth_id: impl Into<String>,
@@ -103,6 +103,8 @@ struct Inner {
     /// always free for enforcement.
     discovery_permits: Semaphore,
     pause: Pause,
+    /// The previous answer's skipped entries, per list (`live`, `queued`).
+    skipped: std::sync::Mutex<std::collections::HashMap<String, parse::SkippedEntries>>,
 }
 
 impl fmt::Debug for Client {
@@ -189,6 +191,7 @@ impl Client {
                     config.max_concurrent_requests.saturating_sub(1).max(1),
                 ),
                 pause: Pause::default(),
+                skipped: std::sync::Mutex::default(),
             }),
         })
     }
@@ -355,7 +358,31 @@ impl Client {
             )
             .await?;
         expect_status(&answer, &[200])?;
-        Ok(answer.fetched(parse::parse_call_list(&answer.body)?))
+        let list = parse::parse_call_list_entries(&answer.body)?;
+        self.report_skipped(status, &list);
+        Ok(answer.fetched(list.uuids))
+    }
+
+    /// Warns about invalid list entries once, when they first appear, with
+    /// the count of all of them; not again at every poll.
+    fn report_skipped(&self, status: &str, list: &parse::CallList) {
+        let Ok(mut skipped) = self.inner.skipped.lock() else {
+            return;
+        };
+        if list.skipped == 0 && !skipped.contains_key(status) {
+            return;
+        }
+        let fresh = skipped.entry(status.to_owned()).or_default().fresh(list);
+        if let Some(first) = fresh.first() {
+            tracing::warn!(
+                auth_id = %self.inner.auth_id,
+                list = status,
+                skipped = list.skipped,
+                new = fresh.len(),
+                first = %self.scrub(first),
+                "skipping invalid entries in the call list (each is reported once, when it first appears)"
+            );
+        }
     }
 
     async fn get_detail(
