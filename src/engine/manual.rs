@@ -229,7 +229,7 @@ impl<A: VobizApi> Engine<A> {
         limit: Option<usize>,
         now: DateTime<Utc>,
     ) -> Vec<CallUuid> {
-        let skew = self.skew.unwrap_or(NO_SKEW);
+        let skew = self.skew_now().unwrap_or(NO_SKEW);
         let mismatch = self.mismatch.is_some();
         let older_than = older_than.and_then(|d| TimeDelta::from_std(d).ok());
         let mut found: Vec<(DateTime<Utc>, CallUuid)> = self
