@@ -61,6 +61,16 @@ pub struct OpenState {
     _lock: StateLock,
 }
 
+impl OpenState {
+    /// Waits until every audit record queued so far is on disk: the last
+    /// step before exiting.
+    pub async fn flush_audit(&self) {
+        if let Err(error) = self.shared.audit.flush().await {
+            tracing::error!(%error, "cannot flush the audit log on exit");
+        }
+    }
+}
+
 /// Locks `[state] dir`, opens and replays its audit log: the start of
 /// `run`, `once` and `demo` alike.
 pub fn open_state(
@@ -70,7 +80,11 @@ pub fn open_state(
 ) -> anyhow::Result<OpenState> {
     let dir = &config.state_dir;
     let lock = lock_state_dir(dir)?;
-    let audit = AuditLog::open(dir)
+    let options = audit::Options {
+        health: metrics.audit.clone(),
+        ..audit::Options::default()
+    };
+    let audit = AuditLog::open_with(dir, options)
         .with_context(|| format!("cannot open the audit log in {}", dir.display()))?;
     let replay = audit::replay(dir).context("cannot read the audit log")?;
     if replay.bad_lines > 0 {
@@ -274,6 +288,7 @@ pub async fn run(config_path: PathBuf, options: RunOptions) -> anyhow::Result<()
     for engine in engines {
         let _ = engine.await;
     }
+    state.flush_audit().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -375,15 +375,7 @@ impl<A: VobizApi> Engine<A> {
             }
         }
         let reason = job.reason.clone();
-        if let Err(error) = self.audit(&job, AuditEvent::Intent, None, 0, &reason) {
-            // Nothing is done that is not on disk first.
-            tracing::error!(account = %self.account, call = %uuid, %error,
-                "cannot write the audit log: not hanging up; trying again later");
-            let retry_at =
-                now + TimeDelta::from_std(self.settings.retry.max_backoff).unwrap_or_default();
-            self.reschedule_enforce(uuid, retry_at);
-            return;
-        }
+        let durable = self.audit_intent(&job, &reason);
         if dry_run {
             if purpose == Purpose::Enforce {
                 self.finish(uuid, purpose);
@@ -394,17 +386,28 @@ impl<A: VobizApi> Engine<A> {
             return;
         }
         self.overridden.remove(uuid);
-        self.hang_up_targets(job, targets);
+        self.hang_up_targets(job, targets, durable);
     }
 
-    /// Sends the DELETEs of one decided hangup (its intent already durable).
-    pub(super) fn hang_up_targets(&mut self, job: Job, targets: Vec<CallUuid>) {
+    /// Sends the DELETEs of one decided hangup once its intent is durable.
+    pub(super) fn hang_up_targets(
+        &mut self,
+        job: Job,
+        targets: Vec<CallUuid>,
+        durable: audit::Durable,
+    ) {
         self.busy.insert(job.uuid.clone());
         let api = Arc::clone(&self.api);
         let metrics = Arc::clone(&self.shared.metrics);
         let retrier = Arc::clone(&self.retrier);
         let tx = self.events_tx.clone();
         tokio::spawn(async move {
+            // Nothing is done that is not on disk first; only this hangup
+            // waits for it.
+            if let Err(error) = durable.await {
+                let _ = tx.send(Event::IntentLost { job, error });
+                return;
+            }
             let mut results = Vec::with_capacity(targets.len());
             for target in targets {
                 let result = actions::hang_up(&*api, &target, &retrier, &metrics).await;
@@ -416,6 +419,16 @@ impl<A: VobizApi> Engine<A> {
             }
             let _ = tx.send(Event::HungUp { job, results });
         });
+    }
+
+    /// The intent of a hangup did not reach the disk: no DELETE was sent.
+    pub(super) fn on_intent_lost(&mut self, job: Job, error: audit::WriteError) {
+        self.busy.remove(&job.uuid);
+        tracing::error!(account = %self.account, call = %job.uuid, rule = %job.rule, %error,
+            "the hangup intent is not on disk: not hanging up; trying again later");
+        let retry_at =
+            self.now() + TimeDelta::from_std(self.settings.poll_interval).unwrap_or_default();
+        self.reschedule_enforce(&job.uuid, retry_at);
     }
 
     /// Which legs a hangup of `call` would end, with the safety checks.

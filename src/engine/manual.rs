@@ -197,9 +197,8 @@ impl<A: VobizApi> Engine<A> {
             if dry_run {
                 job.dry_run = true;
                 let reason = job.reason.clone();
-                if let Err(error) = self.audit(&job, AuditEvent::Intent, None, 0, &reason) {
-                    tracing::error!(account = %self.account, call = %uuid, %error, "cannot write the audit log");
-                }
+                // A dry-run intent is not waited for: nothing is done on it.
+                drop(self.audit_intent(&job, &reason));
                 tracing::info!(account = %self.account, call = %uuid, rule = MANUAL_RULE,
                     outcome = "dry_run", dry_run = true, "would hang up");
                 self.audit_outcome(&job, AuditEvent::Outcome, Outcome::DryRun, 0, &reason);
@@ -315,13 +314,8 @@ impl<A: VobizApi> Engine<A> {
             }
         };
         let reason = job.reason.clone();
-        if let Err(error) = self.audit(&job, AuditEvent::Intent, None, 0, &reason) {
-            // Nothing is done that is not on disk first.
-            tracing::error!(account = %self.account, call = %uuid, %error,
-                "cannot write the audit log: not hanging up; trying again later");
-            return;
-        }
-        self.hang_up_targets(job, targets);
+        let durable = self.audit_intent(&job, &reason);
+        self.hang_up_targets(job, targets, durable);
     }
 
     /// A manual hangup whose re-read failed: audited, not retried.

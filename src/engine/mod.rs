@@ -212,6 +212,10 @@ enum Event {
         job: Job,
         result: Result<(), ApiError>,
     },
+    IntentLost {
+        job: Job,
+        error: audit::WriteError,
+    },
 }
 
 struct Listing {
@@ -568,6 +572,7 @@ impl<A: VobizApi> Engine<A> {
             match tokio::time::timeout_at(deadline, self.events_rx.recv()).await {
                 Ok(Some(event)) => match event {
                     Event::HungUp { job, results } => self.on_hung_up(job, results),
+                    Event::IntentLost { job, error } => self.on_intent_lost(job, error),
                     Event::Reread { uuid, .. } => {
                         self.busy.remove(&uuid);
                     }
@@ -603,6 +608,7 @@ impl<A: VobizApi> Engine<A> {
             } => self.on_reread(uuid, purpose, result),
             Event::HungUp { job, results } => self.on_hung_up(job, results),
             Event::Spoke { job, result } => self.on_spoke(job, result),
+            Event::IntentLost { job, error } => self.on_intent_lost(job, error),
         }
     }
 }
