@@ -161,6 +161,20 @@ format = "{log_format}"
             .collect()
     }
 
+    /// Audit records about one call, once `done` holds for them: records
+    /// reach the file after the action they describe, written by the
+    /// group-commit writer. Gives up after [`LIMIT`] and returns what is there.
+    pub async fn wait_audit_of(&self, uuid: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + LIMIT;
+        loop {
+            let records = self.audit_of(uuid);
+            if done(&records) || tokio::time::Instant::now() >= deadline {
+                return records;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Audit records about one call.
     pub fn audit_of(&self, uuid: &str) -> Vec<Value> {
         self.audit()
