@@ -243,7 +243,9 @@ pub async fn run(config_path: PathBuf, options: RunOptions) -> anyhow::Result<()
             clock: Arc::clone(&clock),
             api_token: config.http.api_token.clone(),
             global_dry_run: config.enforce.dry_run,
-            hangups: Arc::default(),
+            hangups: Arc::new(crate::manual::Requests::acted_on(
+                state.replay.request_ids.iter().cloned(),
+            )),
         };
         let mut stop = stop_rx.clone();
         let config_max_connections = config.http.max_connections;

@@ -324,6 +324,31 @@ async fn a_replayed_request_id_does_not_act_twice() {
     wait_ended(&sim, &later).await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_id_acted_on_before_a_restart_does_not_act_again() {
+    let sim = default_sim();
+    let first = add_calls(&sim, json!([outbound(60.0, "+88216000001")])).await;
+    let setup = Setup::new(&sim, &[("quiet.toml", QUIET)], Knobs::default());
+    let mut daemon = Daemon::start(&setup).await;
+    wait_tracked(&daemon, &first).await;
+    let body = json!({"match": {"to": "+882*"}, "reason": "fraud alert", "request_id": "alert-9"});
+    let (code, _) = post_hangup(daemon.addr, body.clone(), None).await;
+    assert_eq!(code, 202);
+    wait_ended(&sim, &first).await;
+    daemon.signal(libc::SIGTERM);
+    daemon.wait_exit(LIMIT).await.expect("daemon stops");
+
+    let later = add_calls(&sim, json!([outbound(5.0, "+88216000002")])).await;
+    let daemon = Daemon::start(&setup).await;
+    wait_tracked(&daemon, &later).await;
+    let (code, replay) = post_hangup(daemon.addr, body, None).await;
+    assert_eq!(code, 202, "{replay}");
+    assert_eq!(replay["replayed"], true, "{replay}");
+    wait_polls(&sim, 2).await;
+    assert!(!ended(&sim, &later[0]), "the replay after a restart acted");
+    assert_eq!(deletes(&sim).await, first);
+}
+
 /// Rewrites the setup's config with `edit` applied.
 fn edit_config(setup: &Setup, knobs: &Knobs, edit: impl Fn(String) -> String) {
     std::fs::write(setup.config_path(), edit(setup.config_text(knobs))).expect("config");

@@ -43,7 +43,7 @@ use crate::vobiz::{Error as ApiError, Fetched, SpeakLegs, VobizApi};
 
 use actions::{HangupResult, Retrier};
 use backoff::Jitter;
-pub use manual::{ManualDecision, ManualRequest, Selection, MANUAL_RULE};
+pub use manual::{is_refusal, ManualDecision, ManualRequest, Selection, MANUAL_RULE};
 use plan::Plan;
 use skew::{Mismatch, SkewEstimate, SkewTracker, NO_SKEW};
 pub use status::AccountStatus;
