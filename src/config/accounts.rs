@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::diagnostic::{Diagnostic, FileDiagnostics};
+use super::diagnostic::{Diagnostic, FileDiagnostics, Severity};
 use super::environment::Environment;
-use super::files::{policy_paths, read_token_file, resolve};
+use super::files::{policy_paths, read_secret, read_token_file, resolve};
 use super::load::keys_in;
 use super::walk::{Reader, Table};
 use crate::vobiz::Secret;
@@ -22,12 +22,23 @@ pub(super) struct RawAccount {
     pub(super) policies: Option<Vec<PathBuf>>,
 }
 
-/// A systemd credential, when present.
-fn read_credential(env: &Environment, name: &str) -> Option<Secret> {
+/// A systemd credential, when present; a present but unusable one is an error.
+fn read_credential(env: &Environment, name: &str, extra: &mut Vec<Diagnostic>) -> Option<Secret> {
     let path = env.credentials_directory.as_ref()?.join(name);
-    let text = std::fs::read_to_string(path).ok()?;
-    let token = text.trim();
-    (!token.is_empty()).then(|| Secret::new(token))
+    if std::fs::symlink_metadata(&path).is_err() {
+        return None;
+    }
+    match read_secret(&path) {
+        Ok(token) => Some(token),
+        Err(message) => {
+            extra.push(Diagnostic::file_level(
+                &path,
+                Severity::Error,
+                format!("credential `{name}`: {message}"),
+            ));
+            None
+        }
+    }
 }
 
 /// Every account of the config: the single `default` one (from `[api]` and
@@ -71,7 +82,7 @@ pub(super) fn read_accounts(
             .as_ref()
             .map(|t| Secret::new(t.trim()))
             .or(file_token)
-            .or_else(|| read_credential(env, CREDENTIAL_NAME));
+            .or_else(|| read_credential(env, CREDENTIAL_NAME, extra));
         return vec![RawAccount {
             name: "default".into(),
             auth_id,
@@ -151,7 +162,7 @@ pub(super) fn read_accounts(
             .and_then(|(path, span)| {
                 read_token_file(&resolve(base_dir, path), span, r.diags, extra)
             })
-            .or_else(|| read_credential(env, &format!("{CREDENTIAL_NAME}-{name}")));
+            .or_else(|| read_credential(env, &format!("{CREDENTIAL_NAME}-{name}"), extra));
         let policies = r
             .entry(table, "policies")
             .is_some()

@@ -43,6 +43,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "state.dir",
     "http.listen",
     "http.allow_remote_pardon",
+    "http.max_connections",
     "http.api_token_file",
     "log.format",
     "account.name",

@@ -16,7 +16,7 @@ use super::{
     ApiSettings, EnforceSettings, HttpSettings, LogFormat, RetrySettings, SafetySettings,
     DEFAULT_POLL_INTERVAL, DEFAULT_STATE_DIR,
 };
-use crate::call::normalize_number;
+use crate::call::{number_digits, NumberDigits};
 
 /// Every global setting of the config file.
 pub(super) struct Settings {
@@ -241,16 +241,14 @@ fn read_safety(r: &mut Reader<'_>, doc: &Table<'_>) -> SafetySettings {
             }
             let mut numbers = Vec::new();
             for (raw, span) in list {
-                let digits = normalize_number(&raw);
-                if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
-                    r.diags.error(
+                match number_digits(&raw) {
+                    NumberDigits::Digits(digits) => numbers.push(digits),
+                    NumberDigits::Doubtful | NumberDigits::NotNumber => r.diags.error(
                         span,
                         format!(
                             "protected number `{raw}` is not a phone number (digits, optional `+`)"
                         ),
-                    );
-                } else {
-                    numbers.push(digits);
+                    ),
                 }
             }
             numbers
@@ -316,6 +314,16 @@ fn read_http(
         allow_remote_pardon: http_t
             .and_then(|t| r.boolean(t, "allow_remote_pardon"))
             .unwrap_or(default.allow_remote_pardon),
+        // At most 1,024, so the listener alone can never use up the
+        // process's descriptors (the unit allows 4,096).
+        max_connections: integer_or(
+            r,
+            http_t,
+            "max_connections",
+            default.max_connections as i64,
+            1,
+            1024,
+        ) as usize,
         api_token,
     }
 }

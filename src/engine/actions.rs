@@ -84,11 +84,7 @@ pub async fn reread<A: VobizApi>(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let result = if queued {
-            api.get_queued(uuid).await
-        } else {
-            api.get_live(uuid).await
-        };
+        let result = api.reread(uuid, queued).await;
         match result {
             Err(error) if error.is_retryable() && attempts < retrier.settings.max_attempts => {
                 retrier.wait(attempts, &error).await;
@@ -112,7 +108,7 @@ pub async fn hang_up<A: VobizApi>(api: &A, uuid: &CallUuid, retrier: &Retrier) -
         if answer_lost {
             rereads += 1;
             let attempts = deletes + rereads;
-            let result = api.get_live(uuid).await;
+            let result = api.reread(uuid, false).await;
             match result {
                 Ok(_) => answer_lost = false,
                 Err(Error::NotFound) => {

@@ -4,6 +4,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+
 use crate::call::{Call, CallUuid};
 use crate::metrics::Metrics;
 
@@ -53,6 +55,20 @@ impl<A: VobizApi> VobizApi for Metered<A> {
 
     async fn get_queued(&self, uuid: &CallUuid) -> Result<Fetched<Call>, Error> {
         self.count("detail", self.inner.get_queued(uuid)).await
+    }
+
+    async fn probe(&self, at: DateTime<Utc>) -> Result<Fetched<Result<(), Error>>, Error> {
+        let result = self.inner.probe(at).await;
+        // Counted by the status the answer carried, not by its arrival.
+        match &result {
+            Ok(fetched) => self.metrics.api_request("probe", &fetched.value),
+            Err(error) => self.metrics.api_request::<()>("probe", &Err(error.clone())),
+        }
+        result
+    }
+
+    async fn reread(&self, uuid: &CallUuid, queued: bool) -> Result<Fetched<Call>, Error> {
+        self.count("detail", self.inner.reread(uuid, queued)).await
     }
 
     async fn get_cdr(&self, uuid: &CallUuid) -> Result<Fetched<Cdr>, Error> {
