@@ -16,7 +16,7 @@ use crate::call::{Call, CallUuid};
 use crate::config::{Config, Environment};
 use crate::engine::status::CallStatus as DaemonCall;
 use crate::http::StatusDocument;
-use crate::policy::{self, ExplainSettings, Policy, Timeline};
+use crate::policy::{self, Policy, Timeline};
 use crate::startup;
 use crate::vobiz::{self, VobizApi};
 
@@ -279,7 +279,7 @@ fn explain_one(
         account,
         &timeline,
         now,
-        &ExplainSettings::from_config(config),
+        &config.explain_settings(),
         beyond,
     )
 }

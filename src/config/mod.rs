@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::policy::Policy;
+use crate::policy::{ExplainSettings, Policy};
 use crate::vobiz::Secret;
 
 pub use accounts::CREDENTIAL_NAME;
@@ -83,5 +83,15 @@ impl Config {
             .find(|a| a.name == account)
             .map(|a| Arc::clone(&a.policy))
             .unwrap_or_default()
+    }
+
+    /// What `explain` needs from `[enforce]` and `[safety]`; built here so
+    /// that `policy` stays free of the config it is loaded by.
+    pub fn explain_settings(&self) -> ExplainSettings<'_> {
+        ExplainSettings {
+            grace: self.enforce.grace,
+            global_dry_run: self.enforce.dry_run,
+            protected_numbers: &self.safety.protected_numbers,
+        }
     }
 }
