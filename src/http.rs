@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::call::CallUuid;
 use crate::clock::SharedClock;
-use crate::engine::{AccountStatus, Command};
+use crate::engine::{AccountStatus, Command, PardonReply, MAX_UNTRACKED_PARDONS};
 use crate::metrics::Metrics;
 
 /// One account's engine as the listener sees it.
@@ -423,6 +423,7 @@ async fn pardon(
         },
     };
     let mut tracked = false;
+    let mut refused = false;
     for account in &state.accounts {
         let (reply, answer) = oneshot::channel();
         let command = Command::Pardon {
@@ -431,8 +432,23 @@ async fn pardon(
             reply,
         };
         if account.commands.send(command).await.is_ok() {
-            tracked |= answer.await.unwrap_or(false);
+            match answer.await {
+                Ok(PardonReply::Tracked) => tracked = true,
+                Ok(PardonReply::Refused) => refused = true,
+                Ok(PardonReply::Untracked) | Err(_) => {}
+            }
         }
+    }
+    if refused && !tracked {
+        let retry_after = state.poll_interval.as_secs().max(1).to_string();
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, retry_after)],
+            format!(
+                "too many pardons of calls callwarden does not track (at most {MAX_UNTRACKED_PARDONS} until the next poll); try again later\n"
+            ),
+        )
+            .into_response();
     }
     let body = serde_json::json!({
         "call_uuid": uuid.as_str(),
