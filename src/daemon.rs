@@ -243,14 +243,18 @@ pub async fn run(config_path: PathBuf, options: RunOptions) -> anyhow::Result<()
             clock: Arc::clone(&clock),
             api_token: config.http.api_token.clone(),
             global_dry_run: config.enforce.dry_run,
-            hangups: Arc::default(),
+            hangups: Arc::new(crate::manual::Requests::acted_on(
+                state.replay.request_ids.iter().cloned(),
+            )),
         };
         let mut stop = stop_rx.clone();
+        let config_max_connections = config.http.max_connections;
         tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stop.wait_for(|stopped| *stopped).await;
             };
-            if let Err(error) = http::serve(listener, state, shutdown).await {
+            let limits = http::ListenerLimits::new(config_max_connections);
+            if let Err(error) = http::serve(listener, state, limits, shutdown).await {
                 tracing::error!(%error, "status listener failed");
             }
         });

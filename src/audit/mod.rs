@@ -127,6 +127,9 @@ pub struct Replay {
     pub pending: HashSet<(String, String)>,
     /// Lines that were not valid records (e.g. torn by a crash).
     pub bad_lines: usize,
+    /// The `request_id`s of manual hangups already acted on: a replay of
+    /// one after a restart must not act again.
+    pub request_ids: HashSet<String>,
 }
 
 /// The append-only audit log: a handle on its writer thread.
@@ -359,12 +362,23 @@ pub fn read_all(dir: &Path) -> io::Result<(Vec<Record>, usize)> {
     Ok((records, bad))
 }
 
+/// The `request_id` a manual hangup's reason ends with, if it has one
+/// (`... (request_id ID)`, as the engine writes it).
+pub fn manual_request_id(reason: &str) -> Option<String> {
+    let (_, rest) = reason.rsplit_once(" (request_id ")?;
+    rest.strip_suffix(')').map(str::to_owned)
+}
+
 /// Replays the log in `dir`: which calls were hung up, which intents are open.
 pub fn replay(dir: &Path) -> io::Result<Replay> {
     let (records, bad_lines) = read_all(dir)?;
     let mut open: HashMap<(String, String), usize> = HashMap::new();
     let mut hung_up = HashSet::new();
+    let mut request_ids = HashSet::new();
     for record in records {
+        if record.rule.as_deref() == Some(crate::engine::MANUAL_RULE) {
+            request_ids.extend(manual_request_id(&record.reason));
+        }
         let key = (record.account.clone(), record.call_uuid.clone());
         match record.event {
             Event::Intent if !record.dry_run => {
@@ -390,6 +404,7 @@ pub fn replay(dir: &Path) -> io::Result<Replay> {
         hung_up,
         pending,
         bad_lines,
+        request_ids,
     })
 }
 
@@ -436,6 +451,18 @@ mod tests {
         assert!(replay.pending.contains(&("default".into(), "b".into())));
         assert!(!replay.pending.contains(&("default".into(), "a".into())));
         assert_eq!(replay.bad_lines, 1);
+    }
+
+    #[test]
+    fn manual_request_ids_are_read_back_from_reasons() {
+        let reason = "manual hangup requested by 127.0.0.1: fraud (x) (request_id alert-1)";
+        assert_eq!(manual_request_id(reason).as_deref(), Some("alert-1"));
+        let protected = format!("leg a has protected number 911; {reason}");
+        assert_eq!(manual_request_id(&protected).as_deref(), Some("alert-1"));
+        assert_eq!(
+            manual_request_id("manual hangup requested by 127.0.0.1: fraud"),
+            None
+        );
     }
 
     #[test]

@@ -10,7 +10,8 @@ impl<A: VobizApi> Engine<A> {
         tracked: &Tracked,
         now: DateTime<Utc>,
     ) -> policy::Evaluation {
-        let timeline = tracked.timeline(self.skew.unwrap_or(NO_SKEW), self.mismatch.is_some());
+        let timeline =
+            tracked.timeline(self.skew_now().unwrap_or(NO_SKEW), self.mismatch.is_some());
         let mut evaluation = policy::evaluate(
             &self.policy,
             &tracked.call,
@@ -31,7 +32,7 @@ impl<A: VobizApi> Engine<A> {
     pub(super) fn check_caps(&mut self) {
         let now = self.now();
         let selected: Vec<(CallUuid, usize)> = if self.policy.has_concurrency_rules() {
-            let skew = self.skew.unwrap_or(NO_SKEW);
+            let skew = self.skew_now().unwrap_or(NO_SKEW);
             let mismatch = self.mismatch.is_some();
             // Calls hung up but still listed hold no place in a group: a
             // newer call must not be ended for them.

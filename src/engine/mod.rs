@@ -17,6 +17,7 @@ mod enforce;
 mod manual;
 pub mod memory;
 pub mod plan;
+mod prober;
 mod report;
 mod safety;
 pub mod skew;
@@ -42,9 +43,9 @@ use crate::vobiz::{Error as ApiError, Fetched, SpeakLegs, VobizApi};
 
 use actions::{HangupResult, Retrier};
 use backoff::Jitter;
-pub use manual::{ManualDecision, ManualRequest, Selection, MANUAL_RULE};
+pub use manual::{is_refusal, ManualDecision, ManualRequest, Selection, MANUAL_RULE};
 use plan::Plan;
-use skew::{Mismatch, SkewEstimate, NO_SKEW};
+use skew::{Mismatch, SkewEstimate, SkewTracker, NO_SKEW};
 pub use status::AccountStatus;
 use timers::TimerQueue;
 pub use tracker::Tracked;
@@ -90,12 +91,12 @@ pub struct Settings {
 impl Settings {
     /// How many detail reads may wait on the budget at once.
     ///
-    /// Every request of the account shares one token bucket served in
-    /// arrival order, so each read already queued delays the next re-read or
-    /// DELETE of a due call by one token. Under a tight budget a single read
-    /// in flight uses the whole budget anyway (each waits for its token, then
-    /// takes milliseconds), so keep about a tenth of a second of reads
-    /// queued: discovery keeps its pace and a hangup waits at most that long.
+    /// Enforcement requests overtake waiting reads in the token bucket, but
+    /// a poll's list read waits in the same queue as the reads. Under
+    /// a tight budget a single read in flight uses the whole budget anyway
+    /// (each waits for its token, then takes milliseconds), so keep about a
+    /// tenth of a second of reads queued: discovery keeps its pace and the
+    /// next poll is not held up behind a long queue of reads.
     pub fn detail_concurrency(&self) -> usize {
         let limit = self.max_concurrent_requests.max(1);
         match self.max_requests_per_second {
@@ -228,6 +229,9 @@ enum Event {
         job: Job,
         result: Result<(), ApiError>,
     },
+    Probed {
+        result: Result<Fetched<Result<(), ApiError>>, ApiError>,
+    },
     IntentLost {
         job: Job,
         error: audit::WriteError,
@@ -348,7 +352,10 @@ pub struct Engine<A: VobizApi> {
     memory_writes: Arc<Mutex<u64>>,
     memory_generation: u64,
 
-    skew: Option<SkewEstimate>,
+    skew: SkewTracker,
+    /// The skew lower bound the tracked calls were last timed with.
+    skew_evaluated_low: Option<TimeDelta>,
+    probes_in_flight: usize,
     mismatch: Option<Mismatch>,
     unhealthy: Option<String>,
 
@@ -433,7 +440,9 @@ impl<A: VobizApi> Engine<A> {
             held: HashSet::new(),
             overridden: HashSet::new(),
             recent_fires: VecDeque::new(),
-            skew: None,
+            skew: SkewTracker::default(),
+            skew_evaluated_low: None,
+            probes_in_flight: 0,
             mismatch: None,
             unhealthy: None,
             events_tx,
@@ -631,6 +640,7 @@ impl<A: VobizApi> Engine<A> {
             } => self.on_reread(uuid, purpose, result),
             Event::HungUp { job, results } => self.on_hung_up(job, results),
             Event::Spoke { job, result } => self.on_spoke(job, result),
+            Event::Probed { result } => self.on_probed(result),
             Event::IntentLost { job, error } => self.on_intent_lost(job, error),
         }
     }
