@@ -1,39 +1,119 @@
-//! The breaker: when more hangups fall due within one poll
-//! interval than the safety limits allow, hold them all.
+//! The breaker: when more hangups fall due within one poll interval than the
+//! safety limits allow, hold them all.
+//!
+//! Each call counts once however many times it fired, was held or is
+//! scheduled in the interval, and the share is taken of the fleet the
+//! interval saw (the live calls plus those already ended in it), so it can
+//! never exceed 100 %.
+
+use std::collections::HashSet;
+use std::hash::Hash;
 
 use crate::config::SafetySettings;
 
-/// Whether `due` hangups among `live` calls exceed the safety limits.
-pub fn exceeds_limits(due: usize, live: usize, safety: &SafetySettings) -> bool {
-    if due > safety.max_hangups_per_cycle {
+/// What the breaker judges: calls due in the interval, and the fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Distinct calls fired in the last interval, held, or due in the next.
+    pub due: usize,
+    /// Distinct calls the interval saw: live now, or due (fired and ended).
+    pub fleet: usize,
+}
+
+/// Counts `due` (with repeats) against the `live` calls.
+pub fn count<K: Eq + Hash>(due: impl IntoIterator<Item = K>, live: &HashSet<K>) -> Counts {
+    let due: HashSet<K> = due.into_iter().collect();
+    let gone = due.iter().filter(|call| !live.contains(*call)).count();
+    Counts {
+        due: due.len(),
+        fleet: live.len() + gone,
+    }
+}
+
+/// Whether the counts exceed the safety limits. `max_hangups_percent = 100`
+/// turns the share rule off (every call of the fleet may end at once).
+pub fn exceeds_limits(counts: Counts, safety: &SafetySettings) -> bool {
+    if counts.due > safety.max_hangups_per_cycle {
         return true;
     }
-    live >= safety.breaker_min_live_calls
-        && live > 0
-        && (due as u128) * 100 > u128::from(safety.max_hangups_percent) * live as u128
+    let percent = u128::from(safety.max_hangups_percent);
+    percent < 100
+        && counts.fleet >= safety.breaker_min_live_calls
+        && counts.fleet > 0
+        && (counts.due as u128) * 100 > percent * counts.fleet as u128
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
-    fn safety() -> SafetySettings {
+    fn safety(max_hangups_percent: u32) -> SafetySettings {
         SafetySettings {
             protected_numbers: vec![],
             max_hangups_per_cycle: 100,
-            max_hangups_percent: 50,
+            max_hangups_percent,
             breaker_min_live_calls: 20,
         }
     }
 
+    fn counts(due: usize, fleet: usize) -> Counts {
+        Counts { due, fleet }
+    }
+
     #[test]
     fn count_and_share_limits() {
-        let s = safety();
-        assert!(!exceeds_limits(100, 1000, &s));
-        assert!(exceeds_limits(101, 1000, &s));
-        assert!(!exceeds_limits(10, 20, &s));
-        assert!(exceeds_limits(11, 20, &s));
+        let s = safety(50);
+        assert!(!exceeds_limits(counts(100, 1000), &s));
+        assert!(exceeds_limits(counts(101, 1000), &s));
+        assert!(!exceeds_limits(counts(10, 20), &s));
+        assert!(exceeds_limits(counts(11, 20), &s));
         // Below the minimum, the share rule does not apply.
-        assert!(!exceeds_limits(19, 19, &s));
+        assert!(!exceeds_limits(counts(19, 19), &s));
+    }
+
+    #[test]
+    fn exactly_half_due_at_fifty_percent_passes() {
+        let live: HashSet<u32> = (0..40).collect();
+        let half = count(0..20, &live);
+        assert_eq!(half, counts(20, 40));
+        assert!(!exceeds_limits(half, &safety(50)));
+        assert!(exceeds_limits(count(0..21, &live), &safety(50)));
+    }
+
+    #[test]
+    fn the_whole_fleet_due_at_one_hundred_percent_passes() {
+        let live: HashSet<u32> = (0..40).collect();
+        // Fired, held and scheduled again: still 40 calls, not 41 or more.
+        let due = (0..40).chain(0..5).chain(35..40);
+        let all = count(due, &live);
+        assert_eq!(all, counts(40, 40));
+        assert!(!exceeds_limits(all, &safety(100)));
+        // Half of them already hung up in the interval: still the same fleet.
+        let still_live: HashSet<u32> = (20..40).collect();
+        assert_eq!(count(0..40, &still_live), counts(40, 40));
+        // The count limit still holds at 100 %.
+        let many: HashSet<u32> = (0..1000).collect();
+        assert!(exceeds_limits(count(0..101, &many), &safety(100)));
+    }
+
+    proptest! {
+        // Whatever repeats and endings, the share never exceeds 100 %, and
+        // at 100 % only the count limit can trip.
+        #[test]
+        fn the_share_never_exceeds_the_fleet(
+            due in proptest::collection::vec(0u32..200, 0..400),
+            live in proptest::collection::hash_set(0u32..200, 0..200),
+            percent in 1u32..=100,
+        ) {
+            let counts = count(due.iter().copied(), &live);
+            prop_assert!(counts.due <= counts.fleet);
+            let distinct: HashSet<u32> = due.iter().copied().collect();
+            prop_assert_eq!(counts.due, distinct.len());
+            let s = safety(percent);
+            if percent == 100 {
+                prop_assert_eq!(exceeds_limits(counts, &s), counts.due > s.max_hangups_per_cycle);
+            }
+        }
     }
 }

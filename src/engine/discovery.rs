@@ -72,7 +72,14 @@ impl<A: VobizApi> Engine<A> {
             .into_iter()
             .chain(listing.queued)
             .collect();
-        let live: HashSet<CallUuid> = listed.iter().cloned().collect();
+        for uuid in &listed[..live_listed] {
+            // A queued call now in the live list is read as a live call.
+            if let Some(tracked) = self.calls.get_mut(uuid) {
+                tracked.queued = false;
+            }
+        }
+        let listed_set: HashSet<CallUuid> = listed.iter().cloned().collect();
+        let live = self.still_live(listed_set);
 
         // Calls that ended: forget them (a running hangup reports first).
         let gone: Vec<CallUuid> = self
@@ -106,9 +113,13 @@ impl<A: VobizApi> Engine<A> {
             {
                 continue;
             }
+            // New only if neither list of the previous complete poll had it
+            // (a queued call that is answered moves from one to the other,
+            // and a call whose details could not be read yet was listed).
+            let new_since = previous_poll.filter(|_| !self.live.contains(uuid));
             // A call in both lists is ringing: its first, live, listing wins.
             let fetch = Fetch::Discover {
-                new_since: previous_poll,
+                new_since,
                 queued: position >= live_listed,
             };
             self.enqueue_detail(uuid.clone(), fetch);
@@ -135,6 +146,30 @@ impl<A: VobizApi> Engine<A> {
             .get_or_create(&self.label())
             .set(self.live.len() as i64);
         self.pump_details();
+    }
+
+    /// The calls taken as live after a complete list: those listed, and
+    /// tracked calls missing from this list only (one answer that leaves a
+    /// call out does not end it; two consecutive ones do, as does a 404).
+    pub(super) fn still_live(&mut self, listed: HashSet<CallUuid>) -> HashSet<CallUuid> {
+        let mut live = listed;
+        let mut missing = HashMap::new();
+        for uuid in self.calls.keys() {
+            if live.contains(uuid) {
+                continue;
+            }
+            let times = self.missing.get(uuid).copied().unwrap_or(0) + 1;
+            if times < MISSING_POLLS_TO_END {
+                missing.insert(uuid.clone(), times);
+            }
+        }
+        if !missing.is_empty() {
+            tracing::debug!(account = %self.account, calls = missing.len(),
+                "tracked calls missing from one list answer: kept until a second list or a 404 confirms they ended");
+        }
+        live.extend(missing.keys().cloned());
+        self.missing = missing;
+        live
     }
 
     pub(super) fn observe_skew<T>(&mut self, fetched: &Fetched<T>) {
@@ -248,7 +283,28 @@ impl<A: VobizApi> Engine<A> {
         let fetched = match result {
             Ok(fetched) => fetched,
             Err(ApiError::NotFound) => {
-                self.forget(&uuid);
+                // 404 on a queued read: the call may have been answered and
+                // be live now; read it as a live call before forgetting it.
+                let was_queued = match fetch {
+                    Fetch::Discover { queued, .. } => queued,
+                    Fetch::Refresh => self.calls.get(&uuid).is_some_and(|t| t.queued),
+                };
+                if was_queued && self.live.contains(&uuid) {
+                    if let Some(tracked) = self.calls.get_mut(&uuid) {
+                        tracked.queued = false;
+                    }
+                    let fetch = match fetch {
+                        Fetch::Discover { new_since, .. } => Fetch::Discover {
+                            new_since,
+                            queued: false,
+                        },
+                        Fetch::Refresh => Fetch::Refresh,
+                    };
+                    self.enqueue_detail(uuid, fetch);
+                    self.pump_details();
+                } else {
+                    self.forget(&uuid);
+                }
                 return;
             }
             Err(error) => {
@@ -273,7 +329,7 @@ impl<A: VobizApi> Engine<A> {
                 if let Some(remembered) = self.remembered.get(uuid.as_str()) {
                     tracked.restore(remembered);
                 }
-                self.check_mismatch(&tracked, seen_at);
+                self.check_mismatch(&mut tracked, seen_at);
                 self.index_parent(&uuid, None, tracked.call.parent_call_uuid.clone());
                 self.calls.insert(uuid.clone(), tracked);
                 self.memory_dirty = true;
@@ -334,7 +390,12 @@ impl<A: VobizApi> Engine<A> {
         })
     }
 
-    pub(super) fn check_mismatch(&mut self, tracked: &Tracked, now: DateTime<Utc>) {
+    /// Checks a newly tracked call's timestamps against the clocks. A start
+    /// in the future switches the whole account to first-sight timing; a
+    /// call that only looks too old for a new call (or whose duration
+    /// disagrees) is timed from first sight on its own, and the account
+    /// follows only when enough such calls are live at once.
+    pub(super) fn check_mismatch(&mut self, tracked: &mut Tracked, now: DateTime<Utc>) {
         if self.mismatch.is_some() {
             return;
         }
@@ -344,30 +405,48 @@ impl<A: VobizApi> Engine<A> {
             .call
             .answered_at
             .map(|at| skew.to_local_never_older(at));
-        if let Some(mismatch) = skew::check_mismatch(
+        let Some(mismatch) = skew::check_mismatch(
             timeline.started,
             answered,
             tracked.call.duration_s,
             now,
             tracked.new_since,
-        ) {
-            tracing::error!(
-                account = %self.account,
-                call = %tracked.call.uuid,
-                %mismatch,
-                "API timestamps disagree with the clocks: check [api] timestamp_zone; timing calls from when callwarden first saw them until the config is fixed"
-            );
-            self.shared
-                .metrics
-                .clock_mismatch
-                .get_or_create(&self.label())
-                .set(1);
-            self.mismatch = Some(mismatch);
-            // Every deadline computed so far trusted the timestamps.
-            let uuids: Vec<CallUuid> = self.calls.keys().cloned().collect();
-            for uuid in uuids {
-                self.evaluate(&uuid);
+        ) else {
+            return;
+        };
+        if !matches!(mismatch, Mismatch::StartInFuture { .. }) {
+            tracked.first_sight_only = true;
+            let outliers = 1 + self
+                .calls
+                .values()
+                .filter(|other| other.first_sight_only)
+                .count();
+            if outliers < OUTLIERS_FOR_FALLBACK {
+                tracing::warn!(
+                    account = %self.account,
+                    call = %tracked.call.uuid,
+                    %mismatch,
+                    "one call's timestamps disagree with the clocks: timing this call from when callwarden first saw it"
+                );
+                return;
             }
+        }
+        tracing::error!(
+            account = %self.account,
+            call = %tracked.call.uuid,
+            %mismatch,
+            "API timestamps disagree with the clocks: check [api] timestamp_zone; timing calls from when callwarden first saw them until the config is fixed"
+        );
+        self.shared
+            .metrics
+            .clock_mismatch
+            .get_or_create(&self.label())
+            .set(1);
+        self.mismatch = Some(mismatch);
+        // Every deadline computed so far trusted the timestamps.
+        let uuids: Vec<CallUuid> = self.calls.keys().cloned().collect();
+        for uuid in uuids {
+            self.evaluate(&uuid);
         }
     }
 

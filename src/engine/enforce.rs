@@ -116,7 +116,8 @@ impl<A: VobizApi> Engine<A> {
         if due.is_empty() {
             return;
         }
-        self.recent_fires.extend(due.iter().map(|_| now));
+        self.recent_fires
+            .extend(due.iter().map(|(uuid, _)| (now, uuid.clone())));
         self.check_breaker();
         for (uuid, _) in due {
             if self.held_by_breaker(&uuid) {
@@ -170,7 +171,16 @@ impl<A: VobizApi> Engine<A> {
                 };
                 self.act(&uuid, purpose, call, now);
             }
-            Err(ApiError::NotFound) => self.forget(&uuid),
+            Err(ApiError::NotFound) => {
+                match self.calls.get_mut(&uuid).filter(|t| t.queued) {
+                    // No longer queued, maybe answered: re-read it as live.
+                    Some(tracked) => {
+                        tracked.queued = false;
+                        self.start_reread(uuid, purpose);
+                    }
+                    None => self.forget(&uuid),
+                }
+            }
             Err(error @ (ApiError::Unauthorized | ApiError::Forbidden)) => {
                 self.mark_unhealthy(error.to_string());
             }

@@ -24,6 +24,9 @@ pub struct Remembered {
     /// when the state is still the same.
     #[serde(default)]
     pub state_key: u64,
+    /// The call broke the new-call age bound and is timed from first sight.
+    #[serde(default)]
+    pub first_sight_only: bool,
 }
 
 /// The file for `account` in `dir`.
@@ -77,6 +80,7 @@ mod tests {
                 answered_seen: Some(now),
                 last_change: now,
                 state_key: 1,
+                first_sight_only: true,
             },
         );
         save(&file, &calls).unwrap();

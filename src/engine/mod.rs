@@ -52,6 +52,14 @@ const MIN_LATE_WARNING: TimeDelta = TimeDelta::seconds(5);
 /// A change of the clock-skew lower bound that re-times every tracked call.
 const SKEW_REEVALUATE: TimeDelta = TimeDelta::milliseconds(20);
 
+/// How many consecutive complete lists must leave a tracked call out before
+/// it is taken as ended.
+const MISSING_POLLS_TO_END: u8 = 2;
+
+/// How many calls must break the new-call age bound at once before the
+/// whole account is timed from first sight (fewer are timed so alone).
+const OUTLIERS_FOR_FALLBACK: usize = 3;
+
 /// How many upcoming deadlines `/status` lists.
 const STATUS_DEADLINES: usize = 20;
 
@@ -272,6 +280,9 @@ pub struct Engine<A: VobizApi> {
     details_in_flight: usize,
     list_in_flight: bool,
     live: HashSet<CallUuid>,
+    /// Tracked calls missing from the latest complete list(s), and how many
+    /// lists in a row left them out.
+    missing: HashMap<CallUuid, u8>,
     last_poll: Option<DateTime<Utc>>,
     last_poll_error: Option<String>,
 
@@ -286,7 +297,8 @@ pub struct Engine<A: VobizApi> {
     breaker_open: bool,
     held: HashSet<CallUuid>,
     overridden: HashSet<CallUuid>,
-    recent_fires: VecDeque<DateTime<Utc>>,
+    /// Calls fired by the breaker-guarded timers, with when.
+    recent_fires: VecDeque<(DateTime<Utc>, CallUuid)>,
 
     remembered: HashMap<String, memory::Remembered>,
     memory_dirty: bool,
@@ -362,6 +374,7 @@ impl<A: VobizApi> Engine<A> {
             details_in_flight: 0,
             list_in_flight: false,
             live: HashSet::new(),
+            missing: HashMap::new(),
             last_poll: None,
             last_poll_error: None,
             busy: HashSet::new(),
@@ -464,12 +477,11 @@ impl<A: VobizApi> Engine<A> {
             .chain(self.bypass_timers.pop_due(now))
             .map(|(uuid, _)| uuid)
             .collect();
-        let subject = due
-            .iter()
-            .filter(|uuid| !self.bypasses_breaker(uuid))
-            .count();
-        if breaker::exceeds_limits(subject, self.live.len(), &self.settings.safety) {
-            self.trip_breaker(subject);
+        let subject = due.iter().filter(|uuid| !self.bypasses_breaker(uuid));
+        let live: HashSet<&CallUuid> = self.live.iter().collect();
+        let counts = breaker::count(subject, &live);
+        if breaker::exceeds_limits(counts, &self.settings.safety) {
+            self.trip_breaker(counts);
         }
         for (key, _) in self.dry_timers.pop_due(now) {
             let (uuid, rule) = key;

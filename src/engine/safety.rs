@@ -11,32 +11,39 @@ impl<A: VobizApi> Engine<A> {
             .is_some_and(|rule| rule.action.bypass_breaker)
     }
 
-    /// Hangups due within one poll interval: fired in the last interval,
-    /// held, and scheduled for the next interval.
-    pub(super) fn due_within_interval(&mut self) -> usize {
+    /// Calls due within one poll interval (fired in the last interval,
+    /// held, and scheduled for the next), each once, against the fleet the
+    /// interval saw.
+    pub(super) fn due_within_interval(&mut self) -> breaker::Counts {
         let now = self.now();
         let window = TimeDelta::from_std(self.settings.poll_interval).unwrap_or_default();
         while self
             .recent_fires
             .front()
-            .is_some_and(|at| *at < now - window)
+            .is_some_and(|(at, _)| *at < now - window)
         {
             self.recent_fires.pop_front();
         }
         let cap = self.settings.safety.max_hangups_per_cycle.saturating_add(1);
         let cap = cap.max(self.live.len());
-        self.recent_fires.len()
-            + self.held.len()
-            + self.enforce_timers.count_until(now + window, cap)
+        let due = self
+            .recent_fires
+            .iter()
+            .map(|(_, uuid)| uuid)
+            .chain(self.held.iter())
+            .chain(self.enforce_timers.keys_until(now + window, cap));
+        let live: HashSet<&CallUuid> = self.live.iter().collect();
+        breaker::count(due, &live)
     }
 
     pub(super) fn check_breaker(&mut self) {
-        let due = self.due_within_interval();
-        let exceeds = breaker::exceeds_limits(due, self.live.len(), &self.settings.safety);
+        let counts = self.due_within_interval();
+        let exceeds = breaker::exceeds_limits(counts, &self.settings.safety);
         if exceeds && !self.breaker_open {
-            self.trip_breaker(due);
+            self.trip_breaker(counts);
         } else if !exceeds && self.breaker_open {
-            tracing::warn!(account = %self.account, due, "breaker closed: the excess cleared");
+            tracing::warn!(account = %self.account, due = counts.due, fleet = counts.fleet,
+                "breaker closed: the excess cleared");
             self.breaker_open = false;
             self.set_breaker_metric();
             let now = self.now();
@@ -47,13 +54,14 @@ impl<A: VobizApi> Engine<A> {
         }
     }
 
-    pub(super) fn trip_breaker(&mut self, due: usize) {
+    pub(super) fn trip_breaker(&mut self, counts: breaker::Counts) {
         self.breaker_open = true;
         self.set_breaker_metric();
         let safety = &self.settings.safety;
         tracing::error!(
             account = %self.account,
-            due,
+            due = counts.due,
+            fleet = counts.fleet,
             live = self.live.len(),
             max_per_cycle = safety.max_hangups_per_cycle,
             max_percent = safety.max_hangups_percent,
@@ -119,6 +127,53 @@ impl<A: VobizApi> Engine<A> {
             .set(1);
     }
 
+    /// After a reload, keeps the finished decisions (hung up, protected,
+    /// dry-run audited) whose rule still exists by name and still decides
+    /// the same way (dry-run or not): only those are not decided, audited or
+    /// counted again. A rule renamed, removed or switched in or out of
+    /// dry-run decides afresh.
+    pub(super) fn keep_decisions(&mut self, old_policy: &Policy, old_dry_run: bool) {
+        let new_dry_run = self.settings.enforce.dry_run;
+        let by_name: HashMap<&str, usize> = self
+            .policy
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(index, rule)| (rule.name.as_str(), index))
+            .collect();
+        let renumber = |old_index: usize| -> Option<(usize, bool, bool)> {
+            let old_rule = old_policy.rules.get(old_index)?;
+            let new_index = *by_name.get(old_rule.name.as_str())?;
+            let new_rule = &self.policy.rules[new_index];
+            Some((new_index, old_rule.action.dry_run, new_rule.action.dry_run))
+        };
+        // Every tracked call is evaluated again right after, which also
+        // renews `winners` under the new rule indices.
+        let stale: Vec<CallUuid> = self
+            .finished
+            .iter()
+            .filter(|uuid| {
+                let Some((old_index, _)) = self.winners.get(*uuid) else {
+                    return false;
+                };
+                !renumber(*old_index).is_some_and(|(_, old_rule_dry, new_rule_dry)| {
+                    (old_dry_run || old_rule_dry) == (new_dry_run || new_rule_dry)
+                })
+            })
+            .cloned()
+            .collect();
+        for uuid in stale {
+            self.finished.remove(&uuid);
+        }
+        self.dry_done = std::mem::take(&mut self.dry_done)
+            .into_iter()
+            .filter_map(|(uuid, old_index)| match renumber(old_index) {
+                Some((new_index, true, true)) => Some((uuid, new_index)),
+                _ => None,
+            })
+            .collect();
+    }
+
     /// Applies an operator command; returns a new poll interval if it changed.
     pub(super) fn command(&mut self, command: Command) -> Option<Duration> {
         match command {
@@ -144,7 +199,8 @@ impl<A: VobizApi> Engine<A> {
             Command::Reload { policy, settings } => {
                 let interval = (settings.poll_interval != self.settings.poll_interval)
                     .then_some(settings.poll_interval);
-                self.policy = policy;
+                let old_policy = std::mem::replace(&mut self.policy, policy);
+                let old_dry_run = self.settings.enforce.dry_run;
                 self.settings.poll_interval = settings.poll_interval;
                 self.settings.enforce = settings.enforce;
                 self.settings.safety = settings.safety;
@@ -161,8 +217,7 @@ impl<A: VobizApi> Engine<A> {
                     .clock_mismatch
                     .get_or_create(&self.label())
                     .set(0);
-                self.finished.clear();
-                self.dry_done.clear();
+                self.keep_decisions(&old_policy, old_dry_run);
                 self.dry_timers = TimerQueue::default();
                 self.publish_rules();
                 let uuids: Vec<CallUuid> = self.calls.keys().cloned().collect();

@@ -74,6 +74,14 @@ impl<K: Clone + Eq + Hash> TimerQueue<K> {
         self.by_time.range(..=(until, u64::MAX)).take(cap).count()
     }
 
+    /// The keys that fire at or before `until`, at most `cap` of them.
+    pub fn keys_until(&self, until: DateTime<Utc>, cap: usize) -> impl Iterator<Item = &K> {
+        self.by_time
+            .range(..=(until, u64::MAX))
+            .take(cap)
+            .map(|(_, key)| key)
+    }
+
     /// The first `n` keys in time order.
     pub fn earliest(&self, n: usize) -> impl Iterator<Item = (&K, DateTime<Utc>)> {
         self.by_time.iter().take(n).map(|((at, _), key)| (key, *at))

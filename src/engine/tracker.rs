@@ -32,6 +32,9 @@ pub struct Tracked {
     pub queued: bool,
     /// An idle rule matched at the last evaluation: re-read at each poll.
     pub watched_by_idle_rule: bool,
+    /// Its timestamps broke the new-call age bound: this call alone is
+    /// timed from when callwarden first saw it.
+    pub first_sight_only: bool,
 }
 
 impl Tracked {
@@ -53,6 +56,7 @@ impl Tracked {
             new_since,
             queued,
             watched_by_idle_rule: false,
+            first_sight_only: false,
         }
     }
 
@@ -69,6 +73,7 @@ impl Tracked {
             self.last_change = remembered.last_change.min(self.last_change);
         }
         self.new_since = None;
+        self.first_sight_only |= remembered.first_sight_only;
     }
 
     /// The times worth remembering across a restart.
@@ -78,6 +83,7 @@ impl Tracked {
             answered_seen: self.answered_seen,
             last_change: self.last_change,
             state_key: self.state_key,
+            first_sight_only: self.first_sight_only,
         }
     }
 
@@ -109,10 +115,11 @@ impl Tracked {
 
     /// The instants the policy evaluates, on the local clock.
     ///
-    /// With a clock/zone mismatch the API's instants are not trusted and the
-    /// call is timed from when callwarden first saw it.
+    /// With a clock/zone mismatch (of the account, or of this call alone)
+    /// the API's instants are not trusted and the call is timed from when
+    /// callwarden first saw it.
     pub fn timeline(&self, skew: SkewEstimate, mismatch: bool) -> Timeline {
-        if mismatch {
+        if mismatch || self.first_sight_only {
             return Timeline {
                 started: Some(self.first_seen),
                 answered: self.answered_seen,

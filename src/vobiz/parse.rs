@@ -165,9 +165,14 @@ fn flat_call(obj: &Map<String, Value>, requested: &CallUuid, zone: Tz) -> Result
 fn legacy_call(obj: &Map<String, Value>, requested: &CallUuid, zone: Tz) -> Result<Call, String> {
     let uuid = check_uuid(obj, requested)?;
     let answered_at = timestamp(obj, "answer_time", zone)?;
+    // An answer time that is given but unreadable still says "answered":
+    // the engine then times the call from the first answer that showed it
+    // in progress, as for the flat shape, instead of waiting forever.
+    let answer_given =
+        matches!(obj.get("answer_time"), Some(Value::String(s)) if !s.trim().is_empty());
     let status = match (obj.get("call_state"), obj.get("call_status")) {
         (Some(Value::String(state)), _) if state.trim().eq_ignore_ascii_case("active") => {
-            if answered_at.is_some() {
+            if answered_at.is_some() || answer_given {
                 CallStatus::InProgress
             } else {
                 CallStatus::Ringing
@@ -354,6 +359,22 @@ mod tests {
 
     fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(y, mo, d, h, mi, s).unwrap()
+    }
+
+    #[test]
+    fn legacy_active_call_with_unreadable_answer_time_is_answered() {
+        let body =
+            include_bytes!("../../tests/fixtures/hostile/api/legacy_unreadable_answer_time.json");
+        let requested = uuid("97ceeb52-58b6-41e1-86da-77300b68f8bb");
+        let call = parse_call_detail(body, &requested, Tz::UTC).unwrap();
+        assert_eq!(call.status, CallStatus::InProgress);
+        assert_eq!(call.answered_at, None);
+        assert_eq!(call.started_at, None);
+        assert_eq!(call.duration_s, Some(7200));
+        // Without an answer time at all it is still ringing.
+        let ringing = br#"{"calls":[{"call_state":"ACTIVE","answer_time":null,"call_uuid":"97ceeb52-58b6-41e1-86da-77300b68f8bb"}]}"#;
+        let call = parse_call_detail(ringing, &requested, Tz::UTC).unwrap();
+        assert_eq!(call.status, CallStatus::Ringing);
     }
 
     #[test]

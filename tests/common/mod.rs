@@ -97,3 +97,4 @@ pub async fn log_since(sim: &SimHandle, since: u64) -> Vec<Value> {
 
 pub mod daemon;
 pub mod engine;
+pub mod proxy;
