@@ -23,8 +23,7 @@ fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
-const REGENERATE: &str = "regenerate with `cargo run -- generate man packaging/man` and \
-     `cargo run -- generate completions SHELL > packaging/completions/FILE`";
+const REGENERATE: &str = "regenerate with `packaging/regenerate.sh`";
 
 #[test]
 fn man_pages_match_the_cli() {

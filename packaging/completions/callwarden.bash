@@ -121,12 +121,16 @@ _callwarden() {
             return 0
             ;;
         callwarden__subcmd__check)
-            opts="-v -h -V --config --log-format --verbose --help --version"
+            opts="-v -h -V --format --config --log-format --verbose --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

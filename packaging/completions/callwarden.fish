@@ -25,7 +25,7 @@ function __fish_callwarden_using_subcommand
 end
 
 complete -c callwarden -n "__fish_callwarden_needs_command" -l config -d 'Config file' -r -F
-complete -c callwarden -n "__fish_callwarden_needs_command" -l log-format -d 'Log format: auto = journald under systemd, else JSON lines when not a TTY' -r -f -a "auto\t'JSON lines when stderr is not a terminal, pretty otherwise'
+complete -c callwarden -n "__fish_callwarden_needs_command" -l log-format -d 'Log format: auto = journald under systemd, else JSON lines when not a TTY' -r -f -a "auto\t'journald under systemd, else JSON lines when stderr is not a terminal, else pretty'
 json\t'JSON lines'
 pretty\t'Human-readable'"
 complete -c callwarden -n "__fish_callwarden_needs_command" -s v -l verbose -d 'More log detail (-v debug, -vv trace); RUST_LOG overrides'
@@ -41,21 +41,23 @@ complete -c callwarden -n "__fish_callwarden_needs_command" -f -a "sim" -d 'Run 
 complete -c callwarden -n "__fish_callwarden_needs_command" -f -a "demo" -d 'Start the simulator with sample calls and policies, enforce against it, and summarise'
 complete -c callwarden -n "__fish_callwarden_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c callwarden -n "__fish_callwarden_using_subcommand run" -l config -d 'Config file' -r -F
-complete -c callwarden -n "__fish_callwarden_using_subcommand run" -l log-format -d 'Log format: auto = journald under systemd, else JSON lines when not a TTY' -r -f -a "auto\t'JSON lines when stderr is not a terminal, pretty otherwise'
+complete -c callwarden -n "__fish_callwarden_using_subcommand run" -l log-format -d 'Log format: auto = journald under systemd, else JSON lines when not a TTY' -r -f -a "auto\t'journald under systemd, else JSON lines when stderr is not a terminal, else pretty'
 json\t'JSON lines'
 pretty\t'Human-readable'"
 complete -c callwarden -n "__fish_callwarden_using_subcommand run" -s v -l verbose -d 'More log detail (-v debug, -vv trace); RUST_LOG overrides'
 complete -c callwarden -n "__fish_callwarden_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c callwarden -n "__fish_callwarden_using_subcommand run" -s V -l version -d 'Print version'
+complete -c callwarden -n "__fish_callwarden_using_subcommand check" -l format -d 'Output: `text` (FILE:LINE:COL: error: MESSAGE, then a summary) or `json` (one JSON object per diagnostic per line, for CI)' -r -f -a "text\t'`FILE:LINE:COL: error: MESSAGE` lines, then a summary line'
+json\t'One JSON object per diagnostic per line (JSON Lines), no summary: `{"file","line","column","severity","message"}`'"
 complete -c callwarden -n "__fish_callwarden_using_subcommand check" -l config -d 'Config file' -r -F
-complete -c callwarden -n "__fish_callwarden_using_subcommand check" -l log-format -d 'Log format: auto = journald under systemd, else JSON lines when not a TTY' -r -f -a "auto\t'JSON lines when stderr is not a terminal, pretty otherwise'
+complete -c callwarden -n "__fish_callwarden_using_subcommand check" -l log-format -d 'Log format: auto = journald under systemd, else JSON lines when not a TTY' -r -f -a "auto\t'journald under systemd, else JSON lines when stderr is not a terminal, else pretty'
 json\t'JSON lines'
 pretty\t'Human-readable'"
 complete -c callwarden -n "__fish_callwarden_using_subcommand check" -s v -l verbose -d 'More log detail (-v debug, -vv trace); RUST_LOG overrides'
 complete -c callwarden -n "__fish_callwarden_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c callwarden -n "__fish_callwarden_using_subcommand check" -s V -l version -d 'Print version'
 complete -c callwarden -n "__fish_callwarden_using_subcommand once" -l config -d 'Config file' -r -F
-complete -c callwarden -n "__fish_callwarden_using_subcommand once" -l log-format -d 'Log format: auto = journald under systemd, else JSON lines when not a TTY' -r -f -a "auto\t'JSON lines when stderr is not a terminal, pretty otherwise'
+complete -c callwarden -n "__fish_callwarden_using_subcommand once" -l log-format -d 'Log format: auto = journald under systemd, else JSON lines when not a TTY' -r -f -a "auto\t'journald under systemd, else JSON lines when stderr is not a terminal, else pretty'
 json\t'JSON lines'
 pretty\t'Human-readable'"
 complete -c callwarden -n "__fish_callwarden_using_subcommand once" -l json -d 'Print the summary as JSON'
@@ -64,7 +66,7 @@ complete -c callwarden -n "__fish_callwarden_using_subcommand once" -s h -l help
 complete -c callwarden -n "__fish_callwarden_using_subcommand once" -s V -l version -d 'Print version'
 complete -c callwarden -n "__fish_callwarden_using_subcommand explain" -l call-json -d 'Explain a saved call detail (JSON as the API returns it) instead' -r -F
 complete -c callwarden -n "__fish_callwarden_using_subcommand explain" -l config -d 'Config file' -r -F
-complete -c callwarden -n "__fish_callwarden_using_subcommand explain" -l log-format -d 'Log format: auto = journald under systemd, else JSON lines when not a TTY' -r -f -a "auto\t'JSON lines when stderr is not a terminal, pretty otherwise'
+complete -c callwarden -n "__fish_callwarden_using_subcommand explain" -l log-format -d 'Log format: auto = journald under systemd, else JSON lines when not a TTY' -r -f -a "auto\t'journald under systemd, else JSON lines when stderr is not a terminal, else pretty'
 json\t'JSON lines'
 pretty\t'Human-readable'"
 complete -c callwarden -n "__fish_callwarden_using_subcommand explain" -l json -d 'Print JSON'
@@ -72,7 +74,7 @@ complete -c callwarden -n "__fish_callwarden_using_subcommand explain" -s v -l v
 complete -c callwarden -n "__fish_callwarden_using_subcommand explain" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c callwarden -n "__fish_callwarden_using_subcommand explain" -s V -l version -d 'Print version'
 complete -c callwarden -n "__fish_callwarden_using_subcommand calls" -l config -d 'Config file' -r -F
-complete -c callwarden -n "__fish_callwarden_using_subcommand calls" -l log-format -d 'Log format: auto = journald under systemd, else JSON lines when not a TTY' -r -f -a "auto\t'JSON lines when stderr is not a terminal, pretty otherwise'
+complete -c callwarden -n "__fish_callwarden_using_subcommand calls" -l log-format -d 'Log format: auto = journald under systemd, else JSON lines when not a TTY' -r -f -a "auto\t'journald under systemd, else JSON lines when stderr is not a terminal, else pretty'
 json\t'JSON lines'
 pretty\t'Human-readable'"
 complete -c callwarden -n "__fish_callwarden_using_subcommand calls" -l json -d 'Print JSON'
@@ -81,7 +83,7 @@ complete -c callwarden -n "__fish_callwarden_using_subcommand calls" -s h -l hel
 complete -c callwarden -n "__fish_callwarden_using_subcommand calls" -s V -l version -d 'Print version'
 complete -c callwarden -n "__fish_callwarden_using_subcommand pardon" -l for -d 'How long to spare it (default: for good)' -r
 complete -c callwarden -n "__fish_callwarden_using_subcommand pardon" -l config -d 'Config file' -r -F
-complete -c callwarden -n "__fish_callwarden_using_subcommand pardon" -l log-format -d 'Log format: auto = journald under systemd, else JSON lines when not a TTY' -r -f -a "auto\t'JSON lines when stderr is not a terminal, pretty otherwise'
+complete -c callwarden -n "__fish_callwarden_using_subcommand pardon" -l log-format -d 'Log format: auto = journald under systemd, else JSON lines when not a TTY' -r -f -a "auto\t'journald under systemd, else JSON lines when stderr is not a terminal, else pretty'
 json\t'JSON lines'
 pretty\t'Human-readable'"
 complete -c callwarden -n "__fish_callwarden_using_subcommand pardon" -s v -l verbose -d 'More log detail (-v debug, -vv trace); RUST_LOG overrides'
@@ -94,7 +96,7 @@ complete -c callwarden -n "__fish_callwarden_using_subcommand sim" -l calls -d '
 complete -c callwarden -n "__fish_callwarden_using_subcommand sim" -l shape -d 'Shape of call-detail answers' -r
 complete -c callwarden -n "__fish_callwarden_using_subcommand sim" -l seed -d 'Seed of the simulator\'s randomness' -r
 complete -c callwarden -n "__fish_callwarden_using_subcommand sim" -l config -d 'Config file' -r -F
-complete -c callwarden -n "__fish_callwarden_using_subcommand sim" -l log-format -d 'Log format: auto = journald under systemd, else JSON lines when not a TTY' -r -f -a "auto\t'JSON lines when stderr is not a terminal, pretty otherwise'
+complete -c callwarden -n "__fish_callwarden_using_subcommand sim" -l log-format -d 'Log format: auto = journald under systemd, else JSON lines when not a TTY' -r -f -a "auto\t'journald under systemd, else JSON lines when stderr is not a terminal, else pretty'
 json\t'JSON lines'
 pretty\t'Human-readable'"
 complete -c callwarden -n "__fish_callwarden_using_subcommand sim" -s v -l verbose -d 'More log detail (-v debug, -vv trace); RUST_LOG overrides'
@@ -102,7 +104,7 @@ complete -c callwarden -n "__fish_callwarden_using_subcommand sim" -s h -l help 
 complete -c callwarden -n "__fish_callwarden_using_subcommand sim" -s V -l version -d 'Print version'
 complete -c callwarden -n "__fish_callwarden_using_subcommand demo" -l duration -d 'How long to run' -r
 complete -c callwarden -n "__fish_callwarden_using_subcommand demo" -l config -d 'Config file' -r -F
-complete -c callwarden -n "__fish_callwarden_using_subcommand demo" -l log-format -d 'Log format: auto = journald under systemd, else JSON lines when not a TTY' -r -f -a "auto\t'JSON lines when stderr is not a terminal, pretty otherwise'
+complete -c callwarden -n "__fish_callwarden_using_subcommand demo" -l log-format -d 'Log format: auto = journald under systemd, else JSON lines when not a TTY' -r -f -a "auto\t'journald under systemd, else JSON lines when stderr is not a terminal, else pretty'
 json\t'JSON lines'
 pretty\t'Human-readable'"
 complete -c callwarden -n "__fish_callwarden_using_subcommand demo" -s v -l verbose -d 'More log detail (-v debug, -vv trace); RUST_LOG overrides'

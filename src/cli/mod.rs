@@ -86,7 +86,12 @@ pub enum Command {
     /// Run the daemon: poll, evaluate, enforce until SIGTERM/SIGINT.
     Run,
     /// Validate the config and every policy file without calling the API.
-    Check,
+    Check {
+        /// Output: `text` (FILE:LINE:COL: error: MESSAGE, then a summary) or
+        /// `json` (one JSON object per diagnostic per line, for CI).
+        #[arg(long, value_enum, default_value_t = check::CheckFormat::Text)]
+        format: check::CheckFormat,
+    },
     /// One full cycle: list, evaluate, hang up calls already past their deadline, print a summary.
     Once {
         /// Print the summary as JSON.
@@ -195,7 +200,7 @@ pub fn main() -> ExitCode {
 async fn dispatch(cli: Cli) -> u8 {
     let env = Environment::from_process();
     let result = match cli.command {
-        Command::Check => Ok(check::run(&cli.config)),
+        Command::Check { format } => Ok(check::run(&cli.config, format)),
         Command::Sim(args) => sim(args).await,
         Command::Run => daemon::run(
             cli.config,
