@@ -61,6 +61,16 @@ pub struct OpenState {
     _lock: StateLock,
 }
 
+impl OpenState {
+    /// Waits until every audit record queued so far is on disk: the last
+    /// step before exiting.
+    pub async fn flush_audit(&self) {
+        if let Err(error) = self.shared.audit.flush().await {
+            tracing::error!(%error, "cannot flush the audit log on exit");
+        }
+    }
+}
+
 /// Locks `[state] dir`, opens and replays its audit log: the start of
 /// `run`, `once` and `demo` alike.
 pub fn open_state(
@@ -70,7 +80,11 @@ pub fn open_state(
 ) -> anyhow::Result<OpenState> {
     let dir = &config.state_dir;
     let lock = lock_state_dir(dir)?;
-    let audit = AuditLog::open(dir)
+    let options = audit::Options {
+        health: metrics.audit.clone(),
+        ..audit::Options::default()
+    };
+    let audit = AuditLog::open_with(dir, options)
         .with_context(|| format!("cannot open the audit log in {}", dir.display()))?;
     let replay = audit::replay(dir).context("cannot read the audit log")?;
     if replay.bad_lines > 0 {
@@ -209,7 +223,7 @@ pub async fn run(config_path: PathBuf, options: RunOptions) -> anyhow::Result<()
         match listener.local_addr() {
             Ok(addr) => tracing::info!(
                 %addr,
-                "status listener up: /metrics /healthz /readyz /status /pardon"
+                "status listener up: /metrics /healthz /readyz /status /pardon /hangup"
             ),
             Err(error) => tracing::warn!(%error, "status listener up at an unknown address"),
         }
@@ -219,6 +233,9 @@ pub async fn run(config_path: PathBuf, options: RunOptions) -> anyhow::Result<()
             allow_remote_pardon: config.http.allow_remote_pardon,
             poll_interval: config.poll_interval,
             clock: Arc::clone(&clock),
+            api_token: config.http.api_token.clone(),
+            global_dry_run: config.enforce.dry_run,
+            hangups: Arc::default(),
         };
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
@@ -271,6 +288,7 @@ pub async fn run(config_path: PathBuf, options: RunOptions) -> anyhow::Result<()
     for engine in engines {
         let _ = engine.await;
     }
+    state.flush_audit().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! The local status listener (`[http] listen`): `/metrics`, `/healthz`,
-//! `/readyz`, `/status` and `POST /pardon/{uuid}`.
+//! `/readyz`, `/status`, `POST /pardon/{uuid}` and `POST /hangup`
+//! (in [`crate::manual`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,6 +42,13 @@ pub struct HttpState {
     pub poll_interval: Duration,
     /// Wall-clock time.
     pub clock: SharedClock,
+    /// `[http] api_token_file`: the bearer token remote `POST /hangup`
+    /// callers must send.
+    pub api_token: Option<crate::vobiz::Secret>,
+    /// `[enforce] dry_run`, reported in `POST /hangup` answers.
+    pub global_dry_run: bool,
+    /// The answers to `POST /hangup` requests with a `request_id`.
+    pub hangups: Arc<crate::manual::Requests>,
 }
 
 /// The whole `/status` document.
@@ -60,6 +68,10 @@ pub fn router(state: HttpState) -> Router {
         .route("/readyz", get(readyz))
         .route("/status", get(status))
         .route("/pardon/{uuid}", post(pardon))
+        .route(
+            "/hangup",
+            post(crate::manual::handle).layer(axum::extract::DefaultBodyLimit::max(64 * 1024)),
+        )
         .with_state(state)
 }
 

@@ -18,6 +18,7 @@
 //! - [`sim`]: the bundled Vobiz API simulator.
 //! - [`daemon`]: `run`: engines, signals, systemd.
 //! - [`http`]: the status listener.
+//! - [`manual`]: `POST /hangup`, manual and external hangups.
 //! - [`cli`]: the commands.
 
 pub mod audit;
@@ -28,6 +29,7 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod http;
+pub mod manual;
 pub mod metrics;
 pub mod policy;
 pub mod sim;

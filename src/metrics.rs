@@ -99,6 +99,8 @@ pub struct Metrics {
     pub config_reloads: Family<ReloadLabels, Counter>,
     /// 1 when the last reload succeeded (or there was none), 0 after a failed one.
     pub config_last_reload_successful: Gauge,
+    /// The audit writer's failures and syncs.
+    pub audit: crate::audit::Health,
 }
 
 impl Default for Metrics {
@@ -209,8 +211,25 @@ impl Metrics {
             "1 when the last reload succeeded (or there was none), 0 while the old config stays in force after a failed one",
             config_last_reload_successful.clone(),
         );
+        let audit = crate::audit::Health::default();
+        registry.register(
+            "callwarden_audit_write_errors",
+            "Failed writes or syncs of the audit log",
+            audit.write_errors.clone(),
+        );
+        registry.register(
+            "callwarden_audit_write_failing",
+            "1 while the audit log cannot be written (hangups stop)",
+            audit.failing.clone(),
+        );
+        registry.register(
+            "callwarden_audit_syncs",
+            "fdatasync calls of the audit log (one per batch)",
+            audit.syncs.clone(),
+        );
         Self {
             registry,
+            audit,
             live_calls,
             polls,
             api_requests,

@@ -72,6 +72,7 @@ fn the_loader_accepts_every_documented_key_and_rejects_others() {
              [safety]\nprotected_numbers = [\"911\"]\nmax_hangups_per_cycle = 10\n\
              max_hangups_percent = 50\nbreaker_min_live_calls = 5\n\
              [state]\ndir = \"state\"\n[http]\nlisten = \"\"\nallow_remote_pardon = false\n\
+             api_token_file = \"token\"\n\
              [log]\nformat = \"json\"\n"
         )
     };
@@ -413,6 +414,32 @@ fn the_runbook_lists_every_error_and_warning() {
         missing.is_empty(),
         "docs/operations.md does not list these messages (add each with what to do):\n{}",
         missing.join("\n")
+    );
+
+    // And the other way: every message the runbook lists for a running
+    // daemon is one the source can still log.
+    let source: String = sources
+        .iter()
+        .map(|p| std::fs::read_to_string(p).expect("source"))
+        .collect();
+    let stale: Vec<String> = section(&runbook, "Messages and what to do")
+        .iter()
+        .filter(|line| line.starts_with("| ERROR |") || line.starts_with("| WARN |"))
+        .filter_map(|line| line.split('|').nth(2))
+        .flat_map(|cell| {
+            cell.split('`')
+                .skip(1)
+                .step_by(2)
+                .flat_map(|quoted| quoted.split("..."))
+                .map(|part| part.trim().to_owned())
+                .filter(|part| part.len() >= 6 && !part.contains("FILE:LINE"))
+                .collect::<Vec<_>>()
+        })
+        .filter(|part| !source.contains(part.as_str()))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "docs/operations.md lists messages the source no longer logs: {stale:?}"
     );
 }
 

@@ -70,7 +70,7 @@ fn every_bad_policy_file_reports_its_exact_position_and_message() {
         ),
         (
             "no_limit.toml",
-            &[(1, 1, E, "rule `no-limit` needs one limit: `max_duration` or `idle_timeout`")],
+            &[(1, 1, E, "rule `no-limit` needs one limit: `max_duration`, `idle_timeout` or `max_concurrent`")],
         ),
         (
             "both_limits.toml",
@@ -142,6 +142,17 @@ fn every_bad_policy_file_reports_its_exact_position_and_message() {
         (
             "invalid_utf8.toml",
             &[(2, 12, E, "file is not valid UTF-8 (first bad byte at offset 20)")],
+        ),
+        (
+            "max_concurrent.toml",
+            &[
+                (3, 18, E, "`max_concurrent` must be between 1 and 4294967295"),
+                (8, 12, E, "`group_by` must be \"rule\", \"to\" or \"from\", found `caller`"),
+                (13, 1, E, "rule `cap-and-duration` has both `max_duration` and `max_concurrent`; give exactly one"),
+                (18, 1, E, "rule `group-without-cap`: `group_by` applies to `max_concurrent` only, not `max_duration`"),
+                (24, 15, E, "rule `cap-with-warning`: `warn_before` does not apply to `max_concurrent`: calls beyond the cap end at once"),
+                (29, 18, E, "`max_concurrent` must be an integer, found string"),
+            ],
         ),
         (
             "many_errors.toml",
@@ -454,6 +465,8 @@ fn sample_policy() -> Policy {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
+        // policies/tests/ holds test cases, not policies.
+        .filter(|p| p.extension().is_some_and(|ext| ext == "toml"))
         .collect();
     paths.sort();
     load_policy_files(&paths, now()).unwrap().0

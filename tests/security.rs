@@ -216,6 +216,9 @@ async fn serve_as(
         allow_remote_pardon,
         poll_interval: Duration::from_secs(1),
         clock: Arc::new(SystemClock),
+        api_token: None,
+        global_dry_run: false,
+        hangups: Arc::default(),
     };
     let app = router(state).layer(MockConnectInfo(peer));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -28,6 +28,9 @@ _callwarden() {
             callwarden,explain)
                 cmd="callwarden__subcmd__explain"
                 ;;
+            callwarden,hangup)
+                cmd="callwarden__subcmd__hangup"
+                ;;
             callwarden,help)
                 cmd="callwarden__subcmd__help"
                 ;;
@@ -43,6 +46,9 @@ _callwarden() {
             callwarden,sim)
                 cmd="callwarden__subcmd__sim"
                 ;;
+            callwarden,test)
+                cmd="callwarden__subcmd__test"
+                ;;
             callwarden__subcmd__help,calls)
                 cmd="callwarden__subcmd__help__subcmd__calls"
                 ;;
@@ -54,6 +60,9 @@ _callwarden() {
                 ;;
             callwarden__subcmd__help,explain)
                 cmd="callwarden__subcmd__help__subcmd__explain"
+                ;;
+            callwarden__subcmd__help,hangup)
+                cmd="callwarden__subcmd__help__subcmd__hangup"
                 ;;
             callwarden__subcmd__help,help)
                 cmd="callwarden__subcmd__help__subcmd__help"
@@ -70,6 +79,9 @@ _callwarden() {
             callwarden__subcmd__help,sim)
                 cmd="callwarden__subcmd__help__subcmd__sim"
                 ;;
+            callwarden__subcmd__help,test)
+                cmd="callwarden__subcmd__help__subcmd__test"
+                ;;
             *)
                 ;;
         esac
@@ -77,7 +89,7 @@ _callwarden() {
 
     case "${cmd}" in
         callwarden)
-            opts="-v -h -V --config --log-format --verbose --help --version run check once explain calls pardon sim demo help"
+            opts="-v -h -V --config --log-format --verbose --help --version run check once explain calls pardon hangup test sim demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -198,8 +210,50 @@ _callwarden() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        callwarden__subcmd__hangup)
+            opts="-v -h -V --match --older-than --limit --reason --yes --force --dry-run --request-id --json --config --log-format --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --match)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --older-than)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --reason)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --request-id)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "auto json pretty" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         callwarden__subcmd__help)
-            opts="run check once explain calls pardon sim demo help"
+            opts="run check once explain calls pardon hangup test sim demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -255,6 +309,20 @@ _callwarden() {
             return 0
             ;;
         callwarden__subcmd__help__subcmd__explain)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        callwarden__subcmd__help__subcmd__hangup)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -325,6 +393,20 @@ _callwarden() {
             return 0
             ;;
         callwarden__subcmd__help__subcmd__sim)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        callwarden__subcmd__help__subcmd__test)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -439,6 +521,28 @@ _callwarden() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "auto json pretty" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        callwarden__subcmd__test)
+            opts="-v -h -V --config --log-format --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -37,6 +37,8 @@ complete -c callwarden -n "__fish_callwarden_needs_command" -f -a "once" -d 'One
 complete -c callwarden -n "__fish_callwarden_needs_command" -f -a "explain" -d 'Show every rule for one live call (or a saved call): matched or not, and why'
 complete -c callwarden -n "__fish_callwarden_needs_command" -f -a "calls" -d 'List live calls with age, matched rules and time left'
 complete -c callwarden -n "__fish_callwarden_needs_command" -f -a "pardon" -d 'Ask the running daemon to spare one call, for a while or for good'
+complete -c callwarden -n "__fish_callwarden_needs_command" -f -a "hangup" -d 'Ask the running daemon to end calls now, by UUID or with --match'
+complete -c callwarden -n "__fish_callwarden_needs_command" -f -a "test" -d 'Run the policy test cases (default: tests/ beside the policy directory)'
 complete -c callwarden -n "__fish_callwarden_needs_command" -f -a "sim" -d 'Run the bundled Vobiz API simulator'
 complete -c callwarden -n "__fish_callwarden_needs_command" -f -a "demo" -d 'Start the simulator with sample calls and policies, enforce against it, and summarise'
 complete -c callwarden -n "__fish_callwarden_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -89,6 +91,29 @@ pretty\t'Human-readable'"
 complete -c callwarden -n "__fish_callwarden_using_subcommand pardon" -s v -l verbose -d 'More log detail (-v debug, -vv trace); RUST_LOG overrides'
 complete -c callwarden -n "__fish_callwarden_using_subcommand pardon" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c callwarden -n "__fish_callwarden_using_subcommand pardon" -s V -l version -d 'Print version'
+complete -c callwarden -n "__fish_callwarden_using_subcommand hangup" -l match -d 'Select the calls instead: FIELD=GLOB, as in [rule.match]; repeat a field for "any of", give several fields for "all of"' -r
+complete -c callwarden -n "__fish_callwarden_using_subcommand hangup" -l older-than -d 'With --match: only calls that started at least this long ago' -r
+complete -c callwarden -n "__fish_callwarden_using_subcommand hangup" -l limit -d 'With --match: at most this many calls per account, oldest first' -r
+complete -c callwarden -n "__fish_callwarden_using_subcommand hangup" -l reason -d 'Why the calls are ended (audited)' -r
+complete -c callwarden -n "__fish_callwarden_using_subcommand hangup" -l request-id -d 'An idempotency key: the daemon acts on one id once' -r
+complete -c callwarden -n "__fish_callwarden_using_subcommand hangup" -l config -d 'Config file' -r -F
+complete -c callwarden -n "__fish_callwarden_using_subcommand hangup" -l log-format -d 'Log format: auto = journald under systemd, else JSON lines when not a TTY' -r -f -a "auto\t'journald under systemd, else JSON lines when stderr is not a terminal, else pretty'
+json\t'JSON lines'
+pretty\t'Human-readable'"
+complete -c callwarden -n "__fish_callwarden_using_subcommand hangup" -l yes -d 'End the calls a selector finds (without it, only show them)'
+complete -c callwarden -n "__fish_callwarden_using_subcommand hangup" -l force -d 'A selector is not held by the breaker'
+complete -c callwarden -n "__fish_callwarden_using_subcommand hangup" -l dry-run -d 'Audit what would happen, hang up nothing'
+complete -c callwarden -n "__fish_callwarden_using_subcommand hangup" -l json -d 'Print the daemon\'s answer as JSON'
+complete -c callwarden -n "__fish_callwarden_using_subcommand hangup" -s v -l verbose -d 'More log detail (-v debug, -vv trace); RUST_LOG overrides'
+complete -c callwarden -n "__fish_callwarden_using_subcommand hangup" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c callwarden -n "__fish_callwarden_using_subcommand hangup" -s V -l version -d 'Print version'
+complete -c callwarden -n "__fish_callwarden_using_subcommand test" -l config -d 'Config file' -r -F
+complete -c callwarden -n "__fish_callwarden_using_subcommand test" -l log-format -d 'Log format: auto = journald under systemd, else JSON lines when not a TTY' -r -f -a "auto\t'journald under systemd, else JSON lines when stderr is not a terminal, else pretty'
+json\t'JSON lines'
+pretty\t'Human-readable'"
+complete -c callwarden -n "__fish_callwarden_using_subcommand test" -s v -l verbose -d 'More log detail (-v debug, -vv trace); RUST_LOG overrides'
+complete -c callwarden -n "__fish_callwarden_using_subcommand test" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c callwarden -n "__fish_callwarden_using_subcommand test" -s V -l version -d 'Print version'
 complete -c callwarden -n "__fish_callwarden_using_subcommand sim" -l listen -d 'Address to listen on (port 0 picks a free port)' -r
 complete -c callwarden -n "__fish_callwarden_using_subcommand sim" -l auth-id -d 'Auth id to accept (repeat for several accounts)' -r
 complete -c callwarden -n "__fish_callwarden_using_subcommand sim" -l auth-token -d 'Auth token to accept, paired in order with --auth-id' -r
@@ -110,12 +135,14 @@ pretty\t'Human-readable'"
 complete -c callwarden -n "__fish_callwarden_using_subcommand demo" -s v -l verbose -d 'More log detail (-v debug, -vv trace); RUST_LOG overrides'
 complete -c callwarden -n "__fish_callwarden_using_subcommand demo" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c callwarden -n "__fish_callwarden_using_subcommand demo" -s V -l version -d 'Print version'
-complete -c callwarden -n "__fish_callwarden_using_subcommand help; and not __fish_seen_subcommand_from run check once explain calls pardon sim demo help" -f -a "run" -d 'Run the daemon: poll, evaluate, enforce until SIGTERM/SIGINT'
-complete -c callwarden -n "__fish_callwarden_using_subcommand help; and not __fish_seen_subcommand_from run check once explain calls pardon sim demo help" -f -a "check" -d 'Validate the config and every policy file without calling the API'
-complete -c callwarden -n "__fish_callwarden_using_subcommand help; and not __fish_seen_subcommand_from run check once explain calls pardon sim demo help" -f -a "once" -d 'One full cycle: list, evaluate, hang up calls already past their deadline, print a summary'
-complete -c callwarden -n "__fish_callwarden_using_subcommand help; and not __fish_seen_subcommand_from run check once explain calls pardon sim demo help" -f -a "explain" -d 'Show every rule for one live call (or a saved call): matched or not, and why'
-complete -c callwarden -n "__fish_callwarden_using_subcommand help; and not __fish_seen_subcommand_from run check once explain calls pardon sim demo help" -f -a "calls" -d 'List live calls with age, matched rules and time left'
-complete -c callwarden -n "__fish_callwarden_using_subcommand help; and not __fish_seen_subcommand_from run check once explain calls pardon sim demo help" -f -a "pardon" -d 'Ask the running daemon to spare one call, for a while or for good'
-complete -c callwarden -n "__fish_callwarden_using_subcommand help; and not __fish_seen_subcommand_from run check once explain calls pardon sim demo help" -f -a "sim" -d 'Run the bundled Vobiz API simulator'
-complete -c callwarden -n "__fish_callwarden_using_subcommand help; and not __fish_seen_subcommand_from run check once explain calls pardon sim demo help" -f -a "demo" -d 'Start the simulator with sample calls and policies, enforce against it, and summarise'
-complete -c callwarden -n "__fish_callwarden_using_subcommand help; and not __fish_seen_subcommand_from run check once explain calls pardon sim demo help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c callwarden -n "__fish_callwarden_using_subcommand help; and not __fish_seen_subcommand_from run check once explain calls pardon hangup test sim demo help" -f -a "run" -d 'Run the daemon: poll, evaluate, enforce until SIGTERM/SIGINT'
+complete -c callwarden -n "__fish_callwarden_using_subcommand help; and not __fish_seen_subcommand_from run check once explain calls pardon hangup test sim demo help" -f -a "check" -d 'Validate the config and every policy file without calling the API'
+complete -c callwarden -n "__fish_callwarden_using_subcommand help; and not __fish_seen_subcommand_from run check once explain calls pardon hangup test sim demo help" -f -a "once" -d 'One full cycle: list, evaluate, hang up calls already past their deadline, print a summary'
+complete -c callwarden -n "__fish_callwarden_using_subcommand help; and not __fish_seen_subcommand_from run check once explain calls pardon hangup test sim demo help" -f -a "explain" -d 'Show every rule for one live call (or a saved call): matched or not, and why'
+complete -c callwarden -n "__fish_callwarden_using_subcommand help; and not __fish_seen_subcommand_from run check once explain calls pardon hangup test sim demo help" -f -a "calls" -d 'List live calls with age, matched rules and time left'
+complete -c callwarden -n "__fish_callwarden_using_subcommand help; and not __fish_seen_subcommand_from run check once explain calls pardon hangup test sim demo help" -f -a "pardon" -d 'Ask the running daemon to spare one call, for a while or for good'
+complete -c callwarden -n "__fish_callwarden_using_subcommand help; and not __fish_seen_subcommand_from run check once explain calls pardon hangup test sim demo help" -f -a "hangup" -d 'Ask the running daemon to end calls now, by UUID or with --match'
+complete -c callwarden -n "__fish_callwarden_using_subcommand help; and not __fish_seen_subcommand_from run check once explain calls pardon hangup test sim demo help" -f -a "test" -d 'Run the policy test cases (default: tests/ beside the policy directory)'
+complete -c callwarden -n "__fish_callwarden_using_subcommand help; and not __fish_seen_subcommand_from run check once explain calls pardon hangup test sim demo help" -f -a "sim" -d 'Run the bundled Vobiz API simulator'
+complete -c callwarden -n "__fish_callwarden_using_subcommand help; and not __fish_seen_subcommand_from run check once explain calls pardon hangup test sim demo help" -f -a "demo" -d 'Start the simulator with sample calls and policies, enforce against it, and summarise'
+complete -c callwarden -n "__fish_callwarden_using_subcommand help; and not __fish_seen_subcommand_from run check once explain calls pardon hangup test sim demo help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

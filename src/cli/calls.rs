@@ -30,30 +30,20 @@ pub async fn list(config_path: &Path, env: &Environment, json: bool) -> anyhow::
     let mut rows = Vec::new();
     for (name, client) in daemon::clients(&config, &clock)? {
         let policy = config.policy_of(&name);
-        let listed = client
-            .list_live()
-            .await
-            .with_context(|| format!("account `{name}`: listing live calls"))?;
-        let details: Vec<_> = futures::stream::iter(listed.value)
-            .map(|uuid| {
-                let client = Arc::clone(&client);
-                async move { (uuid.clone(), client.get_live(&uuid).await) }
-            })
-            .buffer_unordered(config.api.max_concurrent_requests.max(1))
-            .collect()
-            .await;
+        let calls = live_calls(&config, &client, &name).await?;
         let now = clock.now();
-        for (uuid, result) in details {
-            let call = match result {
-                Ok(fetched) => fetched.value,
-                Err(vobiz::Error::NotFound) => continue,
-                Err(error) => {
-                    eprintln!("callwarden: {uuid}: {error}");
-                    continue;
-                }
-            };
-            let explanation = explain_one(&config, &policy, &name, &call, known.get(&uuid), now);
-            rows.push(Row::new(&name, &call, &explanation, now));
+        let beyond = beyond_caps(&policy, &name, &calls, now);
+        for (call, beyond) in calls.iter().zip(&beyond) {
+            let explanation = explain_one(
+                &config,
+                &policy,
+                &name,
+                call,
+                known.get(&call.uuid),
+                now,
+                beyond,
+            );
+            rows.push(Row::new(&name, call, &explanation, now));
         }
     }
     rows.sort_by(|a, b| {
@@ -79,6 +69,7 @@ pub async fn explain(
 ) -> anyhow::Result<u8> {
     let config = daemon::load_config(config_path, env)?.config;
     let clock = daemon::system_clock();
+    let is_live = call_json.is_none();
     let (account, call) = match (uuid, call_json) {
         (_, Some(path)) => {
             let account = config
@@ -102,6 +93,23 @@ pub async fn explain(
     };
     let known = daemon_calls(&config).await;
     let policy = config.policy_of(&account);
+    // A fraud-guard rule judges the call among the account's live calls; a
+    // saved call is judged alone (within every cap).
+    let mut beyond = Vec::new();
+    if is_live && policy.has_concurrency_rules() {
+        if let Some((_, client)) = daemon::clients(&config, &clock)?
+            .into_iter()
+            .find(|(name, _)| *name == account)
+        {
+            let mut calls = live_calls(&config, &client, &account).await?;
+            calls.retain(|c| c.uuid != call.uuid);
+            calls.insert(0, call.clone());
+            beyond = beyond_caps(&policy, &account, &calls, clock.now())
+                .into_iter()
+                .next()
+                .unwrap_or_default();
+        }
+    }
     let explanation = explain_one(
         &config,
         &policy,
@@ -109,6 +117,7 @@ pub async fn explain(
         &call,
         known.get(&call.uuid),
         clock.now(),
+        &beyond,
     );
     if json {
         println!("{}", serde_json::to_string_pretty(&explanation)?);
@@ -177,6 +186,77 @@ async fn daemon_calls(config: &Config) -> HashMap<CallUuid, DaemonCall> {
         .collect()
 }
 
+/// The details of every live call of one account (calls that ended
+/// meanwhile are skipped; other errors are printed and skipped).
+async fn live_calls(
+    config: &Config,
+    client: &Arc<vobiz::Client>,
+    account: &str,
+) -> anyhow::Result<Vec<Call>> {
+    let listed = client
+        .list_live()
+        .await
+        .with_context(|| format!("account `{account}`: listing live calls"))?;
+    let details: Vec<_> = futures::stream::iter(listed.value)
+        .map(|uuid| {
+            let client = Arc::clone(client);
+            async move { (uuid.clone(), client.get_live(&uuid).await) }
+        })
+        .buffer_unordered(config.api.max_concurrent_requests.max(1))
+        .collect()
+        .await;
+    let mut calls = Vec::with_capacity(details.len());
+    for (uuid, result) in details {
+        match result {
+            Ok(fetched) => calls.push(fetched.value),
+            Err(vobiz::Error::NotFound) => {}
+            Err(error) => eprintln!("callwarden: {uuid}: {error}"),
+        }
+    }
+    Ok(calls)
+}
+
+/// For each of `calls`, the fraud-guard rules whose cap it is beyond.
+///
+/// Seniority comes from the API's own times: a call answered with no
+/// answer time (the flat shape) counts from its start, as in the daemon.
+fn beyond_caps(
+    policy: &Policy,
+    account: &str,
+    calls: &[Call],
+    now: DateTime<Utc>,
+) -> Vec<Vec<usize>> {
+    let mut out = vec![Vec::new(); calls.len()];
+    if !policy.has_concurrency_rules() {
+        return out;
+    }
+    let timelines: Vec<Timeline> = calls
+        .iter()
+        .map(|call| Timeline {
+            started: call.started_at,
+            answered: call.answered_at.or_else(|| {
+                crate::engine::tracker::is_answered(call)
+                    .then_some(call.started_at)
+                    .flatten()
+            }),
+            last_change: now,
+        })
+        .collect();
+    let live: Vec<policy::LiveCall<'_>> = calls
+        .iter()
+        .zip(&timelines)
+        .map(|(call, timeline)| policy::LiveCall {
+            call,
+            account,
+            timeline,
+        })
+        .collect();
+    for (index, rule) in policy::calls_beyond_caps(policy, &live, now) {
+        out[index].push(rule);
+    }
+    out
+}
+
 fn explain_one(
     config: &Config,
     policy: &Policy,
@@ -184,6 +264,7 @@ fn explain_one(
     call: &Call,
     known: Option<&DaemonCall>,
     now: DateTime<Utc>,
+    beyond: &[usize],
 ) -> policy::Explanation {
     // Without the daemon's history a call is judged from the API's own
     // times; idle rules see it as unchanged since now.
@@ -192,13 +273,14 @@ fn explain_one(
         answered: call.answered_at.or(known.and_then(|k| k.answered_seen)),
         last_change: now,
     };
-    policy::explain(
+    policy::explain_with_caps(
         policy,
         call,
         account,
         &timeline,
         now,
         &ExplainSettings::from_config(config),
+        beyond,
     )
 }
 

@@ -94,6 +94,7 @@ pub async fn run(duration: Duration) -> anyhow::Result<u8> {
         shown = show_new_records(&config.state_dir, shown, start);
     }
     let _ = engine.await;
+    state.flush_audit().await;
     show_new_records(&config.state_dir, shown, start);
     print_summary(&config.state_dir, &sim.state().calls());
     sim.shutdown().await;

@@ -5,9 +5,11 @@ mod calls;
 mod check;
 mod demo;
 mod generate;
+mod hangup;
 mod logging;
 mod once;
 mod pardon;
+mod test;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -124,6 +126,13 @@ pub enum Command {
         #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
         for_: Option<Duration>,
     },
+    /// Ask the running daemon to end calls now, by UUID or with --match.
+    Hangup(hangup::HangupArgs),
+    /// Run the policy test cases (default: tests/ beside the policy directory).
+    Test {
+        /// A case file, or a directory of *.toml case files.
+        path: Option<PathBuf>,
+    },
     /// Run the bundled Vobiz API simulator.
     Sim(SimArgs),
     /// Start the simulator with sample calls and policies, enforce against it, and summarise.
@@ -201,6 +210,7 @@ async fn dispatch(cli: Cli) -> u8 {
     let env = Environment::from_process();
     let result = match cli.command {
         Command::Check { format } => Ok(check::run(&cli.config, format)),
+        Command::Test { path } => Ok(test::run(&cli.config, &env, path.as_deref())),
         Command::Sim(args) => sim(args).await,
         Command::Run => daemon::run(
             cli.config,
@@ -219,6 +229,7 @@ async fn dispatch(cli: Cli) -> u8 {
             json,
         } => calls::explain(&cli.config, &env, uuid, call_json, json).await,
         Command::Calls { json } => calls::list(&cli.config, &env, json).await,
+        Command::Hangup(args) => hangup::run(&cli.config, &env, args).await,
         Command::Pardon { uuid, for_ } => pardon::run(&cli.config, &env, &uuid, for_).await,
         Command::Demo { duration } => demo::run(duration).await,
     };

@@ -36,6 +36,7 @@ pub async fn run(config_path: &Path, env: &Environment, json: bool) -> anyhow::R
         );
         reports.push(engine.run_once().await);
     }
+    state.flush_audit().await;
     if json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     } else {

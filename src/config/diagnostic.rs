@@ -199,6 +199,11 @@ impl FileDiagnostics {
         }
     }
 
+    /// The 1-based line and column of byte `offset`.
+    pub(crate) fn position(&self, offset: usize) -> (usize, usize) {
+        self.map.position(offset)
+    }
+
     /// The 1-based line of byte `offset`.
     pub(crate) fn line_of(&self, offset: usize) -> usize {
         self.map.position(offset).0

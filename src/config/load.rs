@@ -60,6 +60,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "state.dir",
     "http.listen",
     "http.allow_remote_pardon",
+    "http.api_token_file",
     "log.format",
     "account.name",
     "account.auth_id",
@@ -250,7 +251,7 @@ fn readable_by_others(path: &Path) -> Option<Diagnostic> {
 }
 
 /// Parses `text` into a spanned table, recording syntax errors.
-fn parse<'i>(text: &'i str, diags: &mut FileDiagnostics) -> Option<DeTable<'i>> {
+pub(crate) fn parse_toml<'i>(text: &'i str, diags: &mut FileDiagnostics) -> Option<DeTable<'i>> {
     let (doc, errors) = DeTable::parse_recoverable(text);
     for err in &errors {
         let span = err.span().unwrap_or(0..0);
@@ -272,7 +273,7 @@ fn load_policy_file(
         Err(diag) => return (Vec::new(), 0, vec![diag]),
     };
     let mut diags = FileDiagnostics::new(path, &text);
-    let Some(doc) = parse(&text, &mut diags) else {
+    let Some(doc) = parse_toml(&text, &mut diags) else {
         return (Vec::new(), 0, diags.finish());
     };
     let count = doc
@@ -299,7 +300,7 @@ fn load_at(config_path: &Path, env: &Environment, now: DateTime<Utc>) -> Outcome
         }
     };
     let mut diags = FileDiagnostics::new(config_path, &text);
-    let Some(doc) = parse(&text, &mut diags) else {
+    let Some(doc) = parse_toml(&text, &mut diags) else {
         outcome.diagnostics.extend(diags.finish());
         return outcome;
     };
@@ -311,7 +312,7 @@ fn load_at(config_path: &Path, env: &Environment, now: DateTime<Utc>) -> Outcome
     if let Some(warning) = readable_by_others(config_path) {
         diags.warning(0..0, warning.message);
     }
-    let settings = read_settings(&doc, &mut diags, env, &base_dir);
+    let settings = read_settings(&doc, &mut diags, env, &base_dir, &mut extra);
     let accounts = read_accounts(&doc, &mut diags, env, &base_dir, &mut extra);
 
     // Policy files: each read once, in order, names unique across all of them.
@@ -465,6 +466,7 @@ fn read_settings(
     diags: &mut FileDiagnostics,
     env: &Environment,
     base_dir: &Path,
+    extra: &mut Vec<Diagnostic>,
 ) -> Option<Settings> {
     let mut r = Reader { diags };
     r.unknown_keys(doc, &top_level_keys());
@@ -626,11 +628,15 @@ fn read_settings(
             }
         },
     };
+    let api_token = http_t
+        .and_then(|t| r.string(t, "api_token_file"))
+        .and_then(|(path, span)| read_token_file(&resolve(base_dir, path), span, r.diags, extra));
     let http = HttpSettings {
         listen,
         allow_remote_pardon: http_t
             .and_then(|t| r.boolean(t, "allow_remote_pardon"))
             .unwrap_or(false),
+        api_token,
     };
 
     let log_t = section(&mut r, doc, "log", &keys_in("log"));

@@ -20,11 +20,14 @@ use chrono_tz::Tz;
 use crate::policy::Policy;
 use crate::vobiz::Secret;
 
+pub(crate) use diagnostic::FileDiagnostics;
 pub use diagnostic::{CheckReport, Diagnostic, Diagnostics, Severity};
+pub(crate) use load::parse_toml;
 pub use load::{
     check, load, load_policy_files, Environment, Loaded, CONFIG_KEYS, CREDENTIAL_NAME,
     DEFAULT_BASE_URL, DEFAULT_LISTEN, DEFAULT_PROTECTED_NUMBERS, DEFAULT_STATE_DIR,
 };
+pub(crate) use walk::{Reader, Table};
 
 /// The validated configuration the daemon runs with.
 #[derive(Debug, Clone)]
@@ -125,12 +128,15 @@ pub struct SafetySettings {
 }
 
 /// `[http]`: the local status listener.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpSettings {
     /// Where to listen; `None` when disabled with `listen = ""`.
     pub listen: Option<SocketAddr>,
     /// Accept `POST /pardon` from non-loopback clients.
     pub allow_remote_pardon: bool,
+    /// `api_token_file`: the bearer token remote callers of `POST /hangup`
+    /// must send; without it only loopback may ask.
+    pub api_token: Option<Secret>,
 }
 
 /// `--log-format` / `[log] format`.

@@ -13,8 +13,8 @@ use humantime::format_duration;
 use super::diagnostic::FileDiagnostics;
 use super::walk::{Reader, Table};
 use crate::policy::{
-    parse_cron, Action, FieldMatcher, HangupScope, Limit, Match, MatchField, MeasureFrom, Rule,
-    Source, Warning, Window,
+    parse_cron, Action, FieldMatcher, GroupBy, HangupScope, Limit, Match, MatchField, MeasureFrom,
+    Rule, Source, Warning, Window,
 };
 
 const RULE_KEYS: &[&str] = &[
@@ -22,6 +22,8 @@ const RULE_KEYS: &[&str] = &[
     "description",
     "max_duration",
     "idle_timeout",
+    "max_concurrent",
+    "group_by",
     "measure_from",
     "priority",
     "match",
@@ -202,8 +204,12 @@ fn compile_limit(
     header: &Range<usize>,
     label: &str,
 ) -> Option<Limit> {
-    let max = r.entry(table, "max_duration").map(|e| e.key_span);
-    let idle = r.entry(table, "idle_timeout").map(|e| e.key_span);
+    const LIMITS: [&str; 3] = ["max_duration", "idle_timeout", "max_concurrent"];
+    let mut given: Vec<(&str, Range<usize>)> = LIMITS
+        .iter()
+        .filter_map(|key| r.entry(table, key).map(|e| (*key, e.key_span)))
+        .collect();
+    given.sort_by_key(|(_, span)| span.start);
     let measure_from = match r.string(table, "measure_from") {
         Some(("answer", _)) | None => Some(MeasureFrom::Answer),
         Some(("start", _)) => Some(MeasureFrom::Start),
@@ -215,46 +221,66 @@ fn compile_limit(
             None
         }
     };
-    match (max, idle) {
-        (None, None) => {
+    let kind = match given.as_slice() {
+        [] => {
             // A misspelt limit key is already reported as unknown, with a suggestion.
             let misspelt = table.iter().any(|(key, _)| {
                 let key: &str = key.get_ref();
-                !RULE_KEYS.contains(&key)
-                    && super::walk::suggest(key, &["max_duration", "idle_timeout"]).is_some()
+                !RULE_KEYS.contains(&key) && super::walk::suggest(key, &LIMITS).is_some()
             });
             if misspelt {
                 return None;
             }
             r.diags.error(
                 header.clone(),
-                format!("rule `{label}` needs one limit: `max_duration` or `idle_timeout`"),
+                format!("rule `{label}` needs one limit: `max_duration`, `idle_timeout` or `max_concurrent`"),
             );
-            None
+            return None;
         }
-        (Some(a), Some(b)) => {
+        [(kind, _)] => *kind,
+        [(a, _), (b, span), ..] => {
+            let (first, second) =
+                if LIMITS.iter().position(|k| k == a) < LIMITS.iter().position(|k| k == b) {
+                    (a, b)
+                } else {
+                    (b, a)
+                };
             r.diags.error(
-                if a.start > b.start { a } else { b },
+                span.clone(),
+                format!("rule `{label}` has both `{first}` and `{second}`; give exactly one"),
+            );
+            return None;
+        }
+    };
+    if kind != "max_concurrent" {
+        if let Some(entry) = r.entry(table, "group_by") {
+            r.diags.error(
+                entry.key_span,
                 format!(
-                    "rule `{label}` has both `max_duration` and `idle_timeout`; give exactly one"
+                    "rule `{label}`: `group_by` applies to `max_concurrent` only, not `{kind}`"
                 ),
             );
-            None
         }
-        (Some(_), None) => {
+    }
+    if kind != "max_duration" {
+        if let Some(entry) = r.entry(table, "measure_from") {
+            r.diags.error(
+                entry.key_span,
+                format!(
+                    "rule `{label}`: `measure_from` applies to `max_duration` only, not `{kind}`"
+                ),
+            );
+        }
+    }
+    match kind {
+        "max_duration" => {
             let (limit, _) = r.duration(table, "max_duration")?;
             Some(Limit::MaxDuration {
                 limit,
                 measure_from: measure_from?,
             })
         }
-        (None, Some(_)) => {
-            if let Some(entry) = r.entry(table, "measure_from") {
-                r.diags.error(
-                    entry.key_span,
-                    format!("rule `{label}`: `measure_from` applies to `max_duration` only, not `idle_timeout`"),
-                );
-            }
+        "idle_timeout" => {
             let (limit, span) = r.duration(table, "idle_timeout")?;
             if limit.is_zero() {
                 r.diags
@@ -262,6 +288,26 @@ fn compile_limit(
                 return None;
             }
             Some(Limit::IdleTimeout(limit))
+        }
+        _ => {
+            let max = r.integer(table, "max_concurrent", 1, i64::from(u32::MAX));
+            let group_by = match r.string(table, "group_by") {
+                None | Some(("rule", _)) => Some(GroupBy::Rule),
+                Some(("to", _)) => Some(GroupBy::To),
+                Some(("from", _)) => Some(GroupBy::From),
+                Some((other, span)) => {
+                    r.diags.error(
+                        span,
+                        format!("`group_by` must be \"rule\", \"to\" or \"from\", found `{other}`"),
+                    );
+                    None
+                }
+            };
+            let (max, _) = max?;
+            Some(Limit::MaxConcurrent {
+                max: u32::try_from(max).ok()?,
+                group_by: group_by?,
+            })
         }
     }
 }
@@ -464,9 +510,15 @@ fn compile_action(
                 Some(Limit::MaxDuration { limit, .. }) | Some(Limit::IdleTimeout(limit)) => {
                     Some(limit)
                 }
-                None => None,
+                Some(Limit::MaxConcurrent { .. }) | None => None,
             };
-            if text.trim().is_empty() {
+            if matches!(limit, Some(Limit::MaxConcurrent { .. })) {
+                r.diags.error(
+                    before_span,
+                    format!("rule `{label}`: `warn_before` does not apply to `max_concurrent`: calls beyond the cap end at once"),
+                );
+                None
+            } else if text.trim().is_empty() {
                 r.diags.error(text_span, "`warn_text` is empty".to_string());
                 None
             } else if let Some(limit) = limit_duration.filter(|l| before >= *l) {

@@ -137,6 +137,10 @@ impl<A: VobizApi> Engine<A> {
             self.enqueue_detail(uuid, Fetch::Refresh);
         }
         self.observe_legs();
+        if self.detail_queue.is_empty() && self.details_in_flight == 0 {
+            // No reads to wait for: the list alone may have freed room.
+            self.check_caps();
+        }
         self.check_breaker();
         self.save_memory();
         self.publish();
@@ -271,6 +275,10 @@ impl<A: VobizApi> Engine<A> {
                 self.batch_started = None;
                 self.release_batch();
             }
+        }
+        if self.detail_queue.is_empty() && self.details_in_flight == 0 {
+            // The poll's reads are complete: judge the groups as a whole.
+            self.check_caps();
         }
     }
 
@@ -511,6 +519,8 @@ impl<A: VobizApi> Engine<A> {
             self.index_parent(uuid, tracked.call.parent_call_uuid, None);
         }
         self.winners.remove(uuid);
+        self.caps.forget(uuid);
+        self.manual_jobs.remove(uuid);
         self.enforce_timers.cancel(uuid);
         self.bypass_timers.cancel(uuid);
         self.warn_timers.cancel(uuid);

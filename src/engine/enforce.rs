@@ -11,14 +11,54 @@ impl<A: VobizApi> Engine<A> {
         now: DateTime<Utc>,
     ) -> policy::Evaluation {
         let timeline = tracked.timeline(self.skew.unwrap_or(NO_SKEW), self.mismatch.is_some());
-        policy::evaluate(
+        let mut evaluation = policy::evaluate(
             &self.policy,
             &tracked.call,
             &self.account,
             &timeline,
             now,
             self.settings.enforce.grace,
-        )
+        );
+        evaluation.apply_caps(&self.policy, |rule| {
+            self.caps.since(&tracked.call.uuid, rule)
+        });
+        evaluation
+    }
+
+    /// Re-selects the calls beyond the cap of each fraud-guard rule, from
+    /// the tracked calls of the latest list, and re-evaluates those whose
+    /// state changed. Run once a poll's reads are complete.
+    pub(super) fn check_caps(&mut self) {
+        let now = self.now();
+        let selected: Vec<(CallUuid, usize)> = if self.policy.has_concurrency_rules() {
+            let skew = self.skew.unwrap_or(NO_SKEW);
+            let mismatch = self.mismatch.is_some();
+            // Calls hung up but still listed hold no place in a group: a
+            // newer call must not be ended for them.
+            let members: Vec<(&Tracked, policy::Timeline)> = self
+                .calls
+                .iter()
+                .filter(|(uuid, _)| self.live.contains(*uuid) && !self.hung_up.contains(*uuid))
+                .map(|(_, tracked)| (tracked, seniority_timeline(tracked, skew, mismatch)))
+                .collect();
+            let live: Vec<policy::LiveCall<'_>> = members
+                .iter()
+                .map(|(tracked, timeline)| policy::LiveCall {
+                    call: &tracked.call,
+                    account: &self.account,
+                    timeline,
+                })
+                .collect();
+            policy::calls_beyond_caps(&self.policy, &live, now)
+                .into_iter()
+                .map(|(member, rule)| (members[member].0.call.uuid.clone(), rule))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for uuid in self.caps.update(selected, now) {
+            self.evaluate(&uuid);
+        }
     }
 
     /// Re-evaluates one call and (re)schedules its timers.
@@ -164,6 +204,7 @@ impl<A: VobizApi> Engine<A> {
                 let legs = self.leg_count(&uuid);
                 let seen_at = fetched.received_at;
                 if !self.refresh_tracked(&uuid, fetched.value, seen_at, legs) {
+                    self.manual_failed(&uuid, Outcome::Gone, "the call had already ended");
                     return;
                 }
                 let Some(call) = self.calls.get(&uuid).map(|t| t.call.clone()) else {
@@ -178,10 +219,14 @@ impl<A: VobizApi> Engine<A> {
                         tracked.queued = false;
                         self.start_reread(uuid, purpose);
                     }
-                    None => self.forget(&uuid),
+                    None => {
+                        self.manual_failed(&uuid, Outcome::Gone, "the call had already ended");
+                        self.forget(&uuid);
+                    }
                 }
             }
             Err(error @ (ApiError::Unauthorized | ApiError::Forbidden)) => {
+                self.manual_failed(&uuid, Outcome::Failed, &error.to_string());
                 self.mark_unhealthy(error.to_string());
             }
             Err(error) => {
@@ -192,6 +237,11 @@ impl<A: VobizApi> Engine<A> {
                 match purpose {
                     Purpose::Enforce => self.reschedule_enforce(&uuid, retry_at),
                     Purpose::DryRunRule(index) => self.dry_timers.schedule((uuid, index), retry_at),
+                    Purpose::Manual => self.manual_failed(
+                        &uuid,
+                        Outcome::Failed,
+                        &format!("cannot re-read the call: {error}"),
+                    ),
                 }
             }
         }
@@ -213,6 +263,10 @@ impl<A: VobizApi> Engine<A> {
         call: Call,
         now: DateTime<Utc>,
     ) {
+        if purpose == Purpose::Manual {
+            self.act_manual(uuid, call);
+            return;
+        }
         let Some(tracked) = self.calls.get(uuid) else {
             return;
         };
@@ -242,11 +296,23 @@ impl<A: VobizApi> Engine<A> {
                     }
                 }
             }
+            // Handled above, before any rule is evaluated.
+            Purpose::Manual => return,
         };
         let rule = &self.policy.rules[index];
         let dry_run = match purpose {
             Purpose::Enforce => self.settings.enforce.dry_run || rule.action.dry_run,
             Purpose::DryRunRule(_) => true,
+            Purpose::Manual => false,
+        };
+        let deadline_text = deadline.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let reason = match rule.limit {
+            Limit::MaxConcurrent { max, group_by } => format!(
+                "rule {} keeps at most {max} calls per {}: this call is beyond the cap since {deadline_text}",
+                rule.name,
+                group_by.as_str()
+            ),
+            _ => format!("rule {} due at {deadline_text}", rule.name),
         };
         let job = Job {
             uuid: uuid.clone(),
@@ -255,11 +321,7 @@ impl<A: VobizApi> Engine<A> {
             action: format!("hangup:{}", scope_word(rule.action.hangup)),
             deadline,
             dry_run,
-            reason: format!(
-                "rule {} due at {}",
-                rule.name,
-                deadline.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-            ),
+            reason,
             call: call.raw.clone(),
         };
         if let Purpose::DryRunRule(index) = purpose {
@@ -313,15 +375,7 @@ impl<A: VobizApi> Engine<A> {
             }
         }
         let reason = job.reason.clone();
-        if let Err(error) = self.audit(&job, AuditEvent::Intent, None, 0, &reason) {
-            // Nothing is done that is not on disk first.
-            tracing::error!(account = %self.account, call = %uuid, %error,
-                "cannot write the audit log: not hanging up; trying again later");
-            let retry_at =
-                now + TimeDelta::from_std(self.settings.retry.max_backoff).unwrap_or_default();
-            self.reschedule_enforce(uuid, retry_at);
-            return;
-        }
+        let durable = self.audit_intent(&job, &reason);
         if dry_run {
             if purpose == Purpose::Enforce {
                 self.finish(uuid, purpose);
@@ -332,12 +386,28 @@ impl<A: VobizApi> Engine<A> {
             return;
         }
         self.overridden.remove(uuid);
-        self.busy.insert(uuid.clone());
+        self.hang_up_targets(job, targets, durable);
+    }
+
+    /// Sends the DELETEs of one decided hangup once its intent is durable.
+    pub(super) fn hang_up_targets(
+        &mut self,
+        job: Job,
+        targets: Vec<CallUuid>,
+        durable: audit::Durable,
+    ) {
+        self.busy.insert(job.uuid.clone());
         let api = Arc::clone(&self.api);
         let metrics = Arc::clone(&self.shared.metrics);
         let retrier = Arc::clone(&self.retrier);
         let tx = self.events_tx.clone();
         tokio::spawn(async move {
+            // Nothing is done that is not on disk first; only this hangup
+            // waits for it.
+            if let Err(error) = durable.await {
+                let _ = tx.send(Event::IntentLost { job, error });
+                return;
+            }
             let mut results = Vec::with_capacity(targets.len());
             for target in targets {
                 let result = actions::hang_up(&*api, &target, &retrier, &metrics).await;
@@ -349,6 +419,16 @@ impl<A: VobizApi> Engine<A> {
             }
             let _ = tx.send(Event::HungUp { job, results });
         });
+    }
+
+    /// The intent of a hangup did not reach the disk: no DELETE was sent.
+    pub(super) fn on_intent_lost(&mut self, job: Job, error: audit::WriteError) {
+        self.busy.remove(&job.uuid);
+        tracing::error!(account = %self.account, call = %job.uuid, rule = %job.rule, %error,
+            "the hangup intent is not on disk: not hanging up; trying again later");
+        let retry_at =
+            self.now() + TimeDelta::from_std(self.settings.poll_interval).unwrap_or_default();
+        self.reschedule_enforce(&job.uuid, retry_at);
     }
 
     /// Which legs a hangup of `call` would end, with the safety checks.
@@ -506,5 +586,27 @@ impl<A: VobizApi> Engine<A> {
                 );
             }
         }
+    }
+}
+
+/// The timeline a call's seniority in a fraud-guard group is judged by.
+///
+/// A call first seen already answered, with no answer time from the API
+/// (the flat shape), was answered at some unknown instant before it was
+/// seen: its start stands in, so calls seen in the same poll are ordered
+/// by their real age, not by the order their details were read.
+fn seniority_timeline(tracked: &Tracked, skew: SkewEstimate, mismatch: bool) -> policy::Timeline {
+    let timeline = tracked.timeline(skew, mismatch);
+    let seen_answered_at_first_sight = tracked.call.answered_at.is_none()
+        && tracked
+            .answered_seen
+            .is_some_and(|seen| seen <= tracked.first_seen);
+    if seen_answered_at_first_sight && timeline.started.is_some() {
+        policy::Timeline {
+            answered: timeline.started,
+            ..timeline
+        }
+    } else {
+        timeline
     }
 }

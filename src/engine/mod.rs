@@ -11,8 +11,10 @@
 pub mod actions;
 pub mod backoff;
 pub mod breaker;
+pub mod caps;
 mod discovery;
 mod enforce;
+mod manual;
 pub mod memory;
 pub mod plan;
 mod report;
@@ -40,6 +42,7 @@ use crate::vobiz::{Error as ApiError, Fetched, SpeakLegs, VobizApi};
 
 use actions::{HangupResult, Retrier};
 use backoff::Jitter;
+pub use manual::{ManualDecision, ManualRequest, Selection, MANUAL_RULE};
 use plan::Plan;
 use skew::{Mismatch, SkewEstimate, NO_SKEW};
 pub use status::AccountStatus;
@@ -146,6 +149,14 @@ pub enum Command {
         /// Answer: whether the engine tracks the call.
         reply: oneshot::Sender<bool>,
     },
+    /// End calls now on an operator's or external trigger's request;
+    /// replies with a decision per call this engine tracks.
+    Hangup {
+        /// The request.
+        request: Box<ManualRequest>,
+        /// Answer: the decisions.
+        reply: oneshot::Sender<Vec<ManualDecision>>,
+    },
     /// Let the batch held by the breaker through once (SIGUSR1).
     ReleaseBreaker,
     /// New rules and settings after a successful reload.
@@ -164,6 +175,8 @@ enum Purpose {
     Enforce,
     /// A rule-level dry-run rule's own deadline.
     DryRunRule(usize),
+    /// A manual hangup (its job waits in `manual_jobs`).
+    Manual,
 }
 
 /// Why details are being fetched.
@@ -198,6 +211,10 @@ enum Event {
     Spoke {
         job: Job,
         result: Result<(), ApiError>,
+    },
+    IntentLost {
+        job: Job,
+        error: audit::WriteError,
     },
 }
 
@@ -294,6 +311,11 @@ pub struct Engine<A: VobizApi> {
     dry_done: HashSet<(CallUuid, usize)>,
     pardons: HashMap<CallUuid, Option<DateTime<Utc>>>,
 
+    /// Calls beyond the cap of a fraud-guard rule.
+    caps: caps::Caps,
+    /// Manual hangups waiting for their re-read.
+    manual_jobs: HashMap<CallUuid, Job>,
+
     breaker_open: bool,
     held: HashSet<CallUuid>,
     overridden: HashSet<CallUuid>,
@@ -382,6 +404,8 @@ impl<A: VobizApi> Engine<A> {
             warned: HashSet::new(),
             dry_done: HashSet::new(),
             pardons: HashMap::new(),
+            caps: caps::Caps::default(),
+            manual_jobs: HashMap::new(),
             breaker_open: false,
             held: HashSet::new(),
             overridden: HashSet::new(),
@@ -548,6 +572,7 @@ impl<A: VobizApi> Engine<A> {
             match tokio::time::timeout_at(deadline, self.events_rx.recv()).await {
                 Ok(Some(event)) => match event {
                     Event::HungUp { job, results } => self.on_hung_up(job, results),
+                    Event::IntentLost { job, error } => self.on_intent_lost(job, error),
                     Event::Reread { uuid, .. } => {
                         self.busy.remove(&uuid);
                     }
@@ -583,6 +608,7 @@ impl<A: VobizApi> Engine<A> {
             } => self.on_reread(uuid, purpose, result),
             Event::HungUp { job, results } => self.on_hung_up(job, results),
             Event::Spoke { job, result } => self.on_spoke(job, result),
+            Event::IntentLost { job, error } => self.on_intent_lost(job, error),
         }
     }
 }

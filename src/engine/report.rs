@@ -29,15 +29,15 @@ impl<A: VobizApi> Engine<A> {
         }
     }
 
-    pub(super) fn audit(
+    fn record(
         &self,
         job: &Job,
         event: AuditEvent,
         outcome: Option<Outcome>,
         attempts: u32,
         reason: &str,
-    ) -> std::io::Result<()> {
-        self.shared.audit.append(&Record {
+    ) -> Record {
+        Record {
             ts: self.now(),
             account: self.account.clone(),
             call_uuid: job.uuid.to_string(),
@@ -50,7 +50,19 @@ impl<A: VobizApi> Engine<A> {
             dry_run: job.dry_run,
             reason: reason.to_owned(),
             call: Some(job.call.clone()),
-        })
+        }
+    }
+
+    /// Queues the intent of `job`; the hangup waits for the answer, the
+    /// engine does not.
+    pub(super) fn audit_intent(&self, job: &Job, reason: &str) -> audit::Durable {
+        let record = self.record(job, AuditEvent::Intent, None, 0, reason);
+        if job.dry_run {
+            // Nothing is done on it, so nothing needs to wait for the disk.
+            self.shared.audit.append(&record);
+            return audit::Durable::done();
+        }
+        self.shared.audit.commit(&record)
     }
 
     pub(super) fn audit_outcome(
@@ -61,9 +73,10 @@ impl<A: VobizApi> Engine<A> {
         attempts: u32,
         reason: &str,
     ) {
-        if let Err(error) = self.audit(job, event, Some(outcome), attempts, reason) {
-            tracing::error!(account = %self.account, call = %job.uuid, %error, "cannot write the audit log");
-        }
+        // Written in order, synced with the next batch: nothing waits on it.
+        self.shared
+            .audit
+            .append(&self.record(job, event, Some(outcome), attempts, reason));
         if matches!(event, AuditEvent::Outcome | AuditEvent::Breaker) {
             self.shared.metrics.decision(&HangupLabels {
                 account: self.account.clone(),

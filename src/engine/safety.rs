@@ -192,6 +192,11 @@ impl<A: VobizApi> Engine<A> {
                 let _ = reply.send(tracked);
                 None
             }
+            Command::Hangup { request, reply } => {
+                let decisions = self.manual(&request);
+                let _ = reply.send(decisions);
+                None
+            }
             Command::ReleaseBreaker => {
                 self.release_breaker();
                 None
@@ -219,11 +224,14 @@ impl<A: VobizApi> Engine<A> {
                     .set(0);
                 self.keep_decisions(&old_policy, old_dry_run);
                 self.dry_timers = TimerQueue::default();
+                // Rule indices changed: select the calls beyond caps afresh.
+                self.caps.clear();
                 self.publish_rules();
                 let uuids: Vec<CallUuid> = self.calls.keys().cloned().collect();
                 for uuid in uuids {
                     self.evaluate(&uuid);
                 }
+                self.check_caps();
                 interval
             }
         }

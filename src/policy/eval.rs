@@ -117,6 +117,30 @@ impl Evaluation {
         )
     }
 
+    /// Makes the fraud-guard rules due for a call beyond their cap:
+    /// `beyond(rule)` is the instant the call was found beyond the cap of
+    /// that rule (its deadline: at once), `None` when it is within it.
+    /// The verdicts then go through [`Evaluation::effective`] like any other.
+    pub fn apply_caps(
+        &mut self,
+        policy: &Policy,
+        mut beyond: impl FnMut(usize) -> Option<DateTime<Utc>>,
+    ) {
+        for verdict in &mut self.verdicts {
+            let Some(rule) = policy.rules.get(verdict.rule) else {
+                continue;
+            };
+            if !matches!(rule.limit, Limit::MaxConcurrent { .. })
+                || !matches!(verdict.outcome, RuleOutcome::NotDue { .. })
+            {
+                continue;
+            }
+            if let Some(since) = beyond(verdict.rule) {
+                verdict.outcome = RuleOutcome::Due { deadline: since };
+            }
+        }
+    }
+
     /// The rule-level dry-run rules that are due, with their own deadlines;
     /// they are audited at those deadlines and never hide a live rule.
     pub fn dry_run_due<'a>(
@@ -339,6 +363,8 @@ pub fn rule_deadline(
             measure_from: MeasureFrom::Start,
         } => (timeline.started.ok_or("start time unknown")?, limit),
         Limit::IdleTimeout(limit) => (timeline.last_change, limit),
+        // Judged across the live calls: see `Evaluation::apply_caps`.
+        Limit::MaxConcurrent { .. } => return Err("within its max_concurrent cap"),
     };
     let base = add(add(from, limit)?, grace)?;
     if rule.windows.is_empty() {

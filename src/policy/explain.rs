@@ -115,12 +115,28 @@ pub fn explain(
     now: DateTime<Utc>,
     settings: &ExplainSettings<'_>,
 ) -> Explanation {
+    explain_with_caps(policy, call, account, timeline, now, settings, &[])
+}
+
+/// [`explain`] for a call that is beyond the cap of the fraud-guard rules
+/// `beyond` (indices into `policy.rules`), as judged across the live calls
+/// with [`super::calls_beyond_caps`]: those rules are due now.
+pub fn explain_with_caps(
+    policy: &Policy,
+    call: &Call,
+    account: &str,
+    timeline: &Timeline,
+    now: DateTime<Utc>,
+    settings: &ExplainSettings<'_>,
+    beyond: &[usize],
+) -> Explanation {
     let ExplainSettings {
         grace,
         global_dry_run,
         protected_numbers,
     } = *settings;
-    let evaluation = evaluate(policy, call, account, timeline, now, grace);
+    let mut evaluation = evaluate(policy, call, account, timeline, now, grace);
+    evaluation.apply_caps(policy, |rule| beyond.contains(&rule).then_some(now));
     let winner = evaluation.effective(policy, global_dry_run);
     let left = |deadline: DateTime<Utc>| (deadline - now).num_seconds();
     let rules = evaluation
@@ -233,6 +249,9 @@ fn describe_limit(limit: Limit) -> String {
             }
         ),
         Limit::IdleTimeout(limit) => format!("idle_timeout {}", humantime::format_duration(limit)),
+        Limit::MaxConcurrent { max, group_by } => {
+            format!("max_concurrent {max} per {}", group_by.as_str())
+        }
     }
 }
 

@@ -4,6 +4,8 @@
 //! Loading and validation of the TOML files is in [`crate::config`]; this
 //! module holds what they compile into.
 
+pub mod cases;
+mod concurrency;
 mod eval;
 mod explain;
 mod glob;
@@ -15,11 +17,14 @@ mod window;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use concurrency::{beyond_cap, calls_beyond_caps, GroupBy, LiveCall, Seniority};
 pub use eval::{
     deadline_only, evaluate, evaluate_rule, is_protected, rule_deadline, Evaluation, RuleOutcome,
     RuleVerdict, Timeline,
 };
-pub use explain::{explain, Decision, ExplainSettings, Explanation, RuleExplanation};
+pub use explain::{
+    explain, explain_with_caps, Decision, ExplainSettings, Explanation, RuleExplanation,
+};
 pub use matcher::{
     compile_glob, normalize_number_pattern, FieldMatcher, FieldValues, Match, MatchField,
     PatternError,
@@ -48,6 +53,14 @@ impl Policy {
     /// queued calls are listed too (`?status=queued`).
     pub fn needs_queued_calls(&self) -> bool {
         self.rules.iter().any(Rule::names_queued_or_ringing)
+    }
+
+    /// Whether any rule is a fraud guard (`max_concurrent`), which is
+    /// judged across the live calls.
+    pub fn has_concurrency_rules(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|rule| matches!(rule.limit, Limit::MaxConcurrent { .. }))
     }
 
     /// Whether any rule is an idle timeout, which needs state tracking.
@@ -108,6 +121,14 @@ pub enum Limit {
     },
     /// The call's observed state may stay unchanged at most this long.
     IdleTimeout(Duration),
+    /// The fraud guard: at most `max` matching live calls per group; the
+    /// newest beyond it are ended at once.
+    MaxConcurrent {
+        /// Calls kept per group.
+        max: u32,
+        /// How matching calls are grouped.
+        group_by: GroupBy,
+    },
 }
 
 /// Where a `max_duration` is measured from.

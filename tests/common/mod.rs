@@ -98,3 +98,27 @@ pub async fn log_since(sim: &SimHandle, since: u64) -> Vec<Value> {
 pub mod daemon;
 pub mod engine;
 pub mod proxy;
+
+/// How many live-list requests the simulator has answered so far.
+pub async fn list_requests(sim: &SimHandle) -> usize {
+    log_since(sim, 0)
+        .await
+        .iter()
+        .filter(|r| r["method"] == "GET" && r["uuid"].is_null())
+        .filter(|r| r["path"].as_str().is_some_and(|p| p.ends_with("/Call/")))
+        .count()
+}
+
+/// Waits until the daemon has listed `polls` more times, so every call it
+/// could judge in between has been judged (a hang guard, not a timing).
+pub async fn wait_polls(sim: &SimHandle, polls: usize) {
+    let start = list_requests(sim).await;
+    let until = tokio::time::Instant::now() + Duration::from_secs(30);
+    while list_requests(sim).await < start + polls {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the daemon stopped polling"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

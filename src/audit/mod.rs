@@ -1,15 +1,20 @@
-//! The audit log `STATE/audit.jsonl`: one JSON object per line, appended and
-//! flushed to disk before the action it describes, and read back on start to
-//! resume pending decisions and never hang up a call twice.
+//! The audit log `STATE/audit.jsonl`: one JSON object per line. Intents are
+//! on disk before the action they describe; every record is read back on
+//! start to resume pending decisions and never hang up a call twice. The
+//! records and replay live here; [`writer`] owns the file.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+pub mod writer;
+
+use writer::Request;
+pub use writer::{Disk, Durable, FileDisk, Health, Options, WriteError};
 
 /// The file name inside the state directory.
 pub const AUDIT_FILE: &str = "audit.jsonl";
@@ -124,30 +129,51 @@ pub struct Replay {
     pub bad_lines: usize,
 }
 
-/// The append-only audit log.
+/// The append-only audit log: a handle on its writer thread.
 #[derive(Debug)]
 pub struct AuditLog {
     path: PathBuf,
-    rotate_bytes: u64,
-    file: Mutex<File>,
+    requests: std::sync::mpsc::Sender<Request>,
 }
 
 impl AuditLog {
-    /// Opens (creating) `dir/audit.jsonl` for appending.
+    /// Opens (creating) `dir/audit.jsonl` with the default options.
     pub fn open(dir: &Path) -> io::Result<Self> {
-        Self::open_with_rotation(dir, DEFAULT_ROTATE_BYTES)
+        Self::open_with(dir, Options::default())
     }
 
     /// Opens with a custom rotation size (tests).
     pub fn open_with_rotation(dir: &Path, rotate_bytes: u64) -> io::Result<Self> {
+        Self::open_with(
+            dir,
+            Options {
+                rotate_bytes,
+                ..Options::default()
+            },
+        )
+    }
+
+    /// Opens (creating) `dir/audit.jsonl`, closes off a torn last line, and
+    /// starts its writer.
+    pub fn open_with(dir: &Path, options: Options) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
         let path = dir.join(AUDIT_FILE);
-        let file = open_append(&path)?;
-        Ok(Self {
-            path,
-            rotate_bytes,
-            file: Mutex::new(file),
-        })
+        if let Some(torn) = close_torn_tail(&path)? {
+            tracing::warn!(
+                file = %path.display(),
+                offset = torn.offset,
+                bytes = torn.bytes,
+                "the audit log ended in a torn line (a crash or a full disk mid-write); closed it off so the next record starts on a line of its own"
+            );
+        }
+        let disk = FileDisk::open(&path)?;
+        Self::with_disk(path, disk, options)
+    }
+
+    /// A log written through `disk` (tests inject a slow or failing one).
+    pub fn with_disk(path: PathBuf, disk: impl Disk, options: Options) -> io::Result<Self> {
+        let requests = writer::spawn(disk, options)?;
+        Ok(Self { path, requests })
     }
 
     /// Where the log is.
@@ -155,45 +181,119 @@ impl AuditLog {
         &self.path
     }
 
-    /// Appends one record and waits until it is on disk.
-    pub fn append(&self, record: &Record) -> io::Result<()> {
-        let mut line = serde_json::to_vec(record).map_err(io::Error::other)?;
-        line.push(b'\n');
-        let mut file = self
-            .file
-            .lock()
-            .map_err(|_| io::Error::other("audit log lock poisoned"))?;
-        file.write_all(&line)?;
-        file.sync_data()?;
-        if file.metadata()?.len() >= self.rotate_bytes {
-            self.rotate(&mut file)?;
+    /// Queues a record that must be on disk before what it describes is
+    /// done (a hangup intent); the answer resolves once it is.
+    pub fn commit(&self, record: &Record) -> Durable {
+        let line = match encode(record) {
+            Ok(line) => line,
+            Err(error) => return Durable::failed(error),
+        };
+        let (promise, answer) = tokio::sync::oneshot::channel();
+        let request = Request::Append {
+            line,
+            promise: Some(promise),
+        };
+        match self.requests.send(request) {
+            Ok(()) => Durable::waiting(answer),
+            Err(_) => Durable::failed(WriteError::Stopped),
         }
-        Ok(())
     }
 
-    // Renames keep every line: the current file becomes `.1` only after its
-    // last record is synced, and a fresh file takes its place.
-    fn rotate(&self, file: &mut File) -> io::Result<()> {
-        for n in (1..ROTATED_FILES_KEPT).rev() {
-            let from = rotated(&self.path, n);
-            if from.exists() {
-                fs::rename(&from, rotated(&self.path, n + 1))?;
+    /// Queues a record that nothing waits for (an outcome, a warning, a
+    /// pardon): written in order, synced with the next batch that needs a
+    /// sync or within the linger. A failure is logged and counted by the
+    /// writer.
+    pub fn append(&self, record: &Record) {
+        match encode(record) {
+            Ok(line) => {
+                let request = Request::Append {
+                    line,
+                    promise: None,
+                };
+                if self.requests.send(request).is_err() {
+                    tracing::error!(file = %self.path.display(), call = %record.call_uuid,
+                        "the audit writer has stopped: a record was not written");
+                }
+            }
+            Err(error) => {
+                tracing::error!(call = %record.call_uuid, %error, "cannot encode an audit record");
             }
         }
-        fs::rename(&self.path, rotated(&self.path, 1))?;
-        *file = open_append(&self.path)?;
-        if let Some(dir) = self.path.parent() {
-            File::open(dir)?.sync_all()?;
+    }
+
+    /// Resolves once everything queued before it is on disk.
+    pub fn flush(&self) -> Durable {
+        let (promise, answer) = tokio::sync::oneshot::channel();
+        match self.requests.send(Request::Flush(promise)) {
+            Ok(()) => Durable::waiting(answer),
+            Err(_) => Durable::failed(WriteError::Stopped),
         }
-        Ok(())
     }
 }
 
-fn open_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(path)
+fn encode(record: &Record) -> Result<Vec<u8>, WriteError> {
+    let mut line = serde_json::to_vec(record).map_err(|error| WriteError::Io {
+        file: AUDIT_FILE.to_owned(),
+        message: error.to_string(),
+    })?;
+    line.push(b'\n');
+    Ok(line)
 }
 
-fn rotated(path: &Path, n: u32) -> PathBuf {
+/// A last line that had no newline when the log was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TornTail {
+    /// Where the torn line starts, in bytes from the start of the file.
+    pub offset: u64,
+    /// How long it is.
+    pub bytes: u64,
+}
+
+/// Ends a torn last line with a newline (and syncs), so the next record
+/// starts on a line of its own and replay skips the fragment as one bad
+/// line. Appending, not cutting, is the safe choice: the fragment stays for
+/// an operator to read, and nothing that was written is destroyed.
+pub fn close_torn_tail(path: &Path) -> io::Result<Option<TornTail>> {
+    let mut file = match OpenOptions::new().read(true).append(true).open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    let Some(offset) = torn_line_start(&mut file, len)? else {
+        return Ok(None);
+    };
+    file.write_all(b"\n")?;
+    file.sync_data()?;
+    Ok(Some(TornTail {
+        offset,
+        bytes: len - offset,
+    }))
+}
+
+/// Where the last line starts if it has no newline; `None` if the file is
+/// empty or ends with one. Reads backwards a block at a time.
+fn torn_line_start(file: &mut File, len: u64) -> io::Result<Option<u64>> {
+    const BLOCK: u64 = 8192;
+    let mut end = len;
+    let mut block = Vec::new();
+    while end > 0 {
+        let start = end.saturating_sub(BLOCK);
+        block.resize(usize::try_from(end - start).unwrap_or(0), 0);
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut block)?;
+        if end == len && block.last() == Some(&b'\n') {
+            return Ok(None);
+        }
+        if let Some(i) = block.iter().rposition(|b| *b == b'\n') {
+            return Ok(Some(start + i as u64 + 1));
+        }
+        end = start;
+    }
+    Ok((len > 0).then_some(0))
+}
+
+pub(crate) fn rotated(path: &Path, n: u32) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(format!(".{n}"));
     PathBuf::from(name)
@@ -289,10 +389,13 @@ mod tests {
     fn replay_finds_hung_up_and_pending_and_survives_a_torn_line() {
         let dir = tempfile::tempdir().unwrap();
         let log = AuditLog::open(dir.path()).unwrap();
-        log.append(&record("a", Event::Intent, None)).unwrap();
-        log.append(&record("a", Event::Outcome, Some(Outcome::Ok)))
+        log.commit(&record("a", Event::Intent, None))
+            .wait()
             .unwrap();
-        log.append(&record("b", Event::Intent, None)).unwrap();
+        log.append(&record("a", Event::Outcome, Some(Outcome::Ok)));
+        log.commit(&record("b", Event::Intent, None))
+            .wait()
+            .unwrap();
         drop(log);
         let mut file = OpenOptions::new()
             .append(true)
@@ -311,7 +414,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = AuditLog::open_with_rotation(dir.path(), 600).unwrap();
         for i in 0..40 {
-            log.append(&record(&format!("c{i}"), Event::Intent, None))
+            log.commit(&record(&format!("c{i}"), Event::Intent, None))
+                .wait()
                 .unwrap();
         }
         assert!(dir.path().join("audit.jsonl.1").exists());
@@ -325,5 +429,51 @@ mod tests {
         let first: usize = uuids[0][1..].parse().unwrap();
         let expected: Vec<String> = (first..40).map(|i| format!("c{i}")).collect();
         assert_eq!(uuids, expected);
+    }
+
+    #[test]
+    fn a_torn_tail_is_closed_off_and_the_next_record_replays() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(AUDIT_FILE);
+        let whole = serde_json::to_string(&record("a", Event::Intent, None)).unwrap();
+        let fragment = "{\"ts\":\"2026-";
+        std::fs::write(&path, format!("{whole}\n{fragment}")).unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        log.commit(&record("b", Event::Intent, None))
+            .wait()
+            .unwrap();
+        drop(log);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains(&format!("\n{fragment}\n{{")),
+            "the fragment is kept on a line of its own: {text}"
+        );
+        let replay = replay(dir.path()).unwrap();
+        assert!(replay.pending.contains(&("default".into(), "b".into())));
+        assert_eq!(replay.bad_lines, 1);
+    }
+
+    #[test]
+    fn the_torn_line_start_is_found_across_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let cases: [(&[u8], Option<u64>); 5] = [
+            (b"", None),
+            (b"a\n", None),
+            (b"abc", Some(0)),
+            (b"a\nbc", Some(2)),
+            (b"a\n\n", None),
+        ];
+        for (bytes, expected) in cases {
+            std::fs::write(&path, bytes).unwrap();
+            let torn = close_torn_tail(&path).unwrap().map(|t| t.offset);
+            assert_eq!(torn, expected, "{bytes:?}");
+        }
+        let mut long = b"x\n".to_vec();
+        long.extend(std::iter::repeat_n(b'y', 20_000));
+        std::fs::write(&path, &long).unwrap();
+        let torn = close_torn_tail(&path).unwrap().unwrap();
+        assert_eq!((torn.offset, torn.bytes), (2, 20_000));
+        assert_eq!(close_torn_tail(&path).unwrap(), None, "closed off once");
     }
 }
