@@ -589,3 +589,77 @@ async fn alerts_dashboard_and_metrics_page_use_only_metrics_the_daemon_exports()
     );
     drop(daemon);
 }
+
+/// `callwarden ARGS` and its stdout.
+fn help_of(args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_callwarden"))
+        .args(args)
+        .output()
+        .expect("callwarden runs");
+    assert!(output.status.success(), "{args:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn every_command_and_flag_in_help_is_documented() {
+    let help = help_of(&["--help"]);
+    let commands: BTreeSet<String> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_owned)
+        .collect();
+    assert!(commands.len() >= 8, "{help}");
+
+    // The README's command table names exactly the commands of --help.
+    let readme = read("README.md");
+    let table: BTreeSet<String> = section(&readme, "Commands")
+        .iter()
+        .filter_map(|l| l.strip_prefix("| `callwarden "))
+        .filter_map(|rest| rest.split([' ', '`']).next())
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        table, commands,
+        "README's command table and --help disagree"
+    );
+
+    // Every long flag of every command is documented somewhere.
+    let mut docs = readme.clone();
+    for page in doc_pages() {
+        docs.push_str(&std::fs::read_to_string(page).expect("page"));
+    }
+    let mut undocumented = Vec::new();
+    for command in std::iter::once(None).chain(commands.iter().map(Some)) {
+        let args: Vec<&str> = command
+            .map(String::as_str)
+            .into_iter()
+            .chain(["--help"])
+            .collect();
+        for line in help_of(&args).lines() {
+            let line = line.trim_start();
+            let flag = line
+                .strip_prefix("-")
+                .and_then(|_| line.split_whitespace().find(|w| w.starts_with("--")))
+                .map(|w| w.trim_end_matches([',', '.']).to_owned());
+            if let Some(flag) = flag.filter(|f| f != "--help" && f != "--version") {
+                if !docs.contains(&format!("{flag} "))
+                    && !docs.contains(&format!("{flag}`"))
+                    && !docs.contains(&format!("{flag}]"))
+                    && !docs.contains(&format!("{flag}="))
+                {
+                    undocumented.push(format!("{} {flag}", command.map_or("", |c| c)));
+                }
+            }
+        }
+    }
+    undocumented.sort();
+    undocumented.dedup();
+    assert!(
+        undocumented.is_empty(),
+        "flags in --help that README.md and docs/ never mention: {undocumented:?}"
+    );
+}
