@@ -51,6 +51,33 @@ fn configuration_page_names_exactly_the_keys_the_loader_accepts() {
 }
 
 #[test]
+fn the_commented_example_config_shows_every_key() {
+    let example = read("examples/callwarden.toml");
+    let mut missing = Vec::new();
+    for key in CONFIG_KEYS {
+        let (section, leaf) = key.split_once('.').unwrap_or(("", key));
+        let header = match section {
+            "" => String::new(),
+            "account" => "[[account]]".to_owned(),
+            other => format!("[{other}]"),
+        };
+        // The key, set or commented out, after its section's header.
+        let after = example.find(&header).map_or("", |at| &example[at..]);
+        let shown = after.lines().any(|line| {
+            line.trim_start_matches(['#', ' '])
+                .starts_with(&format!("{leaf} ="))
+        });
+        if !shown {
+            missing.push(*key);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "examples/callwarden.toml does not show {missing:?}"
+    );
+}
+
+#[test]
 fn the_loader_accepts_every_documented_key_and_rejects_others() {
     // One config that sets every key of CONFIG_KEYS must pass the loader's
     // unknown-key check; a typo must not. Uses the real binary's `check`.
