@@ -26,13 +26,21 @@ fn section<'a>(page: &'a str, heading: &str) -> Vec<&'a str> {
         .collect()
 }
 
-/// The backticked first cell of every table row in `lines`.
+/// The backticked names in the first cell of every table row in `lines`
+/// (a cell may name several: `` `to`, `from` ``).
 fn first_cells(lines: &[&str]) -> BTreeSet<String> {
     lines
         .iter()
         .filter_map(|line| line.strip_prefix("| `"))
-        .filter_map(|rest| rest.split_once('`'))
-        .map(|(cell, _)| cell.to_owned())
+        .filter_map(|rest| rest.split('|').next())
+        .flat_map(|cell| {
+            format!("`{cell}")
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
 
@@ -689,4 +697,36 @@ fn every_command_and_flag_in_help_is_documented() {
         undocumented.is_empty(),
         "flags in --help that README.md and docs/ never mention: {undocumented:?}"
     );
+}
+
+#[test]
+fn policies_page_names_exactly_the_keys_a_rule_accepts() {
+    let page = read("docs/policies.md");
+    let keys = callwarden::config::policy_keys();
+    let top: BTreeSet<String> = keys.iter().filter(|k| !k.contains('.')).cloned().collect();
+    assert_eq!(
+        first_cells(&section(&page, "A rule, key by key")),
+        top,
+        "docs/policies.md: the rule key table and the loader disagree"
+    );
+    let fields: BTreeSet<String> = keys
+        .iter()
+        .filter_map(|k| k.strip_prefix("match."))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        first_cells(&section(&page, "Matching")),
+        fields,
+        "docs/policies.md: the match field table and the loader disagree"
+    );
+    for key in keys
+        .iter()
+        .filter_map(|k| k.split_once('.'))
+        .map(|(_, k)| k)
+    {
+        assert!(
+            page.contains(&format!("`{key}`")) || page.contains(&format!("\n{key} =")),
+            "docs/policies.md never names `{key}`"
+        );
+    }
 }

@@ -27,6 +27,7 @@ pub use load::{
     check, load, load_policy_files, Environment, Loaded, CONFIG_KEYS, CREDENTIAL_NAME,
     DEFAULT_BASE_URL, DEFAULT_LISTEN, DEFAULT_PROTECTED_NUMBERS, DEFAULT_STATE_DIR,
 };
+pub use rules::policy_keys;
 pub(crate) use walk::{Reader, Table};
 
 /// The validated configuration the daemon runs with.
