@@ -730,3 +730,42 @@ fn policies_page_names_exactly_the_keys_a_rule_accepts() {
         );
     }
 }
+
+#[test]
+fn every_section_key_the_docs_mention_is_one_the_loader_accepts() {
+    let mut pages = vec![root().join("README.md")];
+    pages.extend(doc_pages());
+    let word = |text: &str| -> String {
+        text.chars()
+            .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+            .collect()
+    };
+    let mut unknown = Vec::new();
+    for page in pages {
+        let text = std::fs::read_to_string(&page).expect("page");
+        for (at, _) in text.match_indices('[') {
+            // `[section] key`, not `[[account]]`, `[rule.match]` or a link.
+            if text[..at].ends_with('[') {
+                continue;
+            }
+            let rest = &text[at + 1..];
+            let section = word(rest);
+            let Some(after) = rest[section.len()..].strip_prefix("] ") else {
+                continue;
+            };
+            let key = word(after);
+            if section.is_empty() || key.is_empty() || section == "rule" {
+                continue;
+            }
+            let full = format!("{section}.{key}");
+            if !CONFIG_KEYS.contains(&full.as_str()) {
+                let name = page.file_name().map(|n| n.to_string_lossy().into_owned());
+                unknown.push(format!("{}: [{section}] {key}", name.unwrap_or_default()));
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "the docs name config keys the loader does not accept: {unknown:?}"
+    );
+}

@@ -288,6 +288,16 @@ async fn reloads_do_not_decide_finished_calls_again() {
     })
     .await;
     assert_eq!(outcomes(&setup, &dry)[1]["rule"], "premium-dry-2");
+
+    // 911 no longer protected: the call spared as protected is judged again.
+    let config = std::fs::read_to_string(setup.config_path()).expect("config");
+    let config = config.replace(
+        r#"protected_numbers = ["911"]"#,
+        r#"protected_numbers = ["112"]"#,
+    );
+    std::fs::write(setup.config_path(), config).expect("config");
+    daemon.signal(libc::SIGHUP);
+    wait_ended(&sim, &protected).await;
 }
 
 /// Calls to +1900... end 2 s after they are answered.
@@ -360,4 +370,118 @@ async fn the_whole_fleet_falling_due_at_once_ends_under_one_hundred_percent() {
         .filter(|l| common::daemon::message(l).starts_with("breaker open"))
         .count();
     assert_eq!(tripped, 0);
+}
+
+#[tokio::test]
+async fn a_malformed_reread_of_a_due_call_is_retried_with_the_backoff() {
+    let sim = default_sim();
+    let uuid = add_calls(&sim, json!([outbound(55.0, "+19005550101")])).await[0].clone();
+    // A regression would park the call for max_backoff: far beyond LIMIT.
+    let knobs = Knobs {
+        max_backoff: "1h",
+        ..Knobs::default()
+    };
+    let setup = Setup::new(&sim, &[("p.toml", PREMIUM_60S)], knobs);
+    let daemon = Daemon::start(&setup).await;
+    first_seen(&daemon, &uuid).await;
+    // Tracked and answered: the next read of its details is the re-read at
+    // the deadline, and its answer is cut short.
+    common::set_faults(
+        &sim,
+        json!({"scripts": [{"endpoint": "detail", "uuid": uuid,
+            "responses": [{"malformed": "truncated"}]}]}),
+    )
+    .await;
+    wait_ended(&sim, &uuid).await;
+
+    let log = common::log_since(&sim, 0).await;
+    let mine: Vec<String> = log
+        .iter()
+        .filter(|r| r["uuid"] == uuid.as_str())
+        .map(|r| format!("{} {}", r["method"], r["status"]))
+        .collect();
+    // Discovery read, the malformed re-read, its retry, then the DELETE
+    // (the simulator logs a malformed body under its 200 status).
+    let expected = [
+        r#""GET" 200"#,
+        r#""GET" 200"#,
+        r#""GET" 200"#,
+        r#""DELETE" 204"#,
+    ];
+    assert_eq!(mine, expected);
+    let outcome = outcomes(&setup, &uuid);
+    assert_eq!(outcome.len(), 1);
+    assert_eq!(outcome[0]["outcome"], "ok");
+    let malformed = common::daemon::sample_sum(
+        &daemon.metrics().await,
+        "callwarden_api_requests_total",
+        &[("endpoint", "detail"), ("status", "none")],
+    );
+    assert_eq!(malformed, 1.0);
+}
+
+#[tokio::test]
+async fn a_call_whose_details_keep_answering_malformed_is_read_after_a_growing_pause() {
+    let sim = default_sim();
+    let uuid = add_calls(&sim, json!([outbound(1.0, "+14155550199")])).await[0].clone();
+    // Six malformed detail answers, then normal ones. Pauses start at the
+    // test config's 200 ms and double up to max_backoff (10 s here).
+    common::set_faults(
+        &sim,
+        json!({"scripts": [{"endpoint": "detail", "uuid": uuid,
+            "responses": vec![json!({"malformed": "garbage"}); 6]}]}),
+    )
+    .await;
+    let knobs = Knobs {
+        max_backoff: "10s",
+        ..Knobs::default()
+    };
+    let setup = Setup::new(&sim, &[("p.toml", PREMIUM_60S)], knobs);
+    let daemon = Daemon::start(&setup).await;
+    first_seen(&daemon, &uuid).await;
+
+    let log = common::log_since(&sim, 0).await;
+    let reads: Vec<u64> = log
+        .iter()
+        .filter(|r| r["uuid"] == uuid.as_str())
+        .map(|r| r["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(reads.len(), 7, "six malformed reads and the good one");
+    // Polls from the first to the sixth (last malformed) read: at every
+    // poll without the pause, about twice as many with it (reads at polls
+    // 0, 1, 2, 3, 5 and 9).
+    let polls = log
+        .iter()
+        .filter(|r| r["uuid"].is_null() && r["method"] == "GET")
+        .filter(|r| (reads[0]..=reads[5]).contains(&r["seq"].as_u64().unwrap_or(0)))
+        .count();
+    assert!(polls >= 8, "{polls} polls for 6 reads: read at every poll");
+    let warned = daemon
+        .json_logs()
+        .into_iter()
+        .filter(|l| common::daemon::message(l).starts_with("reading call details failed"))
+        .count();
+    assert_eq!(warned, 1, "warned once for the call");
+}
+
+#[tokio::test]
+async fn invalid_list_entries_are_reported_once_not_at_every_poll() {
+    let sim = default_sim();
+    let proxy = Proxy::start(&sim).await;
+    proxy.add_to_live_list(vec![json!("a/b"), json!(""), json!(7)]);
+    let setup = setup_via(&sim, &proxy.base_url(), &[("p.toml", PREMIUM_60S)]);
+    let daemon = Daemon::start(&setup).await;
+    eventually("five polls", || async {
+        let polls = metric(&daemon, "callwarden_polls_total", &[("outcome", "ok")]).await;
+        (polls >= 5.0).then_some(())
+    })
+    .await;
+    let reports: Vec<Value> = daemon
+        .json_logs()
+        .into_iter()
+        .filter(|l| common::daemon::message(l).starts_with("skipping"))
+        .collect();
+    assert_eq!(reports.len(), 1, "{reports:#?}");
+    assert_eq!(reports[0]["skipped"], 3);
+    assert_eq!(reports[0]["first"], r#""a/b""#);
 }

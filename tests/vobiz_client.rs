@@ -613,7 +613,8 @@ async fn malformed_bodies_are_malformed_not_panics() {
     for _ in kinds {
         let err = api.get_live(&uuid(&ids[0])).await.unwrap_err();
         assert!(matches!(err, Error::Malformed { .. }), "{err:?}");
-        assert!(!err.is_retryable());
+        // Transient, like a 5xx: a truncated answer may be whole next time.
+        assert!(err.is_retryable());
     }
     // CDR bodies too.
     api.hangup(&uuid(&ids[1])).await.unwrap();

@@ -73,8 +73,9 @@ impl Retrier {
     }
 }
 
-/// Reads the call's current details, retrying transient errors. 404 and
-/// permanent errors come back at once.
+/// Reads the call's current details, retrying transient errors (5xx,
+/// timeouts, connection errors, malformed or truncated answers) with the
+/// backoff. 404 and permanent errors come back at once.
 pub async fn reread<A: VobizApi>(
     api: &A,
     uuid: &CallUuid,
@@ -100,8 +101,8 @@ pub async fn reread<A: VobizApi>(
     }
 }
 
-/// Hangs up one leg with retries: 5xx, timeouts and connection errors back
-/// off; 429 waits `Retry-After`; 404 is success; 401/403 and other 4xx stop.
+/// Hangs up one leg with retries: 5xx, timeouts, connection errors and
+/// malformed answers back off; 429 waits `Retry-After`; 404 is success; 401/403 and other 4xx stop.
 /// After a DELETE whose answer was lost (timeout, connection error) the call
 /// is re-read before any further DELETE, so it is never ended twice.
 pub async fn hang_up<A: VobizApi>(
@@ -171,7 +172,7 @@ pub async fn hang_up<A: VobizApi>(
                     reason: error.to_string(),
                 }
             }
-            Err(error) if !error.is_retryable() && !matches!(error, Error::Malformed { .. }) => {
+            Err(error) if !error.is_retryable() => {
                 return HangupResult::Failed {
                     attempts,
                     reason: error.to_string(),

@@ -103,6 +103,8 @@ impl<A: VobizApi> Engine<A> {
             self.forget(&uuid);
         }
         self.hung_up.retain(|uuid| live.contains(uuid));
+        self.detail_backoff.retain(|uuid, _| live.contains(uuid));
+        let now = self.now();
         self.finished.retain(|uuid| live.contains(uuid));
         self.pardons.retain(|uuid, _| live.contains(uuid));
 
@@ -110,6 +112,7 @@ impl<A: VobizApi> Engine<A> {
             if self.calls.contains_key(uuid)
                 || self.detail_queued.contains(uuid)
                 || self.hung_up.contains(uuid)
+                || self.backing_off(uuid, now)
             {
                 continue;
             }
@@ -130,7 +133,7 @@ impl<A: VobizApi> Engine<A> {
             .calls
             .iter()
             .filter(|(_, t)| t.needs_refresh())
-            .filter(|(uuid, _)| !self.busy.contains(*uuid))
+            .filter(|(uuid, _)| !self.busy.contains(*uuid) && !self.backing_off(uuid, now))
             .map(|(uuid, _)| uuid.clone())
             .collect();
         for uuid in refresh {
@@ -150,6 +153,14 @@ impl<A: VobizApi> Engine<A> {
             .get_or_create(&self.label())
             .set(self.live.len() as i64);
         self.pump_details();
+    }
+
+    /// Whether `uuid`'s details answered malformed lately and must not be
+    /// read again before its pause ends.
+    pub(super) fn backing_off(&self, uuid: &CallUuid, now: DateTime<Utc>) -> bool {
+        self.detail_backoff
+            .get(uuid)
+            .is_some_and(|(_, not_before)| *not_before > now)
     }
 
     /// The calls taken as live after a complete list: those listed, and
@@ -289,7 +300,10 @@ impl<A: VobizApi> Engine<A> {
         result: Result<Fetched<Call>, ApiError>,
     ) {
         let fetched = match result {
-            Ok(fetched) => fetched,
+            Ok(fetched) => {
+                self.detail_backoff.remove(&uuid);
+                fetched
+            }
             Err(ApiError::NotFound) => {
                 // 404 on a queued read: the call may have been answered and
                 // be live now; read it as a live call before forgetting it.
@@ -312,6 +326,27 @@ impl<A: VobizApi> Engine<A> {
                     self.pump_details();
                 } else {
                     self.forget(&uuid);
+                }
+                return;
+            }
+            Err(error @ ApiError::Malformed { .. }) => {
+                // One call's answer that keeps coming back unreadable is read
+                // again after a growing pause, not at every poll.
+                let now = self.now();
+                let backoff = self.detail_backoff.entry(uuid.clone()).or_insert((0, now));
+                backoff.0 += 1;
+                let (failures, _) = *backoff;
+                let pause = backoff::backoff_ceiling(failures, &self.settings.retry);
+                backoff.1 = now + TimeDelta::from_std(pause).unwrap_or_default();
+                if failures == 1 {
+                    tracing::warn!(account = %self.account, call = %uuid, %error,
+                        "reading call details failed: malformed answer; reading this call again after a growing pause");
+                } else {
+                    tracing::debug!(account = %self.account, call = %uuid, failures, %error,
+                        "reading call details failed again: malformed answer");
+                }
+                if let Some(report) = &mut self.once {
+                    report.errors.push(format!("reading {uuid}: {error}"));
                 }
                 return;
             }

@@ -171,6 +171,13 @@ impl<A: VobizApi> Engine<A> {
         if self.unhealthy.is_some() || self.busy.contains(&uuid) {
             return;
         }
+        // A timer set while the hangup was in flight (a re-evaluation after
+        // a skew update) must not start another round for a decided call.
+        if purpose == Purpose::Enforce
+            && (self.finished.contains(&uuid) || self.hung_up.contains(&uuid))
+        {
+            return;
+        }
         let Some(tracked) = self.calls.get(&uuid) else {
             return;
         };
@@ -270,6 +277,11 @@ impl<A: VobizApi> Engine<A> {
         let Some(tracked) = self.calls.get(uuid) else {
             return;
         };
+        if purpose == Purpose::Enforce
+            && (self.finished.contains(uuid) || self.hung_up.contains(uuid))
+        {
+            return;
+        }
         let evaluation = self.evaluate_tracked(tracked, now);
         let matched: Vec<String> = evaluation
             .matched()
@@ -441,6 +453,8 @@ impl<A: VobizApi> Engine<A> {
             self.finished.insert(uuid.clone());
             self.held.remove(uuid);
             self.warn_timers.cancel(uuid);
+            self.enforce_timers.cancel(uuid);
+            self.bypass_timers.cancel(uuid);
         }
     }
 

@@ -300,6 +300,9 @@ pub struct Engine<A: VobizApi> {
     /// Tracked calls missing from the latest complete list(s), and how many
     /// lists in a row left them out.
     missing: HashMap<CallUuid, u8>,
+    /// Calls whose detail answers were malformed: failures in a row, and
+    /// when they may be read again.
+    detail_backoff: HashMap<CallUuid, (u32, DateTime<Utc>)>,
     last_poll: Option<DateTime<Utc>>,
     last_poll_error: Option<String>,
 
@@ -397,6 +400,7 @@ impl<A: VobizApi> Engine<A> {
             list_in_flight: false,
             live: HashSet::new(),
             missing: HashMap::new(),
+            detail_backoff: HashMap::new(),
             last_poll: None,
             last_poll_error: None,
             busy: HashSet::new(),

@@ -131,8 +131,14 @@ impl<A: VobizApi> Engine<A> {
     /// dry-run audited) whose rule still exists by name and still decides
     /// the same way (dry-run or not): only those are not decided, audited or
     /// counted again. A rule renamed, removed or switched in or out of
-    /// dry-run decides afresh.
-    pub(super) fn keep_decisions(&mut self, old_policy: &Policy, old_dry_run: bool) {
+    /// dry-run decides afresh; so does every call not hung up when the
+    /// protected numbers changed (a call spared as protected may not be now).
+    pub(super) fn keep_decisions(
+        &mut self,
+        old_policy: &Policy,
+        old_dry_run: bool,
+        protected_changed: bool,
+    ) {
         let new_dry_run = self.settings.enforce.dry_run;
         let by_name: HashMap<&str, usize> = self
             .policy
@@ -153,6 +159,9 @@ impl<A: VobizApi> Engine<A> {
             .finished
             .iter()
             .filter(|uuid| {
+                if protected_changed && !self.hung_up.contains(*uuid) {
+                    return true;
+                }
                 let Some((old_index, _)) = self.winners.get(*uuid) else {
                     return false;
                 };
@@ -206,6 +215,8 @@ impl<A: VobizApi> Engine<A> {
                     .then_some(settings.poll_interval);
                 let old_policy = std::mem::replace(&mut self.policy, policy);
                 let old_dry_run = self.settings.enforce.dry_run;
+                let protected_changed =
+                    self.settings.safety.protected_numbers != settings.safety.protected_numbers;
                 self.settings.poll_interval = settings.poll_interval;
                 self.settings.enforce = settings.enforce;
                 self.settings.safety = settings.safety;
@@ -222,7 +233,7 @@ impl<A: VobizApi> Engine<A> {
                     .clock_mismatch
                     .get_or_create(&self.label())
                     .set(0);
-                self.keep_decisions(&old_policy, old_dry_run);
+                self.keep_decisions(&old_policy, old_dry_run, protected_changed);
                 self.dry_timers = TimerQueue::default();
                 // Rule indices changed: select the calls beyond caps afresh.
                 self.caps.clear();

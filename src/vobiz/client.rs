@@ -100,6 +100,8 @@ struct Inner {
     bucket: TokenBucket,
     permits: Semaphore,
     pause: Pause,
+    /// The previous answer's skipped entries, per list (`live`, `queued`).
+    skipped: std::sync::Mutex<std::collections::HashMap<String, parse::SkippedEntries>>,
 }
 
 impl fmt::Debug for Client {
@@ -183,6 +185,7 @@ impl Client {
                 bucket: TokenBucket::new(config.max_requests_per_second),
                 permits: Semaphore::new(config.max_concurrent_requests.max(1)),
                 pause: Pause::default(),
+                skipped: std::sync::Mutex::default(),
             }),
         })
     }
@@ -303,7 +306,31 @@ impl Client {
             )
             .await?;
         expect_status(&answer, &[200])?;
-        Ok(answer.fetched(parse::parse_call_list(&answer.body)?))
+        let list = parse::parse_call_list_entries(&answer.body)?;
+        self.report_skipped(status, &list);
+        Ok(answer.fetched(list.uuids))
+    }
+
+    /// Warns about invalid list entries once, when they first appear, with
+    /// the count of all of them; not again at every poll.
+    fn report_skipped(&self, status: &str, list: &parse::CallList) {
+        let Ok(mut skipped) = self.inner.skipped.lock() else {
+            return;
+        };
+        if list.skipped == 0 && !skipped.contains_key(status) {
+            return;
+        }
+        let fresh = skipped.entry(status.to_owned()).or_default().fresh(list);
+        if let Some(first) = fresh.first() {
+            tracing::warn!(
+                auth_id = %self.inner.auth_id,
+                list = status,
+                skipped = list.skipped,
+                new = fresh.len(),
+                first = %self.scrub(first),
+                "skipping invalid entries in the call list (each is reported once, when it first appears)"
+            );
+        }
     }
 
     async fn get_detail(&self, uuid: &CallUuid, status: &str) -> Result<Fetched<Call>, Error> {

@@ -14,7 +14,10 @@ use chrono::{DateTime, Utc};
 use crate::call::{Call, CallUuid};
 
 pub use client::{Client, ClientConfig};
-pub use parse::{parse_call_detail, parse_call_list, parse_cdr, parse_timestamp, Cdr};
+pub use parse::{
+    parse_call_detail, parse_call_list, parse_call_list_entries, parse_cdr, parse_timestamp,
+    CallList, Cdr, SkippedEntries,
+};
 pub use secret::Secret;
 
 /// What went wrong talking to the API. The engine's retry decision is a
@@ -64,11 +67,17 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether the same request may succeed if sent again later.
+    /// Whether the same request may succeed if sent again later. A
+    /// malformed or truncated answer is transient (a proxy or a load
+    /// balancer cut it short), so it is retried like a 5xx.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Self::RateLimited { .. } | Self::Server(_) | Self::Timeout | Self::Transport(_)
+            Self::RateLimited { .. }
+                | Self::Server(_)
+                | Self::Timeout
+                | Self::Transport(_)
+                | Self::Malformed { .. }
         )
     }
 }

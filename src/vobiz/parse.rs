@@ -4,6 +4,8 @@
 //! Every instant is rounded to the *latest* moment consistent with what the
 //! API wrote, so a call always looks younger than it is, never older.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, LocalResult, NaiveDateTime, TimeDelta, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
@@ -61,23 +63,75 @@ fn parse_object(body: &[u8]) -> Result<Map<String, Value>, Error> {
 }
 
 /// Parses `{"calls": ["uuid", ...]}`; entries that are not valid UUIDs are
-/// skipped with a warning, a missing or non-array `calls` is malformed.
+/// skipped (see [`parse_call_list_entries`]), a missing or non-array
+/// `calls` is malformed.
 pub fn parse_call_list(body: &[u8]) -> Result<Vec<CallUuid>, Error> {
+    Ok(parse_call_list_entries(body)?.uuids)
+}
+
+/// How many skipped list entries are kept (as excerpts) per answer; the
+/// count covers them all.
+pub const MAX_SKIPPED_KEPT: usize = 1000;
+
+/// A list answer: the valid UUIDs, and what was skipped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallList {
+    /// The valid UUIDs, in list order.
+    pub uuids: Vec<CallUuid>,
+    /// Entries that are not valid UUIDs.
+    pub skipped: usize,
+    /// Excerpts of the first [`MAX_SKIPPED_KEPT`] skipped entries.
+    pub skipped_entries: Vec<String>,
+}
+
+/// Parses a list answer without logging: the caller reports the skipped
+/// entries once (see [`SkippedEntries`]), not at every poll.
+pub fn parse_call_list_entries(body: &[u8]) -> Result<CallList, Error> {
     let map = parse_object(body)?;
     let Some(Value::Array(entries)) = map.get("calls") else {
         return Err(malformed("`calls` is missing or not an array", body));
     };
-    let mut uuids = Vec::with_capacity(entries.len());
+    let mut list = CallList {
+        uuids: Vec::with_capacity(entries.len()),
+        ..CallList::default()
+    };
     for entry in entries {
         match entry.as_str().map(CallUuid::parse) {
-            Some(Ok(uuid)) => uuids.push(uuid),
-            Some(Err(err)) => {
-                tracing::warn!(entry = %entry, %err, "skipping invalid call UUID in live list")
+            Some(Ok(uuid)) => list.uuids.push(uuid),
+            _ => {
+                list.skipped += 1;
+                if list.skipped_entries.len() < MAX_SKIPPED_KEPT {
+                    list.skipped_entries
+                        .push(excerpt(entry.to_string().as_bytes()));
+                }
             }
-            None => tracing::warn!(entry = %entry, "skipping non-string entry in live list"),
         }
     }
-    Ok(uuids)
+    Ok(list)
+}
+
+/// The skipped entries of the previous list answer, so that each is
+/// reported when it first appears, not at every poll.
+#[derive(Debug, Default)]
+pub struct SkippedEntries {
+    previous: HashSet<String>,
+}
+
+impl SkippedEntries {
+    /// Takes one answer's skipped entries; returns those the previous
+    /// answer did not have, in list order.
+    pub fn fresh(&mut self, list: &CallList) -> Vec<String> {
+        let current: HashSet<String> = list.skipped_entries.iter().cloned().collect();
+        let mut reported = HashSet::new();
+        let fresh = list
+            .skipped_entries
+            .iter()
+            .filter(|entry| !self.previous.contains(*entry) && reported.insert(*entry))
+            .cloned()
+            .collect();
+        self.previous = current;
+        fresh
+    }
 }
 
 /// Parses a call detail in either documented shape into a [`Call`].
@@ -388,6 +442,31 @@ mod tests {
                 uuid("0a70a7fb")
             ]
         );
+    }
+
+    #[test]
+    fn skipped_entries_are_reported_once_while_listed() {
+        let list = |body: &str| parse_call_list_entries(body.as_bytes()).unwrap();
+        let good = "eac94337-b1cd-499b-82d1-b39bca50dc31";
+        let mut seen = SkippedEntries::default();
+        let first = list(&format!(r#"{{"calls":["{good}","a/b",7,"a/b"]}}"#));
+        assert_eq!(first.uuids.len(), 1);
+        assert_eq!(first.skipped, 3);
+        assert_eq!(seen.fresh(&first), [r#""a/b""#, "7"]);
+        assert!(seen.fresh(&first).is_empty(), "reported again");
+        let more = list(&format!(r#"{{"calls":["{good}","a/b",7,null]}}"#));
+        assert_eq!(seen.fresh(&more), ["null"]);
+        // Gone, then back: reported again.
+        assert!(seen.fresh(&list(r#"{"calls":[]}"#)).is_empty());
+        assert_eq!(seen.fresh(&more).len(), 3);
+        // Kept excerpts are bounded; the count is not.
+        let many = format!(
+            r#"{{"calls":[{}]}}"#,
+            vec!["1"; MAX_SKIPPED_KEPT + 5].join(",")
+        );
+        let many = list(&many);
+        assert_eq!(many.skipped, MAX_SKIPPED_KEPT + 5);
+        assert_eq!(many.skipped_entries.len(), MAX_SKIPPED_KEPT);
     }
 
     #[test]

@@ -23,6 +23,8 @@ struct Rewrites {
     rewritten: u32,
     /// Call UUID → the body its successful live detail answers carry.
     live_detail: HashMap<String, Vec<u8>>,
+    /// Entries appended to every live list answer.
+    extra_live_entries: Vec<Value>,
 }
 
 /// A running proxy in front of a simulator.
@@ -79,6 +81,11 @@ impl Proxy {
             .unwrap()
             .live_detail
             .insert(uuid.to_owned(), body);
+    }
+
+    /// Appends `entries` to every live list answer from now on.
+    pub fn add_to_live_list(&self, entries: Vec<Value>) {
+        self.rewrites.lock().unwrap().extra_live_entries = entries;
     }
 
     /// How many list answers were rewritten so far.
@@ -139,9 +146,18 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
     response.body(Body::from(bytes)).expect("response")
 }
 
-/// Removes the calls due to be left out from a list answer.
+/// Adds the extra entries to, or removes the calls due to be left out
+/// from, a list answer.
 fn omit(rewrites: &Mutex<Rewrites>, bytes: Vec<u8>) -> Vec<u8> {
     let mut rewrites = rewrites.lock().unwrap();
+    if !rewrites.extra_live_entries.is_empty() {
+        if let Ok(mut list) = serde_json::from_slice::<Value>(&bytes) {
+            if let Some(calls) = list["calls"].as_array_mut() {
+                calls.extend(rewrites.extra_live_entries.iter().cloned());
+                return serde_json::to_vec(&list).expect("list JSON");
+            }
+        }
+    }
     if rewrites.omit_from_live_list.values().all(|n| *n == 0) {
         return bytes;
     }
