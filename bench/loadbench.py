@@ -356,7 +356,12 @@ def analyse(name, records, calls, initial_uuids, t_start, t_end, sampler, interv
     for r in records:
         r["t"] = ts(r["t_wall"])
     records = [r for r in records if t_start <= r["t"] <= t_end]
-    lists = [r["t"] for r in records if r["method"] == "GET" and r["uuid"] is None]
+    # Polls only: callwarden's clock probes (`limit=1`) are list reads too.
+    lists = [
+        r["t"]
+        for r in records
+        if r["method"] == "GET" and r["uuid"] is None and "limit=1" not in (r.get("query") or "").split("&")
+    ]
     initial = set(initial_uuids)
     by_uuid = {c["uuid"]: c for c in calls}
 
@@ -459,6 +464,7 @@ def analyse(name, records, calls, initial_uuids, t_start, t_end, sampler, interv
         values = sorted(values)
         return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 
+    gaps = [b - a for a, b in zip(lists, lists[1:])]
     rss = sampler.rss_after(steady_from)
     live_at_end = sum(1 for c in calls if c["status"] in ("ringing", "early-media", "in-progress"))
     return {
@@ -475,6 +481,8 @@ def analyse(name, records, calls, initial_uuids, t_start, t_end, sampler, interv
         "requests_total": total_requests,
         "requests_per_hangup": total_requests / len(hangups) if hangups else None,
         "steady_requests_per_hangup": (sum(per_poll) / kinds["delete"]) if kinds["delete"] else None,
+        "poll_gap_p50_s": pct(gaps, 0.5),
+        "poll_gap_max_s": max(gaps) if gaps else None,
         "lag_p50_ms": pct(lags, 0.5) and pct(lags, 0.5) * 1000,
         "lag_p99_ms": pct(lags, 0.99) and pct(lags, 0.99) * 1000,
         "lag_max_ms": max(lags) * 1000 if lags else None,

@@ -86,11 +86,7 @@ pub async fn reread<A: VobizApi>(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let result = if queued {
-            api.get_queued(uuid).await
-        } else {
-            api.get_live(uuid).await
-        };
+        let result = api.reread(uuid, queued).await;
         metrics.api_request("detail", &result);
         match result {
             Err(error) if error.is_retryable() && attempts < retrier.settings.max_attempts => {
@@ -120,7 +116,7 @@ pub async fn hang_up<A: VobizApi>(
         if answer_lost {
             rereads += 1;
             let attempts = deletes + rereads;
-            let result = api.get_live(uuid).await;
+            let result = api.reread(uuid, false).await;
             metrics.api_request("detail", &result);
             match result {
                 Ok(_) => answer_lost = false,

@@ -187,30 +187,6 @@ impl<A: VobizApi> Engine<A> {
         live
     }
 
-    pub(super) fn observe_skew<T>(&mut self, fetched: &Fetched<T>) {
-        if let Some(date) = fetched.server_date {
-            let sample = SkewEstimate::from_answer(date, fetched.sent_at, fetched.received_at);
-            let previous = self.skew;
-            let current = match previous {
-                Some(current) => current.update(sample),
-                None => sample,
-            };
-            self.skew = Some(current);
-            // Deadlines already scheduled used the old lower bound, up to a
-            // second too late (the `Date` header has whole seconds). When the
-            // bound moves noticeably, move them: still never early, since the
-            // new bound is as safe as the old. A lower bound only rises to a
-            // new maximum, which happens O(log answers) times, so this
-            // O(calls) pass is rare.
-            if previous.is_some_and(|old| (current.low - old.low).abs() >= SKEW_REEVALUATE) {
-                let uuids: Vec<CallUuid> = self.calls.keys().cloned().collect();
-                for uuid in uuids {
-                    self.evaluate(&uuid);
-                }
-            }
-        }
-    }
-
     pub(super) fn enqueue_detail(&mut self, uuid: CallUuid, fetch: Fetch) {
         if self.detail_queued.insert(uuid.clone()) {
             if matches!(fetch, Fetch::Discover { .. }) {
@@ -442,7 +418,7 @@ impl<A: VobizApi> Engine<A> {
         if self.mismatch.is_some() {
             return;
         }
-        let skew = self.skew.unwrap_or(NO_SKEW);
+        let skew = self.skew_now().unwrap_or(NO_SKEW);
         let timeline = tracked.timeline(skew, false);
         let answered = tracked
             .call

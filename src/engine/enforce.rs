@@ -10,7 +10,8 @@ impl<A: VobizApi> Engine<A> {
         tracked: &Tracked,
         now: DateTime<Utc>,
     ) -> policy::Evaluation {
-        let timeline = tracked.timeline(self.skew.unwrap_or(NO_SKEW), self.mismatch.is_some());
+        let timeline =
+            tracked.timeline(self.skew_now().unwrap_or(NO_SKEW), self.mismatch.is_some());
         let mut evaluation = policy::evaluate(
             &self.policy,
             &tracked.call,
@@ -31,7 +32,7 @@ impl<A: VobizApi> Engine<A> {
     pub(super) fn check_caps(&mut self) {
         let now = self.now();
         let selected: Vec<(CallUuid, usize)> = if self.policy.has_concurrency_rules() {
-            let skew = self.skew.unwrap_or(NO_SKEW);
+            let skew = self.skew_now().unwrap_or(NO_SKEW);
             let mismatch = self.mismatch.is_some();
             // Calls hung up but still listed hold no place in a group: a
             // newer call must not be ended for them.
@@ -438,6 +439,12 @@ impl<A: VobizApi> Engine<A> {
         self.busy.remove(&job.uuid);
         tracing::error!(account = %self.account, call = %job.uuid, rule = %job.rule, %error,
             "the hangup intent is not on disk: not hanging up; trying again later");
+        if job.rule == MANUAL_RULE {
+            // An operator's request is answered, not retried behind their back.
+            let reason = format!("not hung up: the intent is not on disk: {error}");
+            self.audit_outcome(&job, AuditEvent::Outcome, Outcome::Failed, 0, &reason);
+            return;
+        }
         let retry_at =
             self.now() + TimeDelta::from_std(self.settings.poll_interval).unwrap_or_default();
         self.reschedule_enforce(&job.uuid, retry_at);

@@ -17,6 +17,7 @@ mod enforce;
 mod manual;
 pub mod memory;
 pub mod plan;
+mod prober;
 mod report;
 mod safety;
 pub mod skew;
@@ -42,9 +43,9 @@ use crate::vobiz::{Error as ApiError, Fetched, SpeakLegs, VobizApi};
 
 use actions::{HangupResult, Retrier};
 use backoff::Jitter;
-pub use manual::{ManualDecision, ManualRequest, Selection, MANUAL_RULE};
+pub use manual::{is_refusal, ManualDecision, ManualRequest, Selection, MANUAL_RULE};
 use plan::Plan;
-use skew::{Mismatch, SkewEstimate, NO_SKEW};
+use skew::{Mismatch, SkewEstimate, SkewTracker, NO_SKEW};
 pub use status::AccountStatus;
 use timers::TimerQueue;
 pub use tracker::Tracked;
@@ -90,12 +91,12 @@ pub struct Settings {
 impl Settings {
     /// How many detail reads may wait on the budget at once.
     ///
-    /// Every request of the account shares one token bucket served in
-    /// arrival order, so each read already queued delays the next re-read or
-    /// DELETE of a due call by one token. Under a tight budget a single read
-    /// in flight uses the whole budget anyway (each waits for its token, then
-    /// takes milliseconds), so keep about a tenth of a second of reads
-    /// queued: discovery keeps its pace and a hangup waits at most that long.
+    /// Enforcement requests overtake waiting reads in the token bucket, but
+    /// a poll's list read waits in the same queue as the reads. Under
+    /// a tight budget a single read in flight uses the whole budget anyway
+    /// (each waits for its token, then takes milliseconds), so keep about a
+    /// tenth of a second of reads queued: discovery keeps its pace and the
+    /// next poll is not held up behind a long queue of reads.
     pub fn detail_concurrency(&self) -> usize {
         let limit = self.max_concurrent_requests.max(1);
         match self.max_requests_per_second {
@@ -139,15 +140,14 @@ pub struct Shared {
 /// Operator requests to a running engine.
 #[derive(Debug)]
 pub enum Command {
-    /// Spare a call until the instant (`None` = for good); replies whether
-    /// the call is tracked.
+    /// Spare a call until the instant (`None` = for good).
     Pardon {
         /// The call.
         uuid: CallUuid,
         /// Until when.
         until: Option<DateTime<Utc>>,
-        /// Answer: whether the engine tracks the call.
-        reply: oneshot::Sender<bool>,
+        /// Answer: whether the pardon was kept, and for a tracked call.
+        reply: oneshot::Sender<PardonReply>,
     },
     /// End calls now on an operator's or external trigger's request;
     /// replies with a decision per call this engine tracks.
@@ -167,6 +167,23 @@ pub enum Command {
         settings: Box<Settings>,
     },
 }
+
+/// How an engine took a pardon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PardonReply {
+    /// Kept, for a call the engine tracks.
+    Tracked,
+    /// Kept until the next poll, in case the call shows up.
+    Untracked,
+    /// Refused: [`MAX_UNTRACKED_PARDONS`] pardons of untracked calls are
+    /// already kept.
+    Refused,
+}
+
+/// Pardons of calls the engine does not track, kept at most at once. Each
+/// poll drops those whose calls are not live, so this bounds what a flood
+/// of pardons can hold in memory and write to the audit log per poll.
+pub const MAX_UNTRACKED_PARDONS: usize = 1_000;
 
 /// Why the engine fires a timer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -211,6 +228,9 @@ enum Event {
     Spoke {
         job: Job,
         result: Result<(), ApiError>,
+    },
+    Probed {
+        result: Result<Fetched<Result<(), ApiError>>, ApiError>,
     },
     IntentLost {
         job: Job,
@@ -313,6 +333,8 @@ pub struct Engine<A: VobizApi> {
     warned: HashSet<CallUuid>,
     dry_done: HashSet<(CallUuid, usize)>,
     pardons: HashMap<CallUuid, Option<DateTime<Utc>>>,
+    /// When a refused pardon was last logged (at most once a poll interval).
+    pardon_refusal_logged: Option<DateTime<Utc>>,
 
     /// Calls beyond the cap of a fraud-guard rule.
     caps: caps::Caps,
@@ -330,7 +352,10 @@ pub struct Engine<A: VobizApi> {
     memory_writes: Arc<Mutex<u64>>,
     memory_generation: u64,
 
-    skew: Option<SkewEstimate>,
+    skew: SkewTracker,
+    /// The skew lower bound the tracked calls were last timed with.
+    skew_evaluated_low: Option<TimeDelta>,
+    probes_in_flight: usize,
     mismatch: Option<Mismatch>,
     unhealthy: Option<String>,
 
@@ -408,13 +433,16 @@ impl<A: VobizApi> Engine<A> {
             warned: HashSet::new(),
             dry_done: HashSet::new(),
             pardons: HashMap::new(),
+            pardon_refusal_logged: None,
             caps: caps::Caps::default(),
             manual_jobs: HashMap::new(),
             breaker_open: false,
             held: HashSet::new(),
             overridden: HashSet::new(),
             recent_fires: VecDeque::new(),
-            skew: None,
+            skew: SkewTracker::default(),
+            skew_evaluated_low: None,
+            probes_in_flight: 0,
             mismatch: None,
             unhealthy: None,
             events_tx,
@@ -612,6 +640,7 @@ impl<A: VobizApi> Engine<A> {
             } => self.on_reread(uuid, purpose, result),
             Event::HungUp { job, results } => self.on_hung_up(job, results),
             Event::Spoke { job, result } => self.on_spoke(job, result),
+            Event::Probed { result } => self.on_probed(result),
             Event::IntentLost { job, error } => self.on_intent_lost(job, error),
         }
     }

@@ -166,9 +166,20 @@ impl<A: VobizApi> Engine<A> {
             breaker_open: self.breaker_open,
             held_calls: self.held.iter().map(ToString::to_string).collect(),
             clock_mismatch: self.mismatch.as_ref().map(ToString::to_string),
+            clock_skew: self.skew_now().map(|bound| status::ClockSkew {
+                low_ms: millis(bound.low),
+                high_ms: millis(bound.high),
+            }),
             rules: self.policy.rules.iter().map(|r| r.name.clone()).collect(),
             next_deadlines,
             calls,
         });
     }
+}
+
+/// Milliseconds with microsecond precision, for people reading `/status`.
+fn millis(delta: TimeDelta) -> f64 {
+    delta
+        .num_microseconds()
+        .map_or(f64::NAN, |us| us as f64 / 1000.0)
 }

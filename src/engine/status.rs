@@ -28,12 +28,24 @@ pub struct AccountStatus {
     pub held_calls: Vec<String>,
     /// A clock/zone mismatch, if one was detected.
     pub clock_mismatch: Option<String>,
+    /// What is known of the API server's clock, once an answer had a `Date`.
+    #[serde(default)]
+    pub clock_skew: Option<ClockSkew>,
     /// Rules in force.
     pub rules: Vec<String>,
     /// The earliest pending hangups.
     pub next_deadlines: Vec<DeadlineStatus>,
     /// Every tracked call (first seen, answer seen, pardon).
     pub calls: Vec<CallStatus>,
+}
+
+/// Bounds on the API server's clock minus this host's, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ClockSkew {
+    /// The offset is at least this; call times are converted with it.
+    pub low_ms: f64,
+    /// The offset is at most this.
+    pub high_ms: f64,
 }
 
 /// A pending hangup.

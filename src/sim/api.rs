@@ -170,7 +170,10 @@ pub async fn handle(
         },
         uuid: route.uuid().map(str::to_owned),
     });
-    let date = now + TimeDelta::seconds(world.faults.spec.date_skew_s);
+    let skew = &world.faults.spec;
+    let date = now
+        + TimeDelta::seconds(skew.date_skew_s.clamp(-1_000_000_000, 1_000_000_000))
+        + TimeDelta::milliseconds(skew.date_skew_ms.clamp(-1_000_000_000, 1_000_000_000));
     drop(world);
 
     match outcome {

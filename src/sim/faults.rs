@@ -32,6 +32,10 @@ pub struct FaultSpec {
     /// Offset of the `Date` header from the simulator's clock, in seconds.
     #[serde(default)]
     pub date_skew_s: i64,
+    /// More offset of the `Date` header, in milliseconds (added to
+    /// `date_skew_s`), so the server's second can start at any phase.
+    #[serde(default)]
+    pub date_skew_ms: i64,
     /// IANA zone the zone-less timestamps are rendered in (default UTC).
     pub timestamp_zone: Option<String>,
 }

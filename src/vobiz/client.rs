@@ -1,12 +1,12 @@
 //! The HTTP client for the Vobiz call API: one pooled `reqwest::Client`,
-//! a per-account token bucket and concurrency limit, the 429 pause, and the
-//! mapping of HTTP outcomes onto [`Error`].
+//! a per-account token bucket and concurrency limit with a priority lane for
+//! enforcement, the 429 pause, and the mapping of HTTP outcomes onto [`Error`].
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use chrono_tz::Tz;
 use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, DATE, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
@@ -14,7 +14,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use super::parse::{self, malformed};
-use super::rate::{Pause, TokenBucket};
+use super::rate::{Lane, Pause, TokenBucket};
 use super::{Cdr, Error, Fetched, Secret, SpeakLegs, VobizApi};
 use crate::call::{Call, CallUuid};
 use crate::clock::SharedClock;
@@ -99,6 +99,9 @@ struct Inner {
     clock: SharedClock,
     bucket: TokenBucket,
     permits: Semaphore,
+    /// Discovery's share of `permits`: all but one, so a request slot is
+    /// always free for enforcement.
+    discovery_permits: Semaphore,
     pause: Pause,
     /// The previous answer's skipped entries, per list (`live`, `queued`).
     skipped: std::sync::Mutex<std::collections::HashMap<String, parse::SkippedEntries>>,
@@ -184,6 +187,9 @@ impl Client {
                 clock: config.clock,
                 bucket: TokenBucket::new(config.max_requests_per_second),
                 permits: Semaphore::new(config.max_concurrent_requests.max(1)),
+                discovery_permits: Semaphore::new(
+                    config.max_concurrent_requests.saturating_sub(1).max(1),
+                ),
                 pause: Pause::default(),
                 skipped: std::sync::Mutex::default(),
             }),
@@ -194,23 +200,59 @@ impl Client {
         format!("{}{}/{suffix}", self.inner.calls_url, uuid.as_str())
     }
 
-    /// Sends one request through the pause, the budget and the concurrency
-    /// limit, and maps every non-2xx status onto [`Error`].
+    /// Sends one request through the pause, the budget (in `lane`) and the
+    /// concurrency limit, and maps every non-2xx status onto [`Error`].
     async fn send(
         &self,
+        lane: Lane,
+        method: Method,
+        url: String,
+        query: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Result<Answer, Error> {
+        let answer = self.exchange(lane, None, method, url, query, body).await?;
+        if answer.status.is_success() {
+            return Ok(answer);
+        }
+        Err(self.status_error(&answer))
+    }
+
+    /// One request and its answer, whatever the status. With `at`, the
+    /// request leaves at that instant, or a whole number of seconds later
+    /// if its turn came after it.
+    async fn exchange(
+        &self,
+        lane: Lane,
+        at: Option<DateTime<Utc>>,
         method: Method,
         url: String,
         query: &[(&str, &str)],
         body: Option<Value>,
     ) -> Result<Answer, Error> {
         let inner = &self.inner;
+        let shut_down = |_| Error::Transport("client is shut down".to_owned());
         inner.pause.wait().await;
-        inner.bucket.acquire().await;
-        let _permit = inner
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| Error::Transport("client is shut down".to_owned()))?;
+        let discovery_slot = async {
+            match lane {
+                Lane::Discover => inner.discovery_permits.acquire().await.map(Some),
+                Lane::Enforce => Ok(None),
+            }
+        };
+        let _discovery_permit = match at {
+            Some(at) => {
+                // A timed request takes its token first: waiting for it
+                // after the chosen instant would spoil the timing.
+                inner.bucket.acquire(lane).await;
+                tokio::time::sleep(self.until_phase(at)).await;
+                discovery_slot.await.map_err(shut_down)?
+            }
+            None => {
+                let permit = discovery_slot.await.map_err(shut_down)?;
+                inner.bucket.acquire(lane).await;
+                permit
+            }
+        };
+        let _permit = inner.permits.acquire().await.map_err(shut_down)?;
         // A 429 answered while we queued pauses us too.
         inner.pause.wait().await;
 
@@ -224,25 +266,34 @@ impl Client {
         let status = response.status();
         let headers = response.headers().clone();
         let received_at = inner.clock.now();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|err| self.transport(err))?
-            .to_vec();
+        let body = response.bytes().await.map_err(|err| self.transport(err))?;
+        // A proxy or a wrong base_url may echo the request back: take the
+        // token out before any parser, excerpt or audit record sees the body,
+        // so no truncated excerpt can keep half of it either.
+        let body = scrub_body(&body, inner.token.expose());
         let server_date = header_date(&headers);
         tracing::debug!(auth_id = %inner.auth_id, status = status.as_u16(), bytes = body.len(), "API answer");
-        let answer = Answer {
+        Ok(Answer {
             status,
             headers,
             body,
             server_date,
             sent_at,
             received_at,
+        })
+    }
+
+    /// How long until `at`, or until `at` plus the fewest whole seconds
+    /// that are not past: the phase within the second is what counts.
+    fn until_phase(&self, at: DateTime<Utc>) -> Duration {
+        let now = self.inner.clock.now();
+        let ahead = at - now;
+        let ahead = if ahead < TimeDelta::zero() {
+            ahead + TimeDelta::seconds((-ahead).num_seconds() + 1)
+        } else {
+            ahead
         };
-        if status.is_success() {
-            return Ok(answer);
-        }
-        Err(self.status_error(&answer))
+        ahead.to_std().unwrap_or(Duration::ZERO)
     }
 
     fn status_error(&self, answer: &Answer) -> Error {
@@ -299,6 +350,7 @@ impl Client {
     async fn get_list(&self, status: &str) -> Result<Fetched<Vec<CallUuid>>, Error> {
         let answer = self
             .send(
+                Lane::Discover,
                 Method::GET,
                 self.inner.calls_url.clone(),
                 &[("status", status)],
@@ -333,9 +385,15 @@ impl Client {
         }
     }
 
-    async fn get_detail(&self, uuid: &CallUuid, status: &str) -> Result<Fetched<Call>, Error> {
+    async fn get_detail(
+        &self,
+        lane: Lane,
+        uuid: &CallUuid,
+        status: &str,
+    ) -> Result<Fetched<Call>, Error> {
         let answer = self
             .send(
+                lane,
                 Method::GET,
                 self.call_url(uuid, ""),
                 &[("status", status)],
@@ -346,6 +404,37 @@ impl Client {
         let call = parse::parse_call_detail(&answer.body, uuid, self.inner.zone)?;
         Ok(answer.fetched(call))
     }
+}
+
+/// `body` with every occurrence of `token` (raw or JSON-escaped) replaced
+/// by `[redacted]`.
+fn scrub_body(body: &[u8], token: &str) -> Vec<u8> {
+    let mut out = replace_bytes(body, token.as_bytes());
+    let escaped = serde_json::to_string(token).unwrap_or_default();
+    let escaped = escaped.trim_matches('"');
+    if escaped != token {
+        out = replace_bytes(&out, escaped.as_bytes());
+    }
+    out
+}
+
+/// `haystack` with every occurrence of `needle` replaced by `[redacted]`.
+fn replace_bytes(haystack: &[u8], needle: &[u8]) -> Vec<u8> {
+    if needle.is_empty() || haystack.len() < needle.len() {
+        return haystack.to_vec();
+    }
+    let mut out = Vec::with_capacity(haystack.len());
+    let mut i = 0;
+    while i < haystack.len() {
+        if haystack[i..].starts_with(needle) {
+            out.extend_from_slice(b"[redacted]");
+            i += needle.len();
+        } else {
+            out.push(haystack[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 /// Refuses a 2xx we did not expect (e.g. 204 where a body is due).
@@ -414,16 +503,47 @@ impl VobizApi for Client {
     }
 
     async fn get_live(&self, uuid: &CallUuid) -> Result<Fetched<Call>, Error> {
-        self.get_detail(uuid, "live").await
+        self.get_detail(Lane::Discover, uuid, "live").await
     }
 
     async fn get_queued(&self, uuid: &CallUuid) -> Result<Fetched<Call>, Error> {
-        self.get_detail(uuid, "queued").await
+        self.get_detail(Lane::Discover, uuid, "queued").await
+    }
+
+    async fn probe(&self, at: DateTime<Utc>) -> Result<Fetched<Result<(), Error>>, Error> {
+        let answer = self
+            .exchange(
+                Lane::Discover,
+                Some(at),
+                Method::GET,
+                self.inner.calls_url.clone(),
+                &[("status", "live"), ("limit", "1")],
+                None,
+            )
+            .await?;
+        let outcome = if answer.status.is_success() {
+            Ok(())
+        } else {
+            // Still maps a 429 onto the account's pause.
+            Err(self.status_error(&answer))
+        };
+        Ok(answer.fetched(outcome))
+    }
+
+    async fn reread(&self, uuid: &CallUuid, queued: bool) -> Result<Fetched<Call>, Error> {
+        let status = if queued { "queued" } else { "live" };
+        self.get_detail(Lane::Enforce, uuid, status).await
     }
 
     async fn get_cdr(&self, uuid: &CallUuid) -> Result<Fetched<Cdr>, Error> {
         let answer = self
-            .send(Method::GET, self.call_url(uuid, ""), &[], None)
+            .send(
+                Lane::Discover,
+                Method::GET,
+                self.call_url(uuid, ""),
+                &[],
+                None,
+            )
             .await?;
         expect_status(&answer, &[200])?;
         let cdr = parse::parse_cdr(&answer.body, uuid, self.inner.zone)?;
@@ -432,7 +552,13 @@ impl VobizApi for Client {
 
     async fn hangup(&self, uuid: &CallUuid) -> Result<Fetched<()>, Error> {
         let answer = self
-            .send(Method::DELETE, self.call_url(uuid, ""), &[], None)
+            .send(
+                Lane::Enforce,
+                Method::DELETE,
+                self.call_url(uuid, ""),
+                &[],
+                None,
+            )
             .await?;
         expect_status(&answer, &[200, 202, 204])?;
         Ok(answer.fetched(()))
@@ -451,7 +577,13 @@ impl VobizApi for Client {
         };
         let body = serde_json::json!({ "text": text, "legs": legs });
         let answer = self
-            .send(Method::POST, self.call_url(uuid, "Speak/"), &[], Some(body))
+            .send(
+                Lane::Enforce,
+                Method::POST,
+                self.call_url(uuid, "Speak/"),
+                &[],
+                Some(body),
+            )
             .await?;
         expect_status(&answer, &[200, 202])?;
         Ok(answer.fetched(()))
@@ -496,6 +628,22 @@ mod tests {
         assert_eq!(retry_after(&headers, now), None);
         headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&headers, now), None);
+    }
+
+    #[test]
+    fn echoed_tokens_are_scrubbed_from_the_body() {
+        // Raw and JSON-escaped echoes both go.
+        let token = "ab\"cd";
+        let body = br#"{"error":"bad token ab\"cd","raw":ab"cd}"#;
+        assert_eq!(
+            String::from_utf8(scrub_body(body, token)).unwrap(),
+            r#"{"error":"bad token [redacted]","raw":[redacted]}"#
+        );
+        assert_eq!(scrub_body(b"abc", ""), b"abc");
+        assert_eq!(
+            scrub_body(b"xxsecretxxsecret", "secret"),
+            b"xx[redacted]xx[redacted]"
+        );
     }
 
     #[test]

@@ -130,13 +130,33 @@ pub trait VobizApi: Send + Sync + 'static {
         uuid: &CallUuid,
     ) -> impl Future<Output = Result<Fetched<Call>, Error>> + Send;
 
+    /// A cheap read (`GET /Call/?status=live&limit=1`, the list if the API
+    /// ignores `limit`) sent for its `Date` header at the local instant `at`,
+    /// or a whole number of seconds later if the budget holds it past `at`.
+    /// `Ok` whenever an answer arrived, whatever its status (the inner
+    /// result): every answer carries the server's clock.
+    fn probe(
+        &self,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Fetched<Result<(), Error>>, Error>> + Send;
+
+    /// The same read as [`Self::get_live`] (or [`Self::get_queued`] when
+    /// `queued`), for a call about to be acted on: it takes the account's
+    /// next request token ahead of any waiting discovery read.
+    fn reread(
+        &self,
+        uuid: &CallUuid,
+        queued: bool,
+    ) -> impl Future<Output = Result<Fetched<Call>, Error>> + Send;
+
     /// `GET /Call/{uuid}/`: the final record of an ended call.
     fn get_cdr(&self, uuid: &CallUuid) -> impl Future<Output = Result<Fetched<Cdr>, Error>> + Send;
 
-    /// `DELETE /Call/{uuid}/`: hang up. 404 comes back as [`Error::NotFound`].
+    /// `DELETE /Call/{uuid}/`: hang up (enforcement lane, like [`Self::reread`]).
+    /// 404 comes back as [`Error::NotFound`].
     fn hangup(&self, uuid: &CallUuid) -> impl Future<Output = Result<Fetched<()>, Error>> + Send;
 
-    /// `POST /Call/{uuid}/Speak/`: speak `text` on the call.
+    /// `POST /Call/{uuid}/Speak/`: speak `text` on the call (enforcement lane).
     fn speak(
         &self,
         uuid: &CallUuid,

@@ -35,6 +35,8 @@ pub struct Knobs {
     pub listen: String,
     /// `[log] format`.
     pub log_format: &'static str,
+    /// `[api] max_requests_per_second`.
+    pub max_requests_per_second: u32,
 }
 
 impl Default for Knobs {
@@ -46,6 +48,7 @@ impl Default for Knobs {
             max_hangups_per_cycle: 100,
             listen: "127.0.0.1:0".to_owned(),
             log_format: "json",
+            max_requests_per_second: 1000,
         }
     }
 }
@@ -101,7 +104,7 @@ base_url = "{base_url}"
 auth_id = "{DEFAULT_AUTH_ID}"
 auth_token_file = "token"
 timeout = "2s"
-max_requests_per_second = 1000
+max_requests_per_second = {max_requests_per_second}
 
 [poll]
 interval = "{poll}"
@@ -132,6 +135,7 @@ format = "{log_format}"
             max_hangups_per_cycle = knobs.max_hangups_per_cycle,
             listen = knobs.listen,
             log_format = knobs.log_format,
+            max_requests_per_second = knobs.max_requests_per_second,
         )
     }
 
@@ -153,12 +157,29 @@ format = "{log_format}"
         let Ok(text) = std::fs::read_to_string(&path) else {
             return Vec::new();
         };
-        text.lines()
+        // Only whole lines: the writer may be in the middle of a batch.
+        let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+        whole
+            .lines()
             .map(|line| {
                 serde_json::from_str(line)
                     .unwrap_or_else(|e| panic!("bad audit line {line:?}: {e}"))
             })
             .collect()
+    }
+
+    /// Audit records about one call, once `done` holds for them: records
+    /// reach the file after the action they describe, written by the
+    /// group-commit writer. Gives up after [`LIMIT`] and returns what is there.
+    pub async fn wait_audit_of(&self, uuid: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + LIMIT;
+        loop {
+            let records = self.audit_of(uuid);
+            if done(&records) || tokio::time::Instant::now() >= deadline {
+                return records;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Audit records about one call.
@@ -353,6 +374,14 @@ pub fn sample_sum(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&s
         .sum()
 }
 
+/// Whether a simulator log record is a clock probe (a list read with
+/// `limit=1`), not a poll.
+pub fn is_probe(record: &Value) -> bool {
+    record["query"]
+        .as_str()
+        .is_some_and(|q| q.split('&').any(|p| p == "limit=1"))
+}
+
 /// Which `callwarden_api_requests_total{endpoint}` a simulator log record is.
 pub fn endpoint_of(record: &Value) -> &'static str {
     let path = record["path"].as_str().unwrap_or("");
@@ -361,6 +390,7 @@ pub fn endpoint_of(record: &Value) -> &'static str {
         record["uuid"].is_null(),
     ) {
         (_, _) if path.contains("/Speak") => "speak",
+        ("GET", true) if is_probe(record) => "probe",
         ("GET", true) => "list",
         ("GET", false) => "detail",
         ("DELETE", false) => "hangup",
