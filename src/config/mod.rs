@@ -27,6 +27,7 @@ pub use load::{
     check, load, load_policy_files, Environment, Loaded, CONFIG_KEYS, CREDENTIAL_NAME,
     DEFAULT_BASE_URL, DEFAULT_LISTEN, DEFAULT_PROTECTED_NUMBERS, DEFAULT_STATE_DIR,
 };
+pub use rules::policy_keys;
 pub(crate) use walk::{Reader, Table};
 
 /// The validated configuration the daemon runs with.
@@ -144,7 +145,7 @@ pub struct HttpSettings {
 /// `--log-format` / `[log] format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum LogFormat {
-    /// JSON lines when stderr is not a terminal, pretty otherwise.
+    /// journald under systemd, else JSON lines when stderr is not a terminal, else pretty.
     #[default]
     Auto,
     /// JSON lines.
