@@ -187,22 +187,127 @@ pub struct Call {
     pub raw: serde_json::Value,
 }
 
-/// Normalizes a phone number for matching: drops `+`, spaces and the usual
-/// punctuation (`-`, `.`, `(`, `)`) when what remains is all digits.
+/// What a `to`/`from` value holds once read as a phone number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NumberDigits {
+    /// A phone number: ASCII digits only, no `+`, no separators.
+    Digits(String),
+    /// Digits mixed with characters we cannot read as part of a number
+    /// (`911#`, Arabic-Indic digits, an unknown invisible character):
+    /// protection treats it as protected, matching as a raw string.
+    Doubtful,
+    /// Not a number at all (`anonymous`, `sip:alice@example.com`, empty).
+    NotNumber,
+}
+
+/// Characters that render as nothing and would hide a number from an exact
+/// comparison: zero-width space and joiners, word joiner, BOM, soft hyphen,
+/// direction marks and embeddings.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+    )
+}
+
+/// Full-width forms (`９１１`, `＋`, `ｔｅｌ：`) read as their ASCII twins, the
+/// ideographic space as a space; invisible characters dropped.
+fn fold_width(raw: &str) -> String {
+    raw.chars()
+        .filter(|c| !is_invisible(*c))
+        .map(|c| match c {
+            '\u{FF01}'..='\u{FF5E}' => char::from_u32(c as u32 - 0xFEE0).unwrap_or(c),
+            '\u{3000}' => ' ',
+            other => other,
+        })
+        .collect()
+}
+
+/// The user part of a `tel:`, `sip:` or `sips:` URI (host, `;params` and
+/// `?headers` dropped, `%XX` escapes decoded), or `None` for other values.
+fn uri_user_part(value: &str) -> Option<String> {
+    let lower = value.get(..5).unwrap_or(value).to_ascii_lowercase();
+    let rest = if lower.starts_with("tel:") || lower.starts_with("sip:") {
+        &value[4..]
+    } else if lower.starts_with("sips:") {
+        &value[5..]
+    } else {
+        return None;
+    };
+    let user = rest.split('@').next().unwrap_or(rest);
+    let user = user.split([';', '?']).next().unwrap_or(user);
+    Some(percent_decode(user))
+}
+
+/// Decodes `%XX` escapes; an escape that is not two hex digits stays as is.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Reads a `to`/`from` value as a phone number.
 ///
-/// Anything else (SIP URIs, `anonymous`, empty) is returned trimmed but
-/// otherwise unchanged, so it can still be matched as a raw string. No
-/// country code is guessed.
-pub fn normalize_number(raw: &str) -> String {
-    let trimmed = raw.trim();
-    let digits: String = trimmed
+/// Full-width digits are read as ASCII and invisible characters dropped;
+/// a `tel:`/`sip:`/`sips:` URI is reduced to its user part; then `+`,
+/// white space and `-().` are dropped. What remains is a number when it is
+/// ASCII digits; [`NumberDigits::Doubtful`] when it holds digits (of any
+/// script) and other characters but no ASCII letter. No country code is
+/// guessed.
+pub fn number_digits(raw: &str) -> NumberDigits {
+    let folded = fold_width(raw);
+    let trimmed = folded.trim();
+    let user = uri_user_part(trimmed);
+    let candidate = user.as_deref().unwrap_or(trimmed);
+    let digits: String = candidate
         .chars()
-        .filter(|c| !matches!(c, '+' | ' ' | '-' | '.' | '(' | ')'))
+        .filter(|c| !(matches!(c, '+' | '-' | '.' | '(' | ')') || c.is_whitespace()))
         .collect();
     if !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) {
-        digits
+        return NumberDigits::Digits(digits);
+    }
+    // A name (`bob_2`, `alice`) has letters; digits with anything else but
+    // no letter may be a number in disguise.
+    let has_digit = digits.chars().any(char::is_numeric);
+    let has_letter = digits.chars().any(|c| c.is_ascii_alphabetic());
+    if has_digit && !has_letter {
+        NumberDigits::Doubtful
     } else {
-        trimmed.to_owned()
+        NumberDigits::NotNumber
+    }
+}
+
+/// Normalizes a phone number for matching: the digits of
+/// [`number_digits`] when it reads as a number.
+///
+/// Anything else (`sip:alice@example.com`, `anonymous`, empty) is returned
+/// trimmed, with full-width forms folded and invisible characters dropped,
+/// so it can still be matched as a raw string.
+pub fn normalize_number(raw: &str) -> String {
+    match number_digits(raw) {
+        NumberDigits::Digits(digits) => digits,
+        NumberDigits::Doubtful | NumberDigits::NotNumber => fold_width(raw).trim().to_owned(),
     }
 }
 
@@ -231,6 +336,99 @@ mod tests {
         assert_eq!(normalize_number(" anonymous "), "anonymous");
         assert_eq!(normalize_number("+"), "+");
         assert_eq!(normalize_number(""), "");
+    }
+
+    #[test]
+    fn uri_numbers_reduce_to_their_user_part() {
+        let digits = |s: &str| NumberDigits::Digits(s.to_owned());
+        assert_eq!(number_digits("tel:911"), digits("911"));
+        assert_eq!(number_digits("TEL:+1-900-555-0101"), digits("19005550101"));
+        assert_eq!(number_digits("sip:112@carrier.example"), digits("112"));
+        assert_eq!(number_digits("sip:999@host;user=phone"), digits("999"));
+        assert_eq!(
+            number_digits("sips:+19005550101@carrier.example;user=phone"),
+            digits("19005550101")
+        );
+        assert_eq!(number_digits("tel:+911;phone-context=x"), digits("911"));
+        assert_eq!(number_digits("sip:%39%311@host"), digits("911"));
+        assert_eq!(number_digits("sip:911"), digits("911"));
+        assert_eq!(
+            number_digits("sip:alice@example.com"),
+            NumberDigits::NotNumber
+        );
+        assert_eq!(number_digits("anonymous"), NumberDigits::NotNumber);
+        assert_eq!(number_digits(""), NumberDigits::NotNumber);
+        assert_eq!(number_digits("tel:"), NumberDigits::NotNumber);
+        assert_eq!(normalize_number("sip:112@carrier.example"), "112");
+        assert_eq!(
+            normalize_number("sip:alice@example.com;transport=tls"),
+            "sip:alice@example.com;transport=tls"
+        );
+    }
+
+    #[test]
+    fn full_width_and_invisible_characters_are_read_safely() {
+        let digits = |s: &str| NumberDigits::Digits(s.to_owned());
+        assert_eq!(number_digits("９１１"), digits("911"));
+        assert_eq!(number_digits("＋９１１"), digits("911"));
+        assert_eq!(number_digits("ｔｅｌ：９１１"), digits("911"));
+        assert_eq!(number_digits("9\u{200B}1\u{2060}1\u{FEFF}"), digits("911"));
+        assert_eq!(number_digits("\u{202E}911"), digits("911"));
+        assert_eq!(number_digits("9\u{3000}11"), digits("911"));
+        // Digits we cannot read are never an ordinary number.
+        assert_eq!(number_digits("٩١١"), NumberDigits::Doubtful);
+        assert_eq!(number_digits("911#"), NumberDigits::Doubtful);
+        assert_eq!(number_digits("sip:9_11@host"), NumberDigits::Doubtful);
+        assert_eq!(number_digits("911\u{0430}"), NumberDigits::Doubtful);
+        // Names with digits are names.
+        assert_eq!(number_digits("sip:bob_2@host"), NumberDigits::NotNumber);
+        assert_eq!(number_digits("ext 12a"), NumberDigits::NotNumber);
+        assert_eq!(normalize_number("９１１"), "911");
+        assert_eq!(normalize_number("ａｎｏｎｙｍｏｕｓ"), "anonymous");
+    }
+
+    proptest::proptest! {
+        /// However a number is dressed (URI, full width, invisible
+        /// characters, separators), it reads as its digits; and a value is
+        /// never read as a number other than its own digits.
+        #[test]
+        fn dressed_numbers_read_as_their_digits(
+            digits in "[0-9]{1,15}",
+            form in 0usize..5,
+            noise in proptest::collection::vec((0usize..16, 0usize..6), 0..4),
+            wide in proptest::collection::vec(proptest::bool::ANY, 15),
+        ) {
+            let mut dressed: String = digits
+                .chars()
+                .zip(wide.iter().cycle())
+                .map(|(c, w)| if *w { char::from_u32(c as u32 + 0xFEE0).unwrap() } else { c })
+                .collect();
+            for (at, kind) in noise {
+                let at = dressed.char_indices().nth(at).map_or(dressed.len(), |(i, _)| i);
+                let inserted = ['\u{200B}', '\u{2060}', '\u{FEFF}', ' ', '-', '\u{202E}'][kind];
+                dressed.insert(at, inserted);
+            }
+            let dressed = match form {
+                0 => dressed,
+                1 => format!("tel:+{dressed}"),
+                2 => format!("sip:{dressed}@carrier.example;user=phone"),
+                3 => format!("sips:+{dressed}@host"),
+                _ => format!("+{dressed}"),
+            };
+            proptest::prop_assert_eq!(number_digits(&dressed), NumberDigits::Digits(digits));
+        }
+
+        #[test]
+        fn any_value_reads_as_its_own_digits_or_not_at_all(value in "\\PC{0,24}") {
+            if let NumberDigits::Digits(digits) = number_digits(&value) {
+                let ascii: String = fold_width(&value).chars().filter(char::is_ascii_digit).collect();
+                // `%XX` escapes may add digits; never lose or reorder them.
+                if !value.contains('%') {
+                    proptest::prop_assert!(ascii.contains(&digits), "{value:?} -> {digits}");
+                }
+                proptest::prop_assert!(digits.chars().all(|c| c.is_ascii_digit()));
+            }
+        }
     }
 
     #[test]

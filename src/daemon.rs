@@ -22,6 +22,9 @@ use crate::vobiz::{Client, ClientConfig};
 /// The lock file inside the state directory: one daemon (or `once`) at a time.
 pub const LOCK_FILE: &str = "callwarden.lock";
 
+/// How long the exit waits for the audit log's last sync.
+const AUDIT_FLUSH_LIMIT: Duration = Duration::from_secs(10);
+
 /// An exclusive hold on the state directory, released on drop.
 #[derive(Debug)]
 pub struct StateLock {
@@ -63,10 +66,15 @@ pub struct OpenState {
 
 impl OpenState {
     /// Waits until every audit record queued so far is on disk: the last
-    /// step before exiting.
+    /// step before exiting. Bounded, so a hung disk cannot hold the exit.
     pub async fn flush_audit(&self) {
-        if let Err(error) = self.shared.audit.flush().await {
-            tracing::error!(%error, "cannot flush the audit log on exit");
+        match tokio::time::timeout(AUDIT_FLUSH_LIMIT, self.shared.audit.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "cannot flush the audit log on exit"),
+            Err(_) => tracing::error!(
+                limit_s = AUDIT_FLUSH_LIMIT.as_secs(),
+                "cannot flush the audit log on exit: the disk did not answer in time"
+            ),
         }
     }
 }
@@ -235,14 +243,18 @@ pub async fn run(config_path: PathBuf, options: RunOptions) -> anyhow::Result<()
             clock: Arc::clone(&clock),
             api_token: config.http.api_token.clone(),
             global_dry_run: config.enforce.dry_run,
-            hangups: Arc::default(),
+            hangups: Arc::new(crate::manual::Requests::acted_on(
+                state.replay.request_ids.iter().cloned(),
+            )),
         };
         let mut stop = stop_rx.clone();
+        let config_max_connections = config.http.max_connections;
         tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stop.wait_for(|stopped| *stopped).await;
             };
-            if let Err(error) = http::serve(listener, state, shutdown).await {
+            let limits = http::ListenerLimits::new(config_max_connections);
+            if let Err(error) = http::serve(listener, state, limits, shutdown).await {
                 tracing::error!(%error, "status listener failed");
             }
         });

@@ -42,6 +42,27 @@ struct Remembered {
     order: VecDeque<String>,
 }
 
+impl Requests {
+    /// A store that knows `ids` were acted on before a restart: their
+    /// replays answer `replayed` with no calls, and act on nothing.
+    pub fn acted_on(ids: impl IntoIterator<Item = String>) -> Self {
+        let mut remembered = Remembered::default();
+        for id in ids {
+            let answer = Answer {
+                request_id: Some(id.clone()),
+                replayed: true,
+                dry_run: false,
+                preview: false,
+                calls: Vec::new(),
+            };
+            remembered.insert(id, answer);
+        }
+        Self {
+            inner: Mutex::new(remembered),
+        }
+    }
+}
+
 impl Remembered {
     fn insert(&mut self, id: String, answer: Answer) {
         if self.answers.insert(id.clone(), answer).is_none() {

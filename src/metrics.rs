@@ -227,6 +227,11 @@ impl Metrics {
             "fdatasync calls of the audit log (one per batch)",
             audit.syncs.clone(),
         );
+        registry.register(
+            "callwarden_audit_queued_records",
+            "Audit records waiting for the writer",
+            audit.queued.clone(),
+        );
         Self {
             registry,
             audit,

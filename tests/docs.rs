@@ -71,7 +71,7 @@ fn the_loader_accepts_every_documented_key_and_rejects_others() {
              [retry]\nmax_attempts = 3\ninitial_backoff = \"1s\"\nmax_backoff = \"2s\"\n\
              [safety]\nprotected_numbers = [\"911\"]\nmax_hangups_per_cycle = 10\n\
              max_hangups_percent = 50\nbreaker_min_live_calls = 5\n\
-             [state]\ndir = \"state\"\n[http]\nlisten = \"\"\nallow_remote_pardon = false\n\
+             [state]\ndir = \"state\"\n[http]\nlisten = \"\"\nallow_remote_pardon = false\nmax_connections = 64\n\
              api_token_file = \"token\"\n\
              [log]\nformat = \"json\"\n"
         )

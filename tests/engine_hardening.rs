@@ -356,14 +356,18 @@ async fn the_whole_fleet_falling_due_at_once_ends_under_one_hundred_percent() {
     for uuid in &uuids {
         wait_ended(&sim, uuid).await;
     }
+    // The outcome is written after the DELETE's answer reaches the daemon.
+    let oks = |audit: &[Value]| {
+        audit
+            .iter()
+            .filter(|r| r["event"] == "outcome" && r["outcome"] == "ok")
+            .count()
+    };
+    common::engine::wait_for(LIMIT, || oks(&setup.audit()) >= 40).await;
     let audit = setup.audit();
     let held: Vec<&Value> = audit.iter().filter(|r| r["event"] == "breaker").collect();
     assert!(held.is_empty(), "the breaker held calls: {held:#?}");
-    let ok = audit
-        .iter()
-        .filter(|r| r["event"] == "outcome" && r["outcome"] == "ok")
-        .count();
-    assert_eq!(ok, 40);
+    assert_eq!(oks(&audit), 40);
     let tripped = daemon
         .json_logs()
         .into_iter()

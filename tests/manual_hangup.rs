@@ -171,7 +171,11 @@ async fn named_calls_are_re_read_then_hung_up_once_audited_with_the_reason_even_
             get.is_some() && get < delete,
             "{uuid}: no re-read before the DELETE"
         );
-        let audit = setup.audit_of(uuid);
+        let audit = setup
+            .wait_audit_of(uuid, |records| {
+                records.iter().filter(|r| r["rule"] == "manual").count() >= 2
+            })
+            .await;
         let manual: Vec<&Value> = audit.iter().filter(|r| r["rule"] == "manual").collect();
         assert_eq!(manual.len(), 2, "{audit:?}");
         assert_eq!(manual[0]["event"], "intent");
@@ -252,7 +256,9 @@ async fn a_selector_previews_without_yes_and_spares_protected_calls() {
         "a protected call is never hung up"
     );
     assert!(!ended(&sim, &young[0]));
-    let protected = setup.audit_of(&emergency[0]);
+    let protected = setup
+        .wait_audit_of(&emergency[0], |records| !records.is_empty())
+        .await;
     assert_eq!(protected.len(), 1, "{protected:?}");
     assert_eq!(protected[0]["outcome"], "protected");
     assert_eq!(protected[0]["rule"], "manual");
@@ -318,6 +324,31 @@ async fn a_replayed_request_id_does_not_act_twice() {
     wait_ended(&sim, &later).await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_id_acted_on_before_a_restart_does_not_act_again() {
+    let sim = default_sim();
+    let first = add_calls(&sim, json!([outbound(60.0, "+88216000001")])).await;
+    let setup = Setup::new(&sim, &[("quiet.toml", QUIET)], Knobs::default());
+    let mut daemon = Daemon::start(&setup).await;
+    wait_tracked(&daemon, &first).await;
+    let body = json!({"match": {"to": "+882*"}, "reason": "fraud alert", "request_id": "alert-9"});
+    let (code, _) = post_hangup(daemon.addr, body.clone(), None).await;
+    assert_eq!(code, 202);
+    wait_ended(&sim, &first).await;
+    daemon.signal(libc::SIGTERM);
+    daemon.wait_exit(LIMIT).await.expect("daemon stops");
+
+    let later = add_calls(&sim, json!([outbound(5.0, "+88216000002")])).await;
+    let daemon = Daemon::start(&setup).await;
+    wait_tracked(&daemon, &later).await;
+    let (code, replay) = post_hangup(daemon.addr, body, None).await;
+    assert_eq!(code, 202, "{replay}");
+    assert_eq!(replay["replayed"], true, "{replay}");
+    wait_polls(&sim, 2).await;
+    assert!(!ended(&sim, &later[0]), "the replay after a restart acted");
+    assert_eq!(deletes(&sim).await, first);
+}
+
 /// Rewrites the setup's config with `edit` applied.
 fn edit_config(setup: &Setup, knobs: &Knobs, edit: impl Fn(String) -> String) {
     std::fs::write(setup.config_path(), edit(setup.config_text(knobs))).expect("config");
@@ -362,7 +393,10 @@ async fn a_selector_over_most_of_the_fleet_is_held_by_the_breaker_unless_forced(
     );
     assert_eq!(decisions(&answer).len(), 8);
     assert!(setup
-        .audit_of(&fraud[0])
+        .wait_audit_of(&fraud[0], |records| records
+            .iter()
+            .any(|r| r["outcome"] == "breaker"))
+        .await
         .iter()
         .any(|r| r["outcome"] == "breaker"));
     // Named calls are not held.
@@ -420,7 +454,13 @@ async fn dry_run_requests_and_a_dry_run_daemon_hang_up_nothing() {
         decisions(&answer),
         vec![(uuids[0].clone(), "dry_run".to_owned())]
     );
-    let audit = setup.audit_of(&uuids[0]);
+    let audit = setup
+        .wait_audit_of(&uuids[0], |records| {
+            records
+                .iter()
+                .any(|r| r["outcome"] == "dry_run" && r["dry_run"] == true)
+        })
+        .await;
     assert!(
         audit
             .iter()
@@ -511,7 +551,9 @@ async fn remote_callers_need_the_bearer_token_which_never_appears_in_output() {
     let (code, answer) = post_hangup(remote, body, Some(TOKEN)).await;
     assert_eq!(code, 202, "{answer}");
     wait_ended(&sim, &uuids[..1]).await;
-    let audit = setup.audit_of(&uuids[0]);
+    let audit = setup
+        .wait_audit_of(&uuids[0], |records| records.len() >= 2)
+        .await;
     assert!(
         audit.iter().any(|r| r["reason"].as_str().is_some_and(
             |reason| reason.contains(&format!("requested by {ip}: remote fraud system"))

@@ -239,7 +239,7 @@ async fn pardon(addr: SocketAddr, commands: &mut mpsc::Receiver<EngineCommand>) 
     let engine = async {
         match tokio::time::timeout(Duration::from_secs(2), commands.recv()).await {
             Ok(Some(EngineCommand::Pardon { reply, .. })) => {
-                let _ = reply.send(true);
+                let _ = reply.send(callwarden::engine::PardonReply::Tracked);
                 true
             }
             _ => false,

@@ -127,6 +127,9 @@ pub struct Replay {
     pub pending: HashSet<(String, String)>,
     /// Lines that were not valid records (e.g. torn by a crash).
     pub bad_lines: usize,
+    /// The `request_id`s of manual hangups already acted on: a replay of
+    /// one after a restart must not act again.
+    pub request_ids: HashSet<String>,
 }
 
 /// The append-only audit log: a handle on its writer thread.
@@ -134,6 +137,7 @@ pub struct Replay {
 pub struct AuditLog {
     path: PathBuf,
     requests: std::sync::mpsc::Sender<Request>,
+    queued: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl AuditLog {
@@ -172,8 +176,13 @@ impl AuditLog {
 
     /// A log written through `disk` (tests inject a slow or failing one).
     pub fn with_disk(path: PathBuf, disk: impl Disk, options: Options) -> io::Result<Self> {
+        let queued = options.health.queued.clone();
         let requests = writer::spawn(disk, options)?;
-        Ok(Self { path, requests })
+        Ok(Self {
+            path,
+            requests,
+            queued,
+        })
     }
 
     /// Where the log is.
@@ -193,10 +202,17 @@ impl AuditLog {
             line,
             promise: Some(promise),
         };
-        match self.requests.send(request) {
+        match self.send(request) {
             Ok(()) => Durable::waiting(answer),
-            Err(_) => Durable::failed(WriteError::Stopped),
+            Err(()) => Durable::failed(WriteError::Stopped),
         }
+    }
+
+    fn send(&self, request: Request) -> Result<(), ()> {
+        self.queued.inc();
+        self.requests.send(request).map_err(|_| {
+            self.queued.dec();
+        })
     }
 
     /// Queues a record that nothing waits for (an outcome, a warning, a
@@ -210,7 +226,7 @@ impl AuditLog {
                     line,
                     promise: None,
                 };
-                if self.requests.send(request).is_err() {
+                if self.send(request).is_err() {
                     tracing::error!(file = %self.path.display(), call = %record.call_uuid,
                         "the audit writer has stopped: a record was not written");
                 }
@@ -224,9 +240,9 @@ impl AuditLog {
     /// Resolves once everything queued before it is on disk.
     pub fn flush(&self) -> Durable {
         let (promise, answer) = tokio::sync::oneshot::channel();
-        match self.requests.send(Request::Flush(promise)) {
+        match self.send(Request::Flush(promise)) {
             Ok(()) => Durable::waiting(answer),
-            Err(_) => Durable::failed(WriteError::Stopped),
+            Err(()) => Durable::failed(WriteError::Stopped),
         }
     }
 }
@@ -330,12 +346,23 @@ pub fn read_all(dir: &Path) -> io::Result<(Vec<Record>, usize)> {
     Ok((records, bad))
 }
 
+/// The `request_id` a manual hangup's reason ends with, if it has one
+/// (`... (request_id ID)`, as the engine writes it).
+pub fn manual_request_id(reason: &str) -> Option<String> {
+    let (_, rest) = reason.rsplit_once(" (request_id ")?;
+    rest.strip_suffix(')').map(str::to_owned)
+}
+
 /// Replays the log in `dir`: which calls were hung up, which intents are open.
 pub fn replay(dir: &Path) -> io::Result<Replay> {
     let (records, bad_lines) = read_all(dir)?;
     let mut open: HashMap<(String, String), usize> = HashMap::new();
     let mut hung_up = HashSet::new();
+    let mut request_ids = HashSet::new();
     for record in records {
+        if record.rule.as_deref() == Some(crate::engine::MANUAL_RULE) {
+            request_ids.extend(manual_request_id(&record.reason));
+        }
         let key = (record.account.clone(), record.call_uuid.clone());
         match record.event {
             Event::Intent if !record.dry_run => {
@@ -361,6 +388,7 @@ pub fn replay(dir: &Path) -> io::Result<Replay> {
         hung_up,
         pending,
         bad_lines,
+        request_ids,
     })
 }
 
@@ -407,6 +435,18 @@ mod tests {
         assert!(replay.pending.contains(&("default".into(), "b".into())));
         assert!(!replay.pending.contains(&("default".into(), "a".into())));
         assert_eq!(replay.bad_lines, 1);
+    }
+
+    #[test]
+    fn manual_request_ids_are_read_back_from_reasons() {
+        let reason = "manual hangup requested by 127.0.0.1: fraud (x) (request_id alert-1)";
+        assert_eq!(manual_request_id(reason).as_deref(), Some("alert-1"));
+        let protected = format!("leg a has protected number 911; {reason}");
+        assert_eq!(manual_request_id(&protected).as_deref(), Some("alert-1"));
+        assert_eq!(
+            manual_request_id("manual hangup requested by 127.0.0.1: fraud"),
+            None
+        );
     }
 
     #[test]

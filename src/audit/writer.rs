@@ -83,6 +83,8 @@ pub struct Health {
     pub failing: Gauge,
     /// `fdatasync` calls made.
     pub syncs: Counter,
+    /// Records (and flushes) queued and not yet handled by the writer.
+    pub queued: Gauge,
 }
 
 /// How the writer behaves.
@@ -231,7 +233,9 @@ impl<D: Disk> Writer<D> {
                     Err(_) => break,
                 }
             }
+            let taken = batch.len() as i64;
             self.commit(batch, false);
+            self.options.health.queued.dec_by(taken);
         }
         // Every sender is gone: make what was written durable before ending.
         self.commit(Vec::new(), true);
@@ -447,6 +451,7 @@ mod tests {
         bytes: Vec<u8>,
         syncs: usize,
         fail: bool,
+        fail_sync: bool,
     }
 
     #[derive(Clone)]
@@ -485,6 +490,9 @@ mod tests {
                 gate.release.lock().unwrap().recv().unwrap();
             }
             let mut state = self.state.lock().unwrap();
+            if state.fail_sync {
+                return Err(io::Error::other("input/output error"));
+            }
             state.syncs += 1;
             Ok(())
         }
@@ -626,5 +634,87 @@ mod tests {
         );
         let (_, answer) = oneshot::channel::<Result<(), WriteError>>();
         assert_eq!(Durable::waiting(answer).wait(), Err(WriteError::Stopped));
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Commit,
+        Append,
+        FailWrites(bool),
+        FailSyncs(bool),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => Just(Op::Commit),
+            4 => Just(Op::Append),
+            1 => any::<bool>().prop_map(Op::FailWrites),
+            1 => any::<bool>().prop_map(Op::FailSyncs),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever fails when: the file never keeps a torn line, holds
+        /// every intent that was confirmed and none that was refused, keeps
+        /// every other record once the disk recovers, and keeps them in the
+        /// order they were sent, each once.
+        #[test]
+        fn the_file_only_ever_holds_whole_records_in_order(
+            ops in proptest::collection::vec(op(), 1..40)
+        ) {
+            let disk = MemDisk::default();
+            let (options, health) = options(Duration::from_secs(3600));
+            let tx = spawn(disk.clone(), options).unwrap();
+            let mut confirmed = Vec::new();
+            let mut refused = Vec::new();
+            let mut plain = Vec::new();
+            for (i, op) in ops.iter().enumerate() {
+                let line = format!("record {i:03}");
+                match op {
+                    Op::Commit => {
+                        match append(&tx, &line, true).unwrap().wait() {
+                            Ok(()) => confirmed.push(line),
+                            Err(_) => refused.push(line),
+                        }
+                        // Answered: the writer is between batches, so the
+                        // file ends on a whole line.
+                        let text = disk.text();
+                        proptest::prop_assert!(
+                            text.is_empty() || text.ends_with('\n'),
+                            "torn after an answer: {:?}", text
+                        );
+                    }
+                    Op::Append => {
+                        append(&tx, &line, false);
+                        plain.push(line);
+                    }
+                    Op::FailWrites(fail) => disk.set_failing(*fail),
+                    Op::FailSyncs(fail) => disk.state.lock().unwrap().fail_sync = *fail,
+                }
+            }
+            disk.set_failing(false);
+            disk.state.lock().unwrap().fail_sync = false;
+            let (promise, answer) = oneshot::channel();
+            tx.send(Request::Flush(promise)).unwrap();
+            Durable::waiting(answer).wait().unwrap();
+
+            let text = disk.text();
+            proptest::prop_assert!(text.is_empty() || text.ends_with('\n'), "torn: {text:?}");
+            let lines: Vec<&str> = text.lines().collect();
+            let mut sorted = lines.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            proptest::prop_assert_eq!(&sorted, &lines, "in order, each once");
+            for line in confirmed.iter().chain(&plain) {
+                proptest::prop_assert!(lines.contains(&line.as_str()), "{} missing", line);
+            }
+            for line in &refused {
+                proptest::prop_assert!(!lines.contains(&line.as_str()), "{} refused but kept", line);
+            }
+            proptest::prop_assert_eq!(health.failing.get(), 0);
+        }
     }
 }

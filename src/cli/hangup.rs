@@ -119,12 +119,10 @@ pub async fn run(config_path: &Path, env: &Environment, args: HangupArgs) -> any
             println!("nothing was done: run again with --yes to end these calls");
         }
     }
-    let refused = answer.calls.iter().any(|c| {
-        !matches!(
-            c.decision.as_str(),
-            "accepted" | "dry_run" | "would_hang_up" | "already_ended" | "in_progress"
-        )
-    });
+    let refused = answer
+        .calls
+        .iter()
+        .any(|c| crate::engine::is_refusal(&c.decision));
     Ok(if refused { EXIT_PARTIAL } else { EXIT_OK })
 }
 

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,13 +13,13 @@ use chrono_tz::Tz;
 use toml::de::DeTable;
 
 use super::diagnostic::{CheckReport, Diagnostic, Diagnostics, FileDiagnostics, Severity};
-use super::rules::{compile_rules, is_policy_file, SeenNames};
+use super::rules::{compile_rules, is_policy_name, SeenNames};
 use super::walk::{Reader, Table};
 use super::{
     Account, ApiSettings, Config, EnforceSettings, HttpSettings, LogFormat, RetrySettings,
     SafetySettings,
 };
-use crate::call::normalize_number;
+use crate::call::{number_digits, NumberDigits};
 use crate::policy::{Policy, Rule};
 use crate::vobiz::Secret;
 
@@ -60,6 +61,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "state.dir",
     "http.listen",
     "http.allow_remote_pardon",
+    "http.max_connections",
     "http.api_token_file",
     "log.format",
     "account.name",
@@ -196,7 +198,19 @@ fn read_text(path: &Path) -> Result<String, Diagnostic> {
     let cannot_read = |err: std::io::Error| {
         Diagnostic::file_level(path, Severity::Error, format!("cannot read file: {err}"))
     };
-    // Bounded, so a path to /dev/zero or a runaway file cannot exhaust memory.
+    // Opening a FIFO blocks until a writer comes: look before opening.
+    let meta = std::fs::metadata(path).map_err(cannot_read)?;
+    if !meta.is_file() {
+        return Err(Diagnostic::file_level(
+            path,
+            Severity::Error,
+            format!(
+                "cannot read file: it is {}, not a regular file",
+                file_kind(&meta.file_type())
+            ),
+        ));
+    }
+    // Bounded, so a runaway file cannot exhaust memory.
     let mut bytes = Vec::new();
     std::fs::File::open(path)
         .and_then(|file| file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
@@ -567,16 +581,14 @@ fn read_settings(
             }
             let mut numbers = Vec::new();
             for (raw, span) in list {
-                let digits = normalize_number(&raw);
-                if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
-                    r.diags.error(
+                match number_digits(&raw) {
+                    NumberDigits::Digits(digits) => numbers.push(digits),
+                    NumberDigits::Doubtful | NumberDigits::NotNumber => r.diags.error(
                         span,
                         format!(
                             "protected number `{raw}` is not a phone number (digits, optional `+`)"
                         ),
-                    );
-                } else {
-                    numbers.push(digits);
+                    ),
                 }
             }
             numbers
@@ -636,6 +648,9 @@ fn read_settings(
         allow_remote_pardon: http_t
             .and_then(|t| r.boolean(t, "allow_remote_pardon"))
             .unwrap_or(false),
+        // At most 1,024, so the listener alone can never use up the
+        // process's descriptors (the unit allows 4,096).
+        max_connections: integer_or(&mut r, http_t, "max_connections", 64, 1, 1024) as usize,
         api_token,
     };
 
@@ -678,31 +693,71 @@ fn read_token_file(
     diags: &mut FileDiagnostics,
     extra: &mut Vec<Diagnostic>,
 ) -> Option<Secret> {
-    match std::fs::read_to_string(path) {
-        Ok(text) if text.trim().is_empty() => {
-            diags.error(span, format!("token file `{}` is empty", path.display()));
-            None
-        }
-        Ok(text) => {
+    match read_secret(path) {
+        Ok(token) => {
             extra.extend(readable_by_others(path));
-            Some(Secret::new(text.trim()))
+            Some(token)
         }
-        Err(err) => {
-            diags.error(
-                span,
-                format!("cannot read token file `{}`: {err}", path.display()),
-            );
+        Err(message) => {
+            diags.error(span, message);
             None
         }
     }
 }
 
-/// A systemd credential, when present.
-fn read_credential(env: &Environment, name: &str) -> Option<Secret> {
-    let path = env.credentials_directory.as_ref()?.join(name);
-    let text = std::fs::read_to_string(path).ok()?;
+/// Longest token file or credential read: a token is a few dozen bytes, so
+/// anything bigger is the wrong file (a log, a device, a key bundle).
+pub const MAX_TOKEN_FILE_BYTES: u64 = 4096;
+
+/// Reads a token file: a regular file of at most [`MAX_TOKEN_FILE_BYTES`],
+/// UTF-8, not blank; trimmed. The error names the file.
+fn read_secret(path: &Path) -> Result<Secret, String> {
+    use std::io::Read as _;
+    let shown = path.display();
+    let cannot_read = |err: std::io::Error| format!("cannot read token file `{shown}`: {err}");
+    // Look before opening: opening a FIFO blocks until a writer comes.
+    let meta = std::fs::metadata(path).map_err(cannot_read)?;
+    if !meta.is_file() {
+        return Err(format!(
+            "token file `{shown}` is {}, not a regular file",
+            file_kind(&meta.file_type())
+        ));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_TOKEN_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(cannot_read)?;
+    if bytes.len() as u64 > MAX_TOKEN_FILE_BYTES {
+        return Err(format!(
+            "token file `{shown}` is larger than {MAX_TOKEN_FILE_BYTES} bytes: not a token"
+        ));
+    }
+    let text =
+        String::from_utf8(bytes).map_err(|_| format!("token file `{shown}` is not valid UTF-8"))?;
     let token = text.trim();
-    (!token.is_empty()).then(|| Secret::new(token))
+    if token.is_empty() {
+        return Err(format!("token file `{shown}` is empty"));
+    }
+    Ok(Secret::new(token))
+}
+
+/// A systemd credential, when present; a present but unusable one is an error.
+fn read_credential(env: &Environment, name: &str, extra: &mut Vec<Diagnostic>) -> Option<Secret> {
+    let path = env.credentials_directory.as_ref()?.join(name);
+    if std::fs::symlink_metadata(&path).is_err() {
+        return None;
+    }
+    match read_secret(&path) {
+        Ok(token) => Some(token),
+        Err(message) => {
+            extra.push(Diagnostic::file_level(
+                &path,
+                Severity::Error,
+                format!("credential `{name}`: {message}"),
+            ));
+            None
+        }
+    }
 }
 
 fn read_accounts(
@@ -744,7 +799,7 @@ fn read_accounts(
             .as_ref()
             .map(|t| Secret::new(t.trim()))
             .or(file_token)
-            .or_else(|| read_credential(env, CREDENTIAL_NAME));
+            .or_else(|| read_credential(env, CREDENTIAL_NAME, extra));
         return vec![RawAccount {
             name: "default".into(),
             auth_id,
@@ -824,7 +879,7 @@ fn read_accounts(
             .and_then(|(path, span)| {
                 read_token_file(&resolve(base_dir, path), span, r.diags, extra)
             })
-            .or_else(|| read_credential(env, &format!("{CREDENTIAL_NAME}-{name}")));
+            .or_else(|| read_credential(env, &format!("{CREDENTIAL_NAME}-{name}"), extra));
         let policies = r
             .entry(table, "policies")
             .is_some()
@@ -856,38 +911,126 @@ fn policy_paths(
     let mut paths = Vec::new();
     for (raw, span) in entries {
         let path = resolve(base_dir, &raw);
-        if path.is_dir() {
-            match std::fs::read_dir(&path) {
-                Ok(dir) => {
-                    let mut files: Vec<PathBuf> = dir
-                        .filter_map(|e| e.ok().map(|e| e.path()))
-                        .filter(|p| is_policy_file(p))
-                        .collect();
-                    files.sort();
-                    if files.is_empty() {
-                        r.diags.warning(
-                            span,
-                            format!(
-                                "policy directory `{}` holds no *.toml files",
-                                path.display()
-                            ),
-                        );
-                    }
-                    paths.extend(files);
-                }
-                Err(err) => r.diags.error(
-                    span,
-                    format!("cannot read policy directory `{}`: {err}", path.display()),
-                ),
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_dir() => {
+                paths.extend(policy_dir(&path, span, r.diags));
             }
-        } else if path.is_file() {
-            paths.push(path);
-        } else {
-            r.diags.error(
+            Ok(meta) if meta.is_file() => paths.push(path),
+            Ok(meta) => r.diags.error(
                 span,
-                format!("policy path `{}` does not exist", path.display()),
-            );
+                format!(
+                    "policy path `{}` is {}, not a file or directory",
+                    path.display(),
+                    file_kind(&meta.file_type())
+                ),
+            ),
+            Err(err) => r
+                .diags
+                .error(span, missing_path("policy path", &path, &err)),
         }
     }
     paths
+}
+
+/// The `*.toml` files of a policy directory, sorted by name. An entry whose
+/// name ends in `.toml` but is not a regular file, after following
+/// symlinks, is an error with its path: skipping it would drop its rules
+/// without a word.
+fn policy_dir(path: &Path, span: Range<usize>, diags: &mut FileDiagnostics) -> Vec<PathBuf> {
+    let dir = match std::fs::read_dir(path) {
+        Ok(dir) => dir,
+        Err(err) => {
+            diags.error(
+                span,
+                format!("cannot read policy directory `{}`: {err}", path.display()),
+            );
+            return Vec::new();
+        }
+    };
+    let mut entries = Vec::new();
+    for entry in dir {
+        match entry {
+            Ok(entry) => entries.push(entry.path()),
+            Err(err) => diags.error(
+                span.clone(),
+                format!("cannot list policy directory `{}`: {err}", path.display()),
+            ),
+        }
+    }
+    entries.retain(|p| is_policy_name(p));
+    entries.sort();
+    let mut files = Vec::new();
+    let mut bad = false;
+    for entry in entries {
+        // `metadata` follows symlinks and never opens the entry, so a FIFO
+        // cannot block the load.
+        match std::fs::metadata(&entry) {
+            Ok(meta) if meta.is_file() => files.push(entry),
+            Ok(meta) => {
+                bad = true;
+                diags.error(
+                    span.clone(),
+                    format!(
+                        "policy file `{}` is {}, not a regular file",
+                        entry.display(),
+                        file_kind(&meta.file_type())
+                    ),
+                );
+            }
+            Err(err) => {
+                bad = true;
+                diags.error(span.clone(), missing_path("policy file", &entry, &err));
+            }
+        }
+    }
+    if files.is_empty() && !bad {
+        diags.warning(
+            span,
+            format!(
+                "policy directory `{}` holds no *.toml files",
+                path.display()
+            ),
+        );
+    }
+    files
+}
+
+/// Why `path` could not be followed: missing, a dangling symlink, a loop.
+fn missing_path(what: &str, path: &Path, err: &std::io::Error) -> String {
+    let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    if !is_link {
+        if err.kind() == std::io::ErrorKind::NotFound {
+            return format!("{what} `{}` does not exist", path.display());
+        }
+        return format!("cannot read {what} `{}`: {err}", path.display());
+    }
+    match std::fs::read_link(path) {
+        Ok(target) if err.kind() == std::io::ErrorKind::NotFound => format!(
+            "{what} `{}` is a dangling symlink (to `{}`)",
+            path.display(),
+            target.display()
+        ),
+        _ => format!(
+            "{what} `{}` is a symlink that cannot be followed (a loop?): {err}",
+            path.display()
+        ),
+    }
+}
+
+/// What kind of non-regular file `kind` is, for an error message.
+pub(crate) fn file_kind(kind: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt as _;
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "a device"
+    } else if kind.is_symlink() {
+        "a symlink"
+    } else {
+        "not a regular file"
+    }
 }

@@ -134,6 +134,8 @@ pub struct HttpSettings {
     pub listen: Option<SocketAddr>,
     /// Accept `POST /pardon` from non-loopback clients.
     pub allow_remote_pardon: bool,
+    /// Most connections served at once; more wait in the kernel's queue.
+    pub max_connections: usize,
     /// `api_token_file`: the bearer token remote callers of `POST /hangup`
     /// must send; without it only loopback may ask.
     pub api_token: Option<Secret>,

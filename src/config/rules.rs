@@ -55,8 +55,93 @@ const IDLE_STATUSES: &[&str] = &["queued", "ringing", "early-media"];
 /// How far ahead window openings are examined for the period check.
 const PERIOD_CHECK_DAYS: i64 = 400;
 
-/// Where the first rule of each name was defined, across all policy files.
-pub(crate) type SeenNames = HashMap<String, (PathBuf, usize)>;
+/// What one load has learnt so far, across all policy files: where the
+/// first rule of each name was defined, and what is known of each distinct
+/// schedule, so 10,000 rules sharing a cron search its openings once.
+#[derive(Debug, Default)]
+pub(crate) struct SeenNames {
+    names: HashMap<String, (PathBuf, usize)>,
+    schedules: HashMap<(String, Tz), Schedule>,
+}
+
+/// Facts about one (cron, time zone) pair, found at most once per load.
+#[derive(Debug, Clone, Copy)]
+struct Schedule {
+    /// It opens within the search horizon.
+    fires: bool,
+    /// [`Window::period_lower_bound`].
+    lower_bound: Option<chrono::Duration>,
+    /// [`Window::smallest_period`], searched only when the bound is not enough.
+    smallest: Option<Option<chrono::Duration>>,
+}
+
+impl SeenNames {
+    /// An empty record.
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// Where a rule named `name` was first defined.
+    pub(crate) fn get(&self, name: &str) -> Option<&(PathBuf, usize)> {
+        self.names.get(name)
+    }
+
+    /// Records where a rule named `name` is defined.
+    pub(crate) fn insert(&mut self, name: String, at: (PathBuf, usize)) {
+        self.names.insert(name, at);
+    }
+
+    /// Whether `window` fires at all (searched once per schedule).
+    fn fires(&mut self, window: &Window, now: DateTime<Utc>) -> bool {
+        self.schedule(window, now).fires
+    }
+
+    /// The smallest period of `window` when its duration might exceed it:
+    /// `None` when the duration fits between any two openings.
+    fn period_shorter_than_duration(
+        &mut self,
+        window: &Window,
+        now: DateTime<Utc>,
+    ) -> Option<chrono::Duration> {
+        let duration = chrono::Duration::from_std(window.duration).ok()?;
+        let schedule = self.schedule(window, now);
+        match schedule.lower_bound {
+            // Fewer than two openings in the span: nothing to compare.
+            None => return None,
+            Some(bound) if duration <= bound => return None,
+            Some(_) => {}
+        }
+        let smallest = match schedule.smallest {
+            Some(smallest) => smallest,
+            None => {
+                let smallest = window.smallest_period(now, PERIOD_CHECK_DAYS);
+                if let Some(entry) = self.schedules.get_mut(&key(window)) {
+                    entry.smallest = Some(smallest);
+                }
+                smallest
+            }
+        };
+        smallest.filter(|period| duration > *period)
+    }
+
+    fn schedule(&mut self, window: &Window, now: DateTime<Utc>) -> Schedule {
+        *self
+            .schedules
+            .entry(key(window))
+            .or_insert_with(|| Schedule {
+                fires: window.next_opening(now, true).is_some(),
+                lower_bound: window.period_lower_bound(now, PERIOD_CHECK_DAYS),
+                smallest: None,
+            })
+    }
+}
+
+/// Schedules are the same when their cron text (fields split by any white
+/// space) and zone are.
+fn key(window: &Window) -> (String, Tz) {
+    let fields: Vec<&str> = window.cron_text.split_whitespace().collect();
+    (fields.join(" "), window.timezone)
+}
 
 /// Validates and compiles the rules of one parsed policy file.
 pub(crate) fn compile_rules(
@@ -133,7 +218,7 @@ fn compile_rule(
         .map_or(0, |(n, _)| n);
 
     let limit = compile_limit(r, table, &header, &label);
-    let windows = compile_windows(r, table, now);
+    let windows = compile_windows(r, table, seen, now);
 
     if let (Some(Limit::MaxDuration { limit, .. }), Some(entry)) =
         (limit, r.entry(table, "max_duration"))
@@ -369,7 +454,12 @@ fn compile_match(r: &mut Reader<'_>, table: &Table<'_>) -> Option<Match> {
     ok.then(|| Match::new(fields))
 }
 
-fn compile_windows(r: &mut Reader<'_>, table: &Table<'_>, now: DateTime<Utc>) -> Vec<Window> {
+fn compile_windows(
+    r: &mut Reader<'_>,
+    table: &Table<'_>,
+    seen: &mut SeenNames,
+    now: DateTime<Utc>,
+) -> Vec<Window> {
     let mut windows = Vec::new();
     for (w, header) in r.tables(table, "window") {
         r.unknown_keys(w, WINDOW_KEYS);
@@ -419,7 +509,7 @@ fn compile_windows(r: &mut Reader<'_>, table: &Table<'_>, now: DateTime<Utc>) ->
             continue;
         };
         let window = Window::new(&text, cron, duration, tz);
-        if window.next_opening(now, true).is_none() {
+        if !seen.fires(&window, now) {
             r.diags.error(
                 cron_span,
                 format!(
@@ -429,19 +519,17 @@ fn compile_windows(r: &mut Reader<'_>, table: &Table<'_>, now: DateTime<Utc>) ->
             );
             continue;
         }
-        if let Some(period) = window.smallest_period(now, PERIOD_CHECK_DAYS) {
+        if let Some(period) = seen.period_shorter_than_duration(&window, now) {
             let period_std = period.to_std().unwrap_or(Duration::ZERO);
-            if duration > period_std {
-                r.diags.error(
-                    duration_span,
-                    format!(
-                        "window `duration` ({}) is longer than its period ({} between two openings of `{text}`)",
-                        format_duration(duration),
-                        format_duration(period_std)
-                    ),
-                );
-                continue;
-            }
+            r.diags.error(
+                duration_span,
+                format!(
+                    "window `duration` ({}) is longer than its period ({} between two openings of `{text}`)",
+                    format_duration(duration),
+                    format_duration(period_std)
+                ),
+            );
+            continue;
         }
         windows.push(window);
     }
@@ -555,7 +643,57 @@ fn compile_action(
     })
 }
 
-/// Whether `path` names a policy file in a directory listing (`*.toml`).
-pub(crate) fn is_policy_file(path: &Path) -> bool {
-    path.extension().is_some_and(|ext| ext == "toml") && path.is_file()
+/// Whether `path` is named like a policy file in a directory listing (`*.toml`).
+pub(crate) fn is_policy_name(path: &Path) -> bool {
+    path.extension().is_some_and(|ext| ext == "toml")
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::load_policy_files;
+    use chrono::{DateTime, Utc};
+
+    fn load(windows: &[(&str, &str)]) -> Result<usize, Vec<String>> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = String::new();
+        for (i, (cron, duration)) in windows.iter().enumerate() {
+            text.push_str(&format!(
+                "[[rule]]\nname = \"w-{i}\"\nmax_duration = \"0s\"\n[[rule.window]]\ncron = \"{cron}\"\nduration = \"{duration}\"\ntimezone = \"Europe/London\"\n"
+            ));
+        }
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, text).unwrap();
+        let now = DateTime::parse_from_rfc3339("2026-01-10T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        load_policy_files(&[path], now)
+            .map(|(policy, _)| policy.rules.len())
+            .map_err(|diags| diags.iter().map(|d| d.message.clone()).collect())
+    }
+
+    #[test]
+    fn the_period_check_is_exact_near_a_clock_change() {
+        // 02:00 London: 23 h on the spring-forward day, so 23 h fits and
+        // 23 h 30 m does not, whatever the cheap bound says.
+        assert_eq!(load(&[("0 0 2 * * *", "23h")]), Ok(1));
+        let err = load(&[("0 0 2 * * *", "23h 30m")]).unwrap_err();
+        assert!(err[0].contains("longer than its period (23h "), "{err:?}");
+        // 01:30 falls in the gap and opens at its end: 23 h 30 m apart.
+        assert_eq!(load(&[("0 30 1 * * *", "23h 30m")]), Ok(1));
+    }
+
+    #[test]
+    fn rules_sharing_a_schedule_get_the_same_verdict() {
+        let many: Vec<(&str, &str)> = (0..50)
+            .map(|i| {
+                if i % 2 == 0 {
+                    ("0 0 2 * * *", "1h")
+                } else {
+                    ("0  0 2 * * *", "25h")
+                }
+            })
+            .collect();
+        let err = load(&many).unwrap_err();
+        assert_eq!(err.len(), 25, "{err:?}");
+    }
 }

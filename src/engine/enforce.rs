@@ -439,6 +439,12 @@ impl<A: VobizApi> Engine<A> {
         self.busy.remove(&job.uuid);
         tracing::error!(account = %self.account, call = %job.uuid, rule = %job.rule, %error,
             "the hangup intent is not on disk: not hanging up; trying again later");
+        if job.rule == MANUAL_RULE {
+            // An operator's request is answered, not retried behind their back.
+            let reason = format!("not hung up: the intent is not on disk: {error}");
+            self.audit_outcome(&job, AuditEvent::Outcome, Outcome::Failed, 0, &reason);
+            return;
+        }
         let retry_at =
             self.now() + TimeDelta::from_std(self.settings.poll_interval).unwrap_or_default();
         self.reschedule_enforce(&job.uuid, retry_at);

@@ -67,11 +67,16 @@ pub struct ManualDecision {
 impl ManualDecision {
     /// Whether the call was refused (protected, breaker, unknown, ...).
     pub fn is_refusal(&self) -> bool {
-        !matches!(
-            self.decision,
-            "accepted" | "dry_run" | "would_hang_up" | "already_ended" | "in_progress"
-        )
+        is_refusal(self.decision)
     }
+}
+
+/// Whether a decision word means the call was refused: the CLI exits 3.
+pub fn is_refusal(decision: &str) -> bool {
+    !matches!(
+        decision,
+        "accepted" | "dry_run" | "would_hang_up" | "already_ended" | "in_progress"
+    )
 }
 
 impl<A: VobizApi> Engine<A> {

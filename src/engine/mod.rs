@@ -43,7 +43,7 @@ use crate::vobiz::{Error as ApiError, Fetched, SpeakLegs, VobizApi};
 
 use actions::{HangupResult, Retrier};
 use backoff::Jitter;
-pub use manual::{ManualDecision, ManualRequest, Selection, MANUAL_RULE};
+pub use manual::{is_refusal, ManualDecision, ManualRequest, Selection, MANUAL_RULE};
 use plan::Plan;
 use skew::{Mismatch, SkewEstimate, SkewTracker, NO_SKEW};
 pub use status::AccountStatus;
@@ -140,15 +140,14 @@ pub struct Shared {
 /// Operator requests to a running engine.
 #[derive(Debug)]
 pub enum Command {
-    /// Spare a call until the instant (`None` = for good); replies whether
-    /// the call is tracked.
+    /// Spare a call until the instant (`None` = for good).
     Pardon {
         /// The call.
         uuid: CallUuid,
         /// Until when.
         until: Option<DateTime<Utc>>,
-        /// Answer: whether the engine tracks the call.
-        reply: oneshot::Sender<bool>,
+        /// Answer: whether the pardon was kept, and for a tracked call.
+        reply: oneshot::Sender<PardonReply>,
     },
     /// End calls now on an operator's or external trigger's request;
     /// replies with a decision per call this engine tracks.
@@ -168,6 +167,23 @@ pub enum Command {
         settings: Box<Settings>,
     },
 }
+
+/// How an engine took a pardon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PardonReply {
+    /// Kept, for a call the engine tracks.
+    Tracked,
+    /// Kept until the next poll, in case the call shows up.
+    Untracked,
+    /// Refused: [`MAX_UNTRACKED_PARDONS`] pardons of untracked calls are
+    /// already kept.
+    Refused,
+}
+
+/// Pardons of calls the engine does not track, kept at most at once. Each
+/// poll drops those whose calls are not live, so this bounds what a flood
+/// of pardons can hold in memory and write to the audit log per poll.
+pub const MAX_UNTRACKED_PARDONS: usize = 1_000;
 
 /// Why the engine fires a timer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -317,6 +333,8 @@ pub struct Engine<A: VobizApi> {
     warned: HashSet<CallUuid>,
     dry_done: HashSet<(CallUuid, usize)>,
     pardons: HashMap<CallUuid, Option<DateTime<Utc>>>,
+    /// When a refused pardon was last logged (at most once a poll interval).
+    pardon_refusal_logged: Option<DateTime<Utc>>,
 
     /// Calls beyond the cap of a fraud-guard rule.
     caps: caps::Caps,
@@ -415,6 +433,7 @@ impl<A: VobizApi> Engine<A> {
             warned: HashSet::new(),
             dry_done: HashSet::new(),
             pardons: HashMap::new(),
+            pardon_refusal_logged: None,
             caps: caps::Caps::default(),
             manual_jobs: HashMap::new(),
             breaker_open: false,

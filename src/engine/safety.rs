@@ -114,6 +114,53 @@ impl<A: VobizApi> Engine<A> {
         }
     }
 
+    fn is_tracked(&self, uuid: &CallUuid) -> bool {
+        self.calls.contains_key(uuid) || self.live.contains(uuid)
+    }
+
+    fn pardon(&mut self, uuid: CallUuid, until: Option<DateTime<Utc>>) -> PardonReply {
+        let tracked = self.is_tracked(&uuid);
+        if !tracked && !self.pardons.contains_key(&uuid) && self.untracked_pardons_full() {
+            let now = self.now();
+            let interval = TimeDelta::from_std(self.settings.poll_interval).unwrap_or_default();
+            if self
+                .pardon_refusal_logged
+                .is_none_or(|at| now - at >= interval)
+            {
+                self.pardon_refusal_logged = Some(now);
+                tracing::warn!(account = %self.account, call = %uuid, max = MAX_UNTRACKED_PARDONS,
+                    "refusing pardons of calls callwarden does not track: too many kept until the next poll");
+            }
+            return PardonReply::Refused;
+        }
+        self.pardons.insert(uuid.clone(), until);
+        let mut job = self.bare_job(&uuid);
+        job.action = "pardon".to_owned();
+        let reason = match until {
+            Some(until) => format!("pardoned until {}", until.to_rfc3339()),
+            None => "pardoned for good".to_owned(),
+        };
+        self.audit_outcome(&job, AuditEvent::Pardon, Outcome::Pardoned, 0, &reason);
+        self.held.remove(&uuid);
+        self.evaluate(&uuid);
+        if tracked {
+            PardonReply::Tracked
+        } else {
+            PardonReply::Untracked
+        }
+    }
+
+    // Counted only near the cap, so a pardon costs a scan only in a flood.
+    fn untracked_pardons_full(&self) -> bool {
+        self.pardons.len() >= MAX_UNTRACKED_PARDONS
+            && self
+                .pardons
+                .keys()
+                .filter(|uuid| !self.is_tracked(uuid))
+                .count()
+                >= MAX_UNTRACKED_PARDONS
+    }
+
     pub(super) fn mark_unhealthy(&mut self, reason: String) {
         if self.unhealthy.is_none() {
             tracing::error!(account = %self.account, %reason,
@@ -187,18 +234,8 @@ impl<A: VobizApi> Engine<A> {
     pub(super) fn command(&mut self, command: Command) -> Option<Duration> {
         match command {
             Command::Pardon { uuid, until, reply } => {
-                let tracked = self.calls.contains_key(&uuid) || self.live.contains(&uuid);
-                self.pardons.insert(uuid.clone(), until);
-                let mut job = self.bare_job(&uuid);
-                job.action = "pardon".to_owned();
-                let reason = match until {
-                    Some(until) => format!("pardoned until {}", until.to_rfc3339()),
-                    None => "pardoned for good".to_owned(),
-                };
-                self.audit_outcome(&job, AuditEvent::Pardon, Outcome::Pardoned, 0, &reason);
-                self.held.remove(&uuid);
-                self.evaluate(&uuid);
-                let _ = reply.send(tracked);
+                let answer = self.pardon(uuid, until);
+                let _ = reply.send(answer);
                 None
             }
             Command::Hangup { request, reply } => {

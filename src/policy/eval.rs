@@ -16,7 +16,7 @@ use super::matcher::{FieldValues, MatchField};
 use super::text::InlineStr;
 use super::window::SEARCH_HORIZON;
 use super::{Limit, MeasureFrom, Policy, Rule};
-use crate::call::Call;
+use crate::call::{number_digits, Call, NumberDigits};
 
 /// What callwarden knows of a call's times, already skew-corrected and
 /// rounded so the call looks younger, never older.
@@ -411,20 +411,27 @@ fn add(at: DateTime<Utc>, by: Duration) -> Result<DateTime<Utc>, &'static str> {
 /// exactly (never a prefix: `911` does not protect `+9111...`).
 ///
 /// `protected` holds digits-only numbers, as validated by `config`; `number`
-/// is normalized like [`crate::call::normalize_number`] (no allocation).
+/// is read with [`crate::call::number_digits`] (`tel:911` and
+/// `sip:112@host` are numbers). A value that mixes digits with characters
+/// that cannot be read is protected whenever any number is: a number we
+/// cannot read must never be treated as an ordinary one.
 pub fn is_protected(number: &str, protected: &[String]) -> bool {
-    let digits = || {
-        number
-            .trim()
-            .chars()
-            .filter(|c| !matches!(c, '+' | ' ' | '-' | '.' | '(' | ')'))
-    };
-    if digits().next().is_none() || !digits().all(|c| c.is_ascii_digit()) {
+    if protected.iter().all(String::is_empty) {
         return false;
     }
-    protected
-        .iter()
-        .any(|p| !p.is_empty() && digits().eq(p.chars()))
+    // Tracked calls hold normalized numbers: compare without allocating.
+    if !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()) {
+        return protected.iter().any(|p| p == number);
+    }
+    // ASCII with no digit (`anonymous`, `sip:alice@host`) is no number.
+    if number.is_ascii() && !number.contains(|c: char| c.is_ascii_digit() || c == '%') {
+        return false;
+    }
+    match number_digits(number) {
+        NumberDigits::Digits(digits) => protected.contains(&digits),
+        NumberDigits::Doubtful => true,
+        NumberDigits::NotNumber => false,
+    }
 }
 
 #[cfg(test)]
@@ -440,7 +447,33 @@ mod tests {
         assert!(!is_protected("+9111234567", &list));
         assert!(!is_protected("91", &list));
         assert!(!is_protected("", &list));
-        assert!(!is_protected("sip:911@example.com", &list));
         assert!(!is_protected("911", &[]));
+    }
+
+    #[test]
+    fn uri_full_width_and_invisible_forms_are_protected() {
+        let list = vec!["911".to_string(), "112".to_string(), "999".to_string()];
+        for number in [
+            "tel:911",
+            "tel:+911",
+            "sip:112@carrier.example",
+            "sip:999@host;user=phone",
+            "sips:911@host",
+            "９１１",
+            "9\u{200B}11",
+            // Unreadable digits err on the safe side.
+            "٩١١",
+            "911#",
+        ] {
+            assert!(is_protected(number, &list), "{number:?}");
+        }
+        for number in [
+            "sip:9111@host",
+            "tel:+9111234567",
+            "sip:alice@example.com",
+            "anonymous",
+        ] {
+            assert!(!is_protected(number, &list), "{number:?}");
+        }
     }
 }

@@ -315,6 +315,32 @@ pub fn compile_glob(field: MatchField, pattern: &str) -> Result<Glob, String> {
 /// returned trimmed, to match raw values.
 pub fn normalize_number_pattern(pattern: &str) -> String {
     let trimmed = pattern.trim();
+    // `tel:+1900*` and `sip:+1900*@carrier.example` mean the number pattern
+    // of their user part, as values are read; `sip:*@host` stays raw.
+    if let Some(reduced) = uri_user_pattern(trimmed).and_then(number_pattern) {
+        if reduced.chars().any(|c| c.is_ascii_digit()) {
+            return reduced;
+        }
+    }
+    number_pattern(trimmed).unwrap_or_else(|| trimmed.to_owned())
+}
+
+/// The user part of a `tel:`/`sip:`/`sips:` pattern, or `None`.
+fn uri_user_pattern(pattern: &str) -> Option<&str> {
+    let lower = pattern.get(..5).unwrap_or(pattern).to_ascii_lowercase();
+    let rest = if lower.starts_with("tel:") || lower.starts_with("sip:") {
+        &pattern[4..]
+    } else if lower.starts_with("sips:") {
+        &pattern[5..]
+    } else {
+        return None;
+    };
+    let user = rest.split('@').next().unwrap_or(rest);
+    Some(user.split(';').next().unwrap_or(user))
+}
+
+/// `trimmed` as a number pattern, when its literal part is digits.
+fn number_pattern(trimmed: &str) -> Option<String> {
     let mut out = String::with_capacity(trimmed.len());
     let mut literal = String::new();
     let mut in_class = false;
@@ -342,11 +368,7 @@ pub fn normalize_number_pattern(pattern: &str) -> String {
     // Only a pattern whose literal part is digits is a number pattern; the
     // rest match raw strings, exactly as `normalize_number` treats values.
     let literal_is_digits = literal.chars().all(|c| c.is_ascii_digit());
-    if literal_is_digits && !out.is_empty() {
-        out
-    } else {
-        trimmed.to_owned()
-    }
+    (literal_is_digits && !out.is_empty()).then_some(out)
 }
 
 /// `value` starts with `prefix`; a plain loop, because these strings are a
@@ -498,6 +520,16 @@ mod tests {
             "sip:*@example.com"
         );
         assert_eq!(normalize_number_pattern("anonymous"), "anonymous");
+        assert_eq!(normalize_number_pattern("tel:+1900*"), "1900*");
+        assert_eq!(
+            normalize_number_pattern("sip:+1900*@carrier.example;user=phone"),
+            "1900*"
+        );
+        assert_eq!(
+            normalize_number_pattern("sip:*@example.com"),
+            "sip:*@example.com"
+        );
+        assert_eq!(normalize_number_pattern("sip:alice@*"), "sip:alice@*");
     }
 
     #[test]
@@ -508,6 +540,23 @@ mod tests {
             assert!(m.is_match(&normalize_number("+19005551234")), "{pattern}");
             assert!(!m.is_match(&normalize_number("+18005551234")), "{pattern}");
         }
+    }
+
+    #[test]
+    fn uri_numbers_match_number_globs() {
+        for pattern in ["+1900*", "tel:+1900*", "sip:+1900*@carrier.example"] {
+            let m = matcher(MatchField::To, &[pattern]);
+            for value in [
+                "tel:+1-900-555-0101",
+                "sip:+19005550101@carrier.example;user=phone",
+                "＋１９００５５５０１０１",
+            ] {
+                assert!(m.is_match(&normalize_number(value)), "{pattern} {value}");
+            }
+            assert!(!m.is_match(&normalize_number("sip:alice@example.com")));
+        }
+        let raw = matcher(MatchField::To, &["sip:*@example.com"]);
+        assert!(raw.is_match(&normalize_number("sip:alice@example.com")));
     }
 
     #[test]

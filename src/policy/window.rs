@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDateTime, Offset, TimeZone, Timelike, Utc};
+use chrono::{DateTime, Datelike, NaiveDateTime, Offset, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 
@@ -225,6 +225,94 @@ impl Window {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// A cheap lower bound on the real time between two consecutive
+    /// openings over the next `days` days from `from`, without searching
+    /// opening by opening; `None` when fewer than two openings can fall in
+    /// that span.
+    ///
+    /// Every matching day has the same set of matching times of day, so the
+    /// smallest gap in local wall-clock time is either between two times of
+    /// one day or from the last time of a day to the first of the next
+    /// matching day. A clock change moves an opening by at most the size of
+    /// the change (a time in a spring-forward gap opens at its end, a
+    /// repeated time opens once), so subtracting every change in the span
+    /// bounds the real gap from below.
+    pub fn period_lower_bound(&self, from: DateTime<Utc>, days: i64) -> Option<chrono::Duration> {
+        let pattern = &self.cron.pattern;
+        let matching = |limit: u32, test: &dyn Fn(u32) -> bool| -> Vec<i64> {
+            (0..limit).filter(|v| test(*v)).map(i64::from).collect()
+        };
+        let seconds = matching(60, &|v| pattern.second_match(v).unwrap_or(false));
+        let minutes = matching(60, &|v| pattern.minute_match(v).unwrap_or(false));
+        let hours = matching(24, &|v| pattern.hour_match(v).unwrap_or(false));
+        let (s0, s1) = (*seconds.first()?, *seconds.last()?);
+        let (m0, m1) = (*minutes.first()?, *minutes.last()?);
+        let (h0, h1) = (*hours.first()?, *hours.last()?);
+        let min_step = |values: &[i64]| values.windows(2).map(|w| w[1] - w[0]).min();
+        // Within one day: the next second, the next minute, the next hour.
+        let within_day = [
+            min_step(&seconds),
+            min_step(&minutes).map(|m| 60 * m + s0 - s1),
+            min_step(&hours).map(|h| 3600 * h + 60 * (m0 - m1) + s0 - s1),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let first_time = 3600 * h0 + 60 * m0 + s0;
+        let last_time = 3600 * h1 + 60 * m1 + s1;
+        // Across days: consecutive matching local dates, with a day of
+        // margin on each side of the span.
+        let start = from.with_timezone(&self.timezone).date_naive() - chrono::Duration::days(1);
+        let mut previous_day: Option<i64> = None;
+        let mut across_days: Option<i64> = None;
+        for offset in 0..=days.saturating_add(2) {
+            let Some(date) = start.checked_add_signed(chrono::Duration::days(offset)) else {
+                break;
+            };
+            let matches = pattern.month_match(date.month()).unwrap_or(false)
+                && pattern
+                    .day_match(date.year(), date.month(), date.day())
+                    .unwrap_or(false);
+            if matches {
+                if let Some(previous) = previous_day {
+                    let gap = 86_400 * (offset - previous) + first_time - last_time;
+                    across_days = Some(across_days.map_or(gap, |g| g.min(gap)));
+                }
+                previous_day = Some(offset);
+            }
+        }
+        previous_day?;
+        let naive = match (within_day, across_days) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        // Every change of UTC offset in the span, summed: at least what any
+        // one gap can lose.
+        let offset_at = |t: DateTime<Utc>| {
+            i64::from(
+                self.timezone
+                    .offset_from_utc_datetime(&t.naive_utc())
+                    .fix()
+                    .local_minus_utc(),
+            )
+        };
+        // A second more per change: an opening in a spring-forward gap is
+        // placed at the change found to within a second.
+        let mut shifts = 0;
+        let mut previous = offset_at(from - chrono::Duration::days(1));
+        for day in 0..=days.saturating_add(2) {
+            let Some(at) = from.checked_add_signed(chrono::Duration::days(day)) else {
+                break;
+            };
+            let current = offset_at(at);
+            if current != previous {
+                shifts += (current - previous).abs() + 1;
+            }
+            previous = current;
+        }
+        Some(chrono::Duration::seconds(naive - shifts))
     }
 
     /// The smallest gap between consecutive openings over the next `days`
@@ -457,5 +545,74 @@ mod tests {
             w.smallest_period(utc("2026-01-01T00:00:00Z"), 10),
             Some(chrono::Duration::hours(1))
         );
+    }
+
+    /// The cheap bound never exceeds the searched smallest gap, across DST
+    /// gaps and folds, half-hour shifts, day patterns and sub-day steps.
+    #[test]
+    fn period_lower_bound_never_exceeds_the_smallest_period() {
+        let zones: [Tz; 5] = [
+            UTC,
+            London,
+            New_York,
+            chrono_tz::Australia::Lord_Howe,
+            chrono_tz::Antarctica::Troll,
+        ];
+        let crons = [
+            "0 0 2 * * *",
+            "0 30 1 * * *",
+            "0 30 2 * * *",
+            "0 0 1,2 * * *",
+            "0 0 2 1,2 * *",
+            "0 0 23 * * Sat",
+            "0 0 0 * * Sun,Mon",
+            "0 0 0 1 * *",
+            "0 0 0 29 2 *",
+            "0 0 0 31 * *",
+            "0 */20 * * * *",
+            "*/7 * * * * *",
+            "0 0 */5 * * *",
+            "30 59 23 L * *",
+            "0 0 2 1 1,7 *",
+        ];
+        let starts = [
+            "2026-01-01T00:00:00Z",
+            "2026-03-07T12:00:00Z",
+            "2026-03-28T23:00:00Z",
+            "2026-10-24T12:00:00Z",
+            "2026-09-30T00:00:00Z",
+        ];
+        for tz in zones {
+            for cron in crons {
+                let w = window(cron, 1, tz);
+                for start in starts {
+                    let from = utc(start);
+                    let exact = w.smallest_period(from, 60);
+                    let bound = w.period_lower_bound(from, 60);
+                    if let Some(exact) = exact {
+                        let bound =
+                            bound.unwrap_or_else(|| panic!("{cron} {tz} {start}: no bound"));
+                        assert!(
+                            bound <= exact,
+                            "{cron} in {tz} from {start}: bound {bound} > smallest {exact}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn period_lower_bound_is_tight_without_clock_changes() {
+        let from = utc("2026-01-01T00:00:00Z");
+        let bound = |cron: &str| window(cron, 1, UTC).period_lower_bound(from, 400);
+        assert_eq!(bound("0 0 2 * * *"), Some(chrono::Duration::hours(24)));
+        assert_eq!(bound("0 0 2,3 * * *"), Some(chrono::Duration::hours(1)));
+        assert_eq!(bound("0 0 23 * * Sat"), Some(chrono::Duration::days(7)));
+        assert_eq!(bound("0 0 2 1,2 * *"), Some(chrono::Duration::days(1)));
+        assert_eq!(bound("0 0 0 30 2 *"), None);
+        // London: two clock changes a year, an hour each.
+        let london = window("0 0 2 * * *", 1, London).period_lower_bound(from, 400);
+        assert_eq!(london, Some(chrono::Duration::seconds(22 * 3600 - 2)));
     }
 }

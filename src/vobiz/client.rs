@@ -266,11 +266,11 @@ impl Client {
         let status = response.status();
         let headers = response.headers().clone();
         let received_at = inner.clock.now();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|err| self.transport(err))?
-            .to_vec();
+        let body = response.bytes().await.map_err(|err| self.transport(err))?;
+        // A proxy or a wrong base_url may echo the request back: take the
+        // token out before any parser, excerpt or audit record sees the body,
+        // so no truncated excerpt can keep half of it either.
+        let body = scrub_body(&body, inner.token.expose());
         let server_date = header_date(&headers);
         tracing::debug!(auth_id = %inner.auth_id, status = status.as_u16(), bytes = body.len(), "API answer");
         Ok(Answer {
@@ -404,6 +404,37 @@ impl Client {
         let call = parse::parse_call_detail(&answer.body, uuid, self.inner.zone)?;
         Ok(answer.fetched(call))
     }
+}
+
+/// `body` with every occurrence of `token` (raw or JSON-escaped) replaced
+/// by `[redacted]`.
+fn scrub_body(body: &[u8], token: &str) -> Vec<u8> {
+    let mut out = replace_bytes(body, token.as_bytes());
+    let escaped = serde_json::to_string(token).unwrap_or_default();
+    let escaped = escaped.trim_matches('"');
+    if escaped != token {
+        out = replace_bytes(&out, escaped.as_bytes());
+    }
+    out
+}
+
+/// `haystack` with every occurrence of `needle` replaced by `[redacted]`.
+fn replace_bytes(haystack: &[u8], needle: &[u8]) -> Vec<u8> {
+    if needle.is_empty() || haystack.len() < needle.len() {
+        return haystack.to_vec();
+    }
+    let mut out = Vec::with_capacity(haystack.len());
+    let mut i = 0;
+    while i < haystack.len() {
+        if haystack[i..].starts_with(needle) {
+            out.extend_from_slice(b"[redacted]");
+            i += needle.len();
+        } else {
+            out.push(haystack[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 /// Refuses a 2xx we did not expect (e.g. 204 where a body is due).
@@ -597,6 +628,22 @@ mod tests {
         assert_eq!(retry_after(&headers, now), None);
         headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&headers, now), None);
+    }
+
+    #[test]
+    fn echoed_tokens_are_scrubbed_from_the_body() {
+        // Raw and JSON-escaped echoes both go.
+        let token = "ab\"cd";
+        let body = br#"{"error":"bad token ab\"cd","raw":ab"cd}"#;
+        assert_eq!(
+            String::from_utf8(scrub_body(body, token)).unwrap(),
+            r#"{"error":"bad token [redacted]","raw":[redacted]}"#
+        );
+        assert_eq!(scrub_body(b"abc", ""), b"abc");
+        assert_eq!(
+            scrub_body(b"xxsecretxxsecret", "secret"),
+            b"xx[redacted]xx[redacted]"
+        );
     }
 
     #[test]

@@ -157,12 +157,29 @@ format = "{log_format}"
         let Ok(text) = std::fs::read_to_string(&path) else {
             return Vec::new();
         };
-        text.lines()
+        // Only whole lines: the writer may be in the middle of a batch.
+        let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+        whole
+            .lines()
             .map(|line| {
                 serde_json::from_str(line)
                     .unwrap_or_else(|e| panic!("bad audit line {line:?}: {e}"))
             })
             .collect()
+    }
+
+    /// Audit records about one call, once `done` holds for them: records
+    /// reach the file after the action they describe, written by the
+    /// group-commit writer. Gives up after [`LIMIT`] and returns what is there.
+    pub async fn wait_audit_of(&self, uuid: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + LIMIT;
+        loop {
+            let records = self.audit_of(uuid);
+            if done(&records) || tokio::time::Instant::now() >= deadline {
+                return records;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Audit records about one call.

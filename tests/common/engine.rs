@@ -119,12 +119,24 @@ pub fn start_with(
     settings: Settings,
     state: tempfile::TempDir,
 ) -> Running {
+    let audit = AuditLog::open(state.path()).expect("audit");
+    start_with_audit(client, policy_toml, settings, state, audit)
+}
+
+/// Starts the engine writing its audit log through `audit` (a test's disk).
+pub fn start_with_audit(
+    client: callwarden::vobiz::ClientConfig,
+    policy_toml: &str,
+    settings: Settings,
+    state: tempfile::TempDir,
+    audit: AuditLog,
+) -> Running {
     let clock: SharedClock = Arc::new(SystemClock);
     let client = Arc::new(Client::new(client).expect("client"));
     let metrics = Arc::new(Metrics::new());
     let shared = Shared {
         state_dir: Some(state.path().to_path_buf()),
-        audit: Arc::new(AuditLog::open(state.path()).expect("audit")),
+        audit: Arc::new(audit),
         metrics: Arc::clone(&metrics),
         clock,
     };
