@@ -99,12 +99,13 @@ pub mod daemon;
 pub mod engine;
 pub mod proxy;
 
-/// How many live-list requests the simulator has answered so far.
+/// How many live-list requests (polls, not clock probes) the simulator has
+/// answered so far.
 pub async fn list_requests(sim: &SimHandle) -> usize {
     log_since(sim, 0)
         .await
         .iter()
-        .filter(|r| r["method"] == "GET" && r["uuid"].is_null())
+        .filter(|r| r["method"] == "GET" && r["uuid"].is_null() && !daemon::is_probe(r))
         .filter(|r| r["path"].as_str().is_some_and(|p| p.ends_with("/Call/")))
         .count()
 }
