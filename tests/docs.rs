@@ -26,13 +26,21 @@ fn section<'a>(page: &'a str, heading: &str) -> Vec<&'a str> {
         .collect()
 }
 
-/// The backticked first cell of every table row in `lines`.
+/// The backticked names in the first cell of every table row in `lines`
+/// (a cell may name several: `` `to`, `from` ``).
 fn first_cells(lines: &[&str]) -> BTreeSet<String> {
     lines
         .iter()
         .filter_map(|line| line.strip_prefix("| `"))
-        .filter_map(|rest| rest.split_once('`'))
-        .map(|(cell, _)| cell.to_owned())
+        .filter_map(|rest| rest.split('|').next())
+        .flat_map(|cell| {
+            format!("`{cell}")
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
 
@@ -47,6 +55,33 @@ fn configuration_page_names_exactly_the_keys_the_loader_accepts() {
         missing.is_empty() && unknown.is_empty(),
         "docs/configuration.md is out of date: keys the loader accepts but the page \
          does not name: {missing:?}; keys the page names but the loader rejects: {unknown:?}"
+    );
+}
+
+#[test]
+fn the_commented_example_config_shows_every_key() {
+    let example = read("examples/callwarden.toml");
+    let mut missing = Vec::new();
+    for key in CONFIG_KEYS {
+        let (section, leaf) = key.split_once('.').unwrap_or(("", key));
+        let header = match section {
+            "" => String::new(),
+            "account" => "[[account]]".to_owned(),
+            other => format!("[{other}]"),
+        };
+        // The key, set or commented out, after its section's header.
+        let after = example.find(&header).map_or("", |at| &example[at..]);
+        let shown = after.lines().any(|line| {
+            line.trim_start_matches(['#', ' '])
+                .starts_with(&format!("{leaf} ="))
+        });
+        if !shown {
+            missing.push(*key);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "examples/callwarden.toml does not show {missing:?}"
     );
 }
 
@@ -418,6 +453,32 @@ fn the_runbook_lists_every_error_and_warning() {
         "docs/operations.md does not list these messages (add each with what to do):\n{}",
         missing.join("\n")
     );
+
+    // And the other way: every message the runbook lists for a running
+    // daemon is one the source can still log.
+    let source: String = sources
+        .iter()
+        .map(|p| std::fs::read_to_string(p).expect("source"))
+        .collect();
+    let stale: Vec<String> = section(&runbook, "Messages and what to do")
+        .iter()
+        .filter(|line| line.starts_with("| ERROR |") || line.starts_with("| WARN |"))
+        .filter_map(|line| line.split('|').nth(2))
+        .flat_map(|cell| {
+            cell.split('`')
+                .skip(1)
+                .step_by(2)
+                .flat_map(|quoted| quoted.split("..."))
+                .map(|part| part.trim().to_owned())
+                .filter(|part| part.len() >= 6 && !part.contains("FILE:LINE"))
+                .collect::<Vec<_>>()
+        })
+        .filter(|part| !source.contains(part.as_str()))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "docs/operations.md lists messages the source no longer logs: {stale:?}"
+    );
 }
 
 /// Every `callwarden_*` metric name in `text`.
@@ -609,4 +670,149 @@ fn the_example_config_states_exactly_the_defaults() {
     assert_eq!(config.state_dir, Path::new(DEFAULT_STATE_DIR));
     assert_eq!(config.http, HttpSettings::default());
     assert_eq!(config.log_format, LogFormat::default());
+}
+
+/// `callwarden ARGS` and its stdout.
+fn help_of(args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_callwarden"))
+        .args(args)
+        .output()
+        .expect("callwarden runs");
+    assert!(output.status.success(), "{args:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn every_command_and_flag_in_help_is_documented() {
+    let help = help_of(&["--help"]);
+    let commands: BTreeSet<String> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_owned)
+        .collect();
+    assert!(commands.len() >= 8, "{help}");
+
+    // The README's command table names exactly the commands of --help.
+    let readme = read("README.md");
+    let table: BTreeSet<String> = section(&readme, "Commands")
+        .iter()
+        .filter_map(|l| l.strip_prefix("| `callwarden "))
+        .filter_map(|rest| rest.split([' ', '`']).next())
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        table, commands,
+        "README's command table and --help disagree"
+    );
+
+    // Every long flag of every command is documented somewhere.
+    let mut docs = readme.clone();
+    for page in doc_pages() {
+        docs.push_str(&std::fs::read_to_string(page).expect("page"));
+    }
+    let mut undocumented = Vec::new();
+    for command in std::iter::once(None).chain(commands.iter().map(Some)) {
+        let args: Vec<&str> = command
+            .map(String::as_str)
+            .into_iter()
+            .chain(["--help"])
+            .collect();
+        for line in help_of(&args).lines() {
+            let line = line.trim_start();
+            let flag = line
+                .strip_prefix("-")
+                .and_then(|_| line.split_whitespace().find(|w| w.starts_with("--")))
+                .map(|w| w.trim_end_matches([',', '.']).to_owned());
+            if let Some(flag) = flag.filter(|f| f != "--help" && f != "--version") {
+                if !docs.contains(&format!("{flag} "))
+                    && !docs.contains(&format!("{flag}`"))
+                    && !docs.contains(&format!("{flag}]"))
+                    && !docs.contains(&format!("{flag}="))
+                {
+                    undocumented.push(format!("{} {flag}", command.map_or("", |c| c)));
+                }
+            }
+        }
+    }
+    undocumented.sort();
+    undocumented.dedup();
+    assert!(
+        undocumented.is_empty(),
+        "flags in --help that README.md and docs/ never mention: {undocumented:?}"
+    );
+}
+
+#[test]
+fn policies_page_names_exactly_the_keys_a_rule_accepts() {
+    let page = read("docs/policies.md");
+    let keys = callwarden::config::policy_keys();
+    let top: BTreeSet<String> = keys.iter().filter(|k| !k.contains('.')).cloned().collect();
+    assert_eq!(
+        first_cells(&section(&page, "A rule, key by key")),
+        top,
+        "docs/policies.md: the rule key table and the loader disagree"
+    );
+    let fields: BTreeSet<String> = keys
+        .iter()
+        .filter_map(|k| k.strip_prefix("match."))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        first_cells(&section(&page, "Matching")),
+        fields,
+        "docs/policies.md: the match field table and the loader disagree"
+    );
+    for key in keys
+        .iter()
+        .filter_map(|k| k.split_once('.'))
+        .map(|(_, k)| k)
+    {
+        assert!(
+            page.contains(&format!("`{key}`")) || page.contains(&format!("\n{key} =")),
+            "docs/policies.md never names `{key}`"
+        );
+    }
+}
+
+#[test]
+fn every_section_key_the_docs_mention_is_one_the_loader_accepts() {
+    let mut pages = vec![root().join("README.md")];
+    pages.extend(doc_pages());
+    let word = |text: &str| -> String {
+        text.chars()
+            .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+            .collect()
+    };
+    let mut unknown = Vec::new();
+    for page in pages {
+        let text = std::fs::read_to_string(&page).expect("page");
+        for (at, _) in text.match_indices('[') {
+            // `[section] key`, not `[[account]]`, `[rule.match]` or a link.
+            if text[..at].ends_with('[') {
+                continue;
+            }
+            let rest = &text[at + 1..];
+            let section = word(rest);
+            let Some(after) = rest[section.len()..].strip_prefix("] ") else {
+                continue;
+            };
+            let key = word(after);
+            if section.is_empty() || key.is_empty() || section == "rule" {
+                continue;
+            }
+            let full = format!("{section}.{key}");
+            if !CONFIG_KEYS.contains(&full.as_str()) {
+                let name = page.file_name().map(|n| n.to_string_lossy().into_owned());
+                unknown.push(format!("{}: [{section}] {key}", name.unwrap_or_default()));
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "the docs name config keys the loader does not accept: {unknown:?}"
+    );
 }

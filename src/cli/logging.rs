@@ -1,5 +1,6 @@
-//! Logging set-up: pretty on a terminal, JSON lines otherwise; `--log-format`
-//! wins over `[log] format`, and `RUST_LOG` filters.
+//! Logging set-up: journald when systemd connected stderr to the journal,
+//! pretty on a terminal, JSON lines otherwise; `--log-format` wins over
+//! `[log] format`, and `RUST_LOG` filters.
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -37,6 +38,29 @@ fn format_from_toml(text: &str) -> Option<LogFormat> {
     }
 }
 
+/// Whether stderr is the stream systemd connected to the journal.
+/// `JOURNAL_STREAM` holds `DEV:INODE` of that stream; a child whose stderr
+/// was redirected inherits the variable but not the stream, so both must
+/// agree (`stderr` is the device and inode of our fd 2).
+fn stderr_is_journal(journal_stream: Option<&str>, stderr: Option<(u64, u64)>) -> bool {
+    let (Some(value), Some((dev, ino))) = (journal_stream, stderr) else {
+        return false;
+    };
+    let Some((want_dev, want_ino)) = value.trim().split_once(':') else {
+        return false;
+    };
+    want_dev.parse() == Ok(dev) && want_ino.parse() == Ok(ino)
+}
+
+/// The device and inode of our stderr, if it has one.
+fn stderr_identity() -> Option<(u64, u64)> {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let fd = std::io::stderr().as_fd().try_clone_to_owned().ok()?;
+    let metadata = std::fs::File::from(fd).metadata().ok()?;
+    Some((metadata.dev(), metadata.ino()))
+}
+
 /// Whether to write JSON lines: forced either way, or when stderr is no terminal.
 fn wants_json(format: LogFormat, stderr_is_terminal: bool) -> bool {
     match format {
@@ -52,13 +76,40 @@ fn install(format: LogFormat, verbose: u8, quiet_level: &str) {
         1 => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("callwarden={default_level},warn")));
+    let filter = || {
+        EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new(format!("callwarden={default_level},warn")))
+    };
+    let journal = format == LogFormat::Auto
+        && stderr_is_journal(
+            std::env::var("JOURNAL_STREAM").ok().as_deref(),
+            stderr_identity(),
+        );
+    let mut journald_error = None;
+    if journal {
+        // Native journald keeps each event's priority (`journalctl -p err`)
+        // and its fields (`journalctl ACCOUNT=sales`).
+        match tracing_journald::layer() {
+            Ok(layer) => {
+                use tracing_subscriber::layer::SubscriberExt as _;
+                use tracing_subscriber::util::SubscriberInitExt as _;
+                let layer = layer
+                    .with_syslog_identifier("callwarden".to_owned())
+                    .with_field_prefix(None);
+                let _ = tracing_subscriber::registry()
+                    .with(filter())
+                    .with(layer)
+                    .try_init();
+                return;
+            }
+            Err(error) => journald_error = Some(error),
+        }
+    }
     let terminal = std::io::stderr().is_terminal();
     let json = wants_json(format, terminal);
     // Colour codes only on a terminal: journald and files get plain text.
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(filter())
         .with_ansi(terminal)
         .with_writer(std::io::stderr);
     // A second init (tests, demo) keeps the first subscriber; that is fine.
@@ -67,6 +118,9 @@ fn install(format: LogFormat, verbose: u8, quiet_level: &str) {
     } else {
         builder.try_init()
     };
+    if let Some(error) = journald_error {
+        tracing::warn!(%error, "cannot reach journald; logging JSON lines to stderr instead");
+    }
 }
 
 #[cfg(test)]
@@ -98,6 +152,20 @@ mod tests {
         assert!(!wants_json(LogFormat::Auto, true));
         assert!(wants_json(LogFormat::Json, true));
         assert!(!wants_json(LogFormat::Pretty, false));
+    }
+
+    #[test]
+    fn journal_only_when_the_stream_is_our_stderr() {
+        assert!(stderr_is_journal(Some("8:12345"), Some((8, 12345))));
+        assert!(stderr_is_journal(Some(" 8:12345\n"), Some((8, 12345))));
+        // Inherited by a child whose stderr goes elsewhere.
+        assert!(!stderr_is_journal(Some("8:12345"), Some((8, 999))));
+        assert!(!stderr_is_journal(Some("8:12345"), Some((9, 12345))));
+        assert!(!stderr_is_journal(None, Some((8, 12345))));
+        assert!(!stderr_is_journal(Some("8:12345"), None));
+        for bad in ["", "8", "8:", ":12345", "x:y", "8:12345:1", "-8:12345"] {
+            assert!(!stderr_is_journal(Some(bad), Some((8, 12345))), "{bad:?}");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod calls;
 mod check;
 mod demo;
+mod generate;
 mod hangup;
 mod logging;
 mod once;
@@ -35,14 +36,46 @@ pub const EXIT_USAGE: u8 = 2;
 /// Exit code of `once`: some hangups failed or were held by the breaker.
 pub const EXIT_PARTIAL: u8 = 3;
 
+/// Exit codes, files and environment, shown by `--help` and in the man page.
+const AFTER_LONG_HELP: &str = "\
+Exit codes:
+  0  success (check: valid, warnings allowed)
+  1  error: bad config, call not found, API or daemon unreachable
+  2  usage error
+  3  once: some hangups failed or were held by the breaker
+
+Files:
+  /etc/callwarden/callwarden.toml   the config (docs/configuration.md)
+  /etc/callwarden/policies/*.toml   the rules (docs/policies.md)
+  /var/lib/callwarden/audit.jsonl   the audit log (docs/audit.md)
+
+Environment:
+  CALLWARDEN_CONFIG                 the config file when --config is not given
+  VOBIZ_AUTH_ID, VOBIZ_AUTH_TOKEN   the single account's auth id and token
+  VOBIZ_BASE_URL                    the API base URL
+  RUST_LOG                          log filter, e.g. callwarden=debug
+
+Documentation: /usr/share/doc/callwarden/ (README.md and docs/).";
+
 /// Policy-driven call-termination daemon for the Vobiz voice API.
+///
+/// callwarden watches the live calls of Vobiz accounts, checks each against
+/// declarative TOML rules (maximum duration, idle timeout, maintenance
+/// windows, exemptions) and hangs up the calls that break them, never early
+/// and never twice.
 #[derive(Debug, Parser)]
-#[command(name = "callwarden", version, about, propagate_version = true)]
+#[command(
+    name = "callwarden",
+    version,
+    about,
+    propagate_version = true,
+    after_long_help = AFTER_LONG_HELP
+)]
 pub struct Cli {
     /// Config file.
     #[arg(long, global = true, env = "CALLWARDEN_CONFIG", default_value = DEFAULT_CONFIG)]
     pub config: PathBuf,
-    /// Log format: JSON lines when not a TTY (auto), or forced.
+    /// Log format: auto = journald under systemd, else JSON lines when not a TTY.
     #[arg(long, global = true, value_enum)]
     pub log_format: Option<LogFormat>,
     /// More log detail (-v debug, -vv trace); RUST_LOG overrides.
@@ -59,7 +92,12 @@ pub enum Command {
     /// Run the daemon: poll, evaluate, enforce until SIGTERM/SIGINT.
     Run,
     /// Validate the config and every policy file without calling the API.
-    Check,
+    Check {
+        /// Output: `text` (FILE:LINE:COL: error: MESSAGE, then a summary) or
+        /// `json` (one JSON object per diagnostic per line, for CI).
+        #[arg(long, value_enum, default_value_t = check::CheckFormat::Text)]
+        format: check::CheckFormat,
+    },
     /// One full cycle: list, evaluate, hang up calls already past their deadline, print a summary.
     Once {
         /// Print the summary as JSON.
@@ -134,6 +172,18 @@ pub struct SimArgs {
 
 /// Parses the command line, runs the command, and maps the result to an exit code.
 pub fn main() -> ExitCode {
+    // `callwarden generate ...` is for packaging only: parsed on its own so
+    // that it appears in no help, man page or completion.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "generate") {
+        let args = generate::GenerateCli::parse_from(std::env::args_os().skip(1));
+        return match generate::run(args.what) {
+            Ok(code) => ExitCode::from(code),
+            Err(error) => {
+                eprintln!("callwarden: {error:#}");
+                ExitCode::from(EXIT_ERROR)
+            }
+        };
+    }
     let cli = Cli::parse();
     if let Command::Demo { .. } = cli.command {
         // The demo has its own live view; logs would drown it.
@@ -163,7 +213,7 @@ pub fn main() -> ExitCode {
 async fn dispatch(cli: Cli) -> u8 {
     let env = Environment::from_process();
     let result = match cli.command {
-        Command::Check => Ok(check::run(&cli.config)),
+        Command::Check { format } => Ok(check::run(&cli.config, format)),
         Command::Test { path } => Ok(test::run(&cli.config, &env, path.as_deref())),
         Command::Sim(args) => sim(args).await,
         Command::Run => run(cli.config, env).await,

@@ -29,6 +29,7 @@ pub use environment::Environment;
 pub(crate) use files::parse_toml;
 pub use files::MAX_FILE_BYTES;
 pub use load::{check, load, load_policy_files, Loaded, CONFIG_KEYS};
+pub use rules::policy_keys;
 pub use sections::{
     ApiSettings, EnforceSettings, HttpSettings, LogFormat, RetrySettings, SafetySettings,
     DEFAULT_BASE_URL, DEFAULT_LISTEN, DEFAULT_POLL_INTERVAL, DEFAULT_PROTECTED_NUMBERS,

@@ -643,6 +643,22 @@ fn compile_action(
     })
 }
 
+/// Every key a `[[rule]]` accepts, from the same lists the loader checks:
+/// `name`, ..., and `match.KEY`, `unless.KEY`, `window.KEY`, `action.KEY`
+/// (docs/policies.md names each; tests/docs.rs keeps the two in step).
+pub fn policy_keys() -> Vec<String> {
+    let mut keys: Vec<String> = RULE_KEYS.iter().map(|k| (*k).to_owned()).collect();
+    for (table, list) in [
+        ("match", MATCH_KEYS),
+        ("unless", MATCH_KEYS),
+        ("window", WINDOW_KEYS),
+        ("action", ACTION_KEYS),
+    ] {
+        keys.extend(list.iter().map(|k| format!("{table}.{k}")));
+    }
+    keys
+}
+
 /// Whether `path` is named like a policy file in a directory listing (`*.toml`).
 pub(crate) fn is_policy_name(path: &Path) -> bool {
     path.extension().is_some_and(|ext| ext == "toml")

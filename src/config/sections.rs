@@ -86,7 +86,7 @@ pub struct HttpSettings {
 /// `--log-format` / `[log] format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum LogFormat {
-    /// JSON lines when stderr is not a terminal, pretty otherwise.
+    /// journald under systemd, else JSON lines when stderr is not a terminal, else pretty.
     #[default]
     Auto,
     /// JSON lines.

@@ -125,6 +125,7 @@ pub async fn run(
 
     tokio::spawn(feed_systemd(
         handles.iter().map(|(_, h)| h.status.clone()).collect(),
+        metrics.audit.failing.clone(),
     ));
     notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(

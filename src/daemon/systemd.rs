@@ -11,7 +11,10 @@ use crate::engine::AccountStatus;
 /// (WATCHDOG=1) once every engine has published since the last ping — each
 /// does from its loop at every poll tick — so one stuck account loop stops
 /// the pings even while others run.
-pub(super) async fn feed_systemd(mut statuses: Vec<watch::Receiver<AccountStatus>>) {
+pub(super) async fn feed_systemd(
+    mut statuses: Vec<watch::Receiver<AccountStatus>>,
+    audit_failing: prometheus_client::metrics::gauge::Gauge,
+) {
     if statuses.is_empty() {
         return;
     }
@@ -30,7 +33,7 @@ pub(super) async fn feed_systemd(mut statuses: Vec<watch::Receiver<AccountStatus
                 *seen = true;
             }
         }
-        let line = status_line(&statuses);
+        let line = with_audit_state(status_line(&statuses), audit_failing.get() != 0);
         if take_all_fresh(&mut fresh) {
             notify(&[
                 sd_notify::NotifyState::Watchdog,
@@ -78,6 +81,16 @@ fn status_line(statuses: &[watch::Receiver<AccountStatus>]) -> String {
     parts.join("; ").replace(['\n', '\r'], " ")
 }
 
+/// Puts a failing audit log first on the STATUS= line: while it lasts no
+/// hangup is sent, which `systemctl status` should say before anything else.
+fn with_audit_state(line: String, failing: bool) -> String {
+    if failing {
+        format!("AUDIT LOG NOT WRITABLE, hangups stopped; {line}")
+    } else {
+        line
+    }
+}
+
 /// Sends `states` to systemd, if it is listening.
 pub(super) fn notify(states: &[sd_notify::NotifyState<'_>]) {
     // Outside systemd NOTIFY_SOCKET is unset and this does nothing.
@@ -97,6 +110,18 @@ mod tests {
         assert!(take_all_fresh(&mut fresh));
         assert_eq!(fresh, [false, false], "each ping needs a new round");
         assert!(take_all_fresh(&mut []), "no engines: nothing to wait for");
+    }
+
+    #[test]
+    fn a_failing_audit_log_leads_the_status_line() {
+        assert_eq!(
+            with_audit_state("default: 1 live".to_owned(), true),
+            "AUDIT LOG NOT WRITABLE, hangups stopped; default: 1 live"
+        );
+        assert_eq!(
+            with_audit_state("default: 1 live".to_owned(), false),
+            "default: 1 live"
+        );
     }
 
     #[test]

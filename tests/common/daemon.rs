@@ -210,6 +210,7 @@ pub fn command(config: &Path, args: &[&str]) -> Command {
         "STATE_DIRECTORY",
         "NOTIFY_SOCKET",
         "RUST_LOG",
+        "JOURNAL_STREAM",
     ] {
         command.env_remove(var);
     }
