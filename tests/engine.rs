@@ -8,6 +8,7 @@ use std::time::Duration;
 use callwarden::audit::{Event, Outcome};
 use callwarden::engine::Command;
 use chrono::TimeDelta;
+use common::calls::outbound;
 use common::daemon::is_probe;
 use common::engine::{requests, settings, start, t_wall, wait_ended, wait_for};
 use common::{add_calls, default_sim, log_since, set_faults};
@@ -21,10 +22,6 @@ measure_from = "start"
 [rule.match]
 direction = ["outbound"]
 "#;
-
-fn outbound(age_s: f64, to: &str) -> serde_json::Value {
-    json!({"age_s": age_s, "direction": "outbound", "from": "+14155550100", "to": to})
-}
 
 #[tokio::test]
 async fn a_deadline_between_polls_fires_at_the_deadline_not_at_the_next_poll() {

@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use callwarden::sim::SimHandle;
+use common::calls::{ended, outbound};
 use common::daemon::{command, run, Daemon, Knobs, Setup, LIMIT};
 use common::engine::wait_for;
 use common::{add_calls, default_sim, http, log_since, wait_polls};
@@ -20,14 +21,6 @@ const QUIET: &str = r#"
 name = "day-limit"
 max_duration = "24h"
 "#;
-
-fn outbound(age_s: f64, to: &str) -> Value {
-    json!({"age_s": age_s, "direction": "outbound", "from": "+14155550100", "to": to})
-}
-
-fn ended(sim: &SimHandle, uuid: &str) -> bool {
-    sim.state().call(uuid).is_some_and(|c| c.ended_at.is_some())
-}
 
 async fn wait_ended(sim: &SimHandle, uuids: &[String]) {
     let state = sim.state().clone();
