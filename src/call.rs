@@ -302,12 +302,12 @@ pub fn number_digits(raw: &str) -> NumberDigits {
 /// [`number_digits`] when it reads as a number.
 ///
 /// Anything else (`sip:alice@example.com`, `anonymous`, empty) is returned
-/// trimmed, with full-width forms folded and invisible characters dropped,
-/// so it can still be matched as a raw string.
+/// trimmed but otherwise as given, so it can still be matched as a raw
+/// string.
 pub fn normalize_number(raw: &str) -> String {
     match number_digits(raw) {
         NumberDigits::Digits(digits) => digits,
-        NumberDigits::Doubtful | NumberDigits::NotNumber => fold_width(raw).trim().to_owned(),
+        NumberDigits::Doubtful | NumberDigits::NotNumber => raw.trim().to_owned(),
     }
 }
 
@@ -384,7 +384,7 @@ mod tests {
         assert_eq!(number_digits("sip:bob_2@host"), NumberDigits::NotNumber);
         assert_eq!(number_digits("ext 12a"), NumberDigits::NotNumber);
         assert_eq!(normalize_number("９１１"), "911");
-        assert_eq!(normalize_number("ａｎｏｎｙｍｏｕｓ"), "anonymous");
+        assert_eq!(normalize_number("ａｎｏｎｙｍｏｕｓ"), "ａｎｏｎｙｍｏｕｓ");
     }
 
     proptest::proptest! {

@@ -262,6 +262,7 @@ pub async fn run(config_path: PathBuf, options: RunOptions) -> anyhow::Result<()
 
     tokio::spawn(feed_systemd(
         handles.iter().map(|(_, h)| h.status.clone()).collect(),
+        metrics.audit.failing.clone(),
     ));
     notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(
@@ -360,7 +361,10 @@ async fn reload(
 /// (WATCHDOG=1) once every engine has published since the last ping — each
 /// does from its loop at every poll tick — so one stuck account loop stops
 /// the pings even while others run.
-async fn feed_systemd(mut statuses: Vec<watch::Receiver<AccountStatus>>) {
+async fn feed_systemd(
+    mut statuses: Vec<watch::Receiver<AccountStatus>>,
+    audit_failing: prometheus_client::metrics::gauge::Gauge,
+) {
     if statuses.is_empty() {
         return;
     }
@@ -379,7 +383,7 @@ async fn feed_systemd(mut statuses: Vec<watch::Receiver<AccountStatus>>) {
                 *seen = true;
             }
         }
-        let line = status_line(&statuses);
+        let line = with_audit_state(status_line(&statuses), audit_failing.get() != 0);
         if take_all_fresh(&mut fresh) {
             notify(&[
                 sd_notify::NotifyState::Watchdog,
@@ -427,6 +431,16 @@ fn status_line(statuses: &[watch::Receiver<AccountStatus>]) -> String {
     parts.join("; ").replace(['\n', '\r'], " ")
 }
 
+/// Puts a failing audit log first on the STATUS= line: while it lasts no
+/// hangup is sent, which `systemctl status` should say before anything else.
+fn with_audit_state(line: String, failing: bool) -> String {
+    if failing {
+        format!("AUDIT LOG NOT WRITABLE, hangups stopped; {line}")
+    } else {
+        line
+    }
+}
+
 fn notify(states: &[sd_notify::NotifyState<'_>]) {
     // Outside systemd NOTIFY_SOCKET is unset and this does nothing.
     let _ = sd_notify::notify(false, states);
@@ -450,6 +464,18 @@ mod tests {
         assert!(take_all_fresh(&mut fresh));
         assert_eq!(fresh, [false, false], "each ping needs a new round");
         assert!(take_all_fresh(&mut []), "no engines: nothing to wait for");
+    }
+
+    #[test]
+    fn a_failing_audit_log_leads_the_status_line() {
+        assert_eq!(
+            with_audit_state("default: 1 live".to_owned(), true),
+            "AUDIT LOG NOT WRITABLE, hangups stopped; default: 1 live"
+        );
+        assert_eq!(
+            with_audit_state("default: 1 live".to_owned(), false),
+            "default: 1 live"
+        );
     }
 
     #[test]

@@ -420,3 +420,146 @@ async fn a_flood_of_pardons_is_capped_and_shares_syncs() {
         "refused pardons are not audited"
     );
 }
+
+/// A small tmpfs mounted for one test, unmounted on drop.
+struct Mount(std::path::PathBuf);
+
+impl Mount {
+    /// `None` where the test may not mount (not root, no privilege).
+    fn tmpfs(at: &Path, size: &str) -> Option<Self> {
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then(|| Self(at.to_path_buf()))
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Fills the file system holding `dir` to the last byte.
+fn fill(dir: &Path) -> std::path::PathBuf {
+    use std::io::Write as _;
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let block = vec![b'x'; 4096];
+    while file.write_all(&block).is_ok() {}
+    while file.write_all(b"x").is_ok() {}
+    path
+}
+
+/// The real binary with its state directory on a full disk (a small
+/// tmpfs): no DELETE goes out, the failure is logged and raised in the
+/// metrics and in systemd's STATUS=, polls go on; once space is freed the
+/// call is hung up once and the log reads cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_daemon_on_a_full_disk_sends_no_delete_until_it_has_room() {
+    use common::daemon::{message, sample_sum, Daemon, Knobs, Setup, LIMIT};
+    let sim = default_sim();
+    let uuid = add_calls(&sim, json!([outbound(30.0, "+14155550109")])).await[0].clone();
+    let setup = Setup::new(&sim, &[("limit.toml", START_LIMIT_10S)], Knobs::default());
+    let state = setup.state_dir();
+    std::fs::create_dir_all(&state).unwrap();
+    let Some(_mount) = Mount::tmpfs(&state, "256k") else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let filler = fill(&state);
+    let socket_path = setup.dir.path().join("notify.sock");
+    let socket = tokio::net::UnixDatagram::bind(&socket_path).unwrap();
+    let received = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = Arc::clone(&received);
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        while let Ok(n) = socket.recv(&mut buf).await {
+            sink.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    });
+    let mut command = setup.command(&["run"]);
+    command.env("NOTIFY_SOCKET", &socket_path);
+    let mut daemon = Daemon::start_with(command).await;
+
+    let logged = |text: &'static str| {
+        let daemon = &daemon;
+        move || daemon.json_logs().iter().any(|l| message(l) == text)
+    };
+    assert!(
+        wait_for(
+            LIMIT,
+            logged("the hangup intent is not on disk: not hanging up; trying again later")
+        )
+        .await,
+        "{:#?}",
+        daemon.logs()
+    );
+    assert!(logged(
+        "cannot write the audit log: hangups stop until it is writable again"
+    )());
+    let said = Arc::clone(&received);
+    let status_says = move || {
+        said.lock()
+            .unwrap()
+            .iter()
+            .any(|m| m.contains("STATUS=AUDIT LOG NOT WRITABLE, hangups stopped; default:"))
+    };
+    assert!(
+        wait_for(LIMIT, status_says).await,
+        "{:?}",
+        received.lock().unwrap()
+    );
+    let scrape = daemon.metrics().await;
+    assert_eq!(
+        sample_sum(&scrape, "callwarden_audit_write_failing", &[]),
+        1.0
+    );
+    assert!(sample_sum(&scrape, "callwarden_audit_write_errors_total", &[]) >= 1.0);
+
+    // Polls go on (and the hangup is tried again), but nothing is deleted.
+    let polls_then = list_requests(&sim_log(&sim).await);
+    let sim_state = sim.state().clone();
+    assert!(
+        wait_for(LIMIT, || list_requests_of(&sim_state) >= polls_then + 3).await,
+        "polls stopped"
+    );
+    let log = sim_log(&sim).await;
+    assert!(
+        requests(&log, "DELETE", &uuid).is_empty(),
+        "a DELETE without a durable intent"
+    );
+
+    // Room again: the next try goes through, once.
+    std::fs::remove_file(&filler).unwrap();
+    assert!(wait_ended(&sim, std::slice::from_ref(&uuid), LIMIT).await);
+    assert!(wait_for(LIMIT, logged("the audit log is writable again")).await);
+    daemon.signal(libc::SIGTERM);
+    daemon.wait_exit(LIMIT).await.expect("stops on SIGTERM");
+    let log = sim_log(&sim).await;
+    assert_eq!(requests(&log, "DELETE", &uuid).len(), 1);
+    let (records, bad) = callwarden::audit::read_all(&state).unwrap();
+    assert_eq!(bad, 0, "no torn line was left by the failed writes");
+    let events: Vec<Event> = records
+        .iter()
+        .filter(|r| r.call_uuid == uuid)
+        .map(|r| r.event)
+        .collect();
+    assert_eq!(events, [Event::Intent, Event::Outcome]);
+}
+
+fn list_requests_of(state: &callwarden::sim::SimState) -> usize {
+    state
+        .log(0)
+        .iter()
+        .filter(|r| r.uuid.is_none() && r.method == "GET")
+        .count()
+}

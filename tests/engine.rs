@@ -84,6 +84,14 @@ async fn server_errors_are_retried_with_backoff_until_success() {
         .collect();
     assert!(gaps[0] <= TimeDelta::milliseconds(200 + 500), "{gaps:?}");
     assert!(gaps[1] <= TimeDelta::milliseconds(400 + 500), "{gaps:?}");
+    // The outcome is written after the DELETE answered, by the audit writer.
+    assert!(
+        wait_for(Duration::from_secs(10), || running
+            .audit_of(&uuid)
+            .iter()
+            .any(|r| r.event == Event::Outcome))
+        .await
+    );
     let outcome = running
         .audit_of(&uuid)
         .into_iter()

@@ -162,6 +162,7 @@ impl AuditLog {
     pub fn open_with(dir: &Path, options: Options) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
         let path = dir.join(AUDIT_FILE);
+        check_regular(&path)?;
         if let Some(torn) = close_torn_tail(&path)? {
             tracing::warn!(
                 file = %path.display(),
@@ -247,6 +248,20 @@ impl AuditLog {
     }
 }
 
+/// Refuses an audit log that is not a regular file: a device or a pipe
+/// would swallow records (`/dev/null`) or never end when read back.
+fn check_regular(path: &Path) -> io::Result<()> {
+    match fs::metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(()),
+        Ok(_) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 fn encode(record: &Record) -> Result<Vec<u8>, WriteError> {
     let mut line = serde_json::to_vec(record).map_err(|error| WriteError::Io {
         file: AUDIT_FILE.to_owned(),
@@ -327,6 +342,7 @@ pub fn read_all(dir: &Path) -> io::Result<(Vec<Record>, usize)> {
     let mut records = Vec::new();
     let mut bad = 0;
     for file in files {
+        check_regular(&file)?;
         let reader = match File::open(&file) {
             Ok(f) => BufReader::new(f),
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -515,5 +531,17 @@ mod tests {
         let torn = close_torn_tail(&path).unwrap().unwrap();
         assert_eq!((torn.offset, torn.bytes), (2, 20_000));
         assert_eq!(close_torn_tail(&path).unwrap(), None, "closed off once");
+    }
+
+    #[test]
+    fn an_audit_log_that_is_not_a_regular_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/dev/null", dir.path().join(AUDIT_FILE)).unwrap();
+        let error = AuditLog::open(dir.path()).unwrap_err();
+        assert!(
+            error.to_string().contains("is not a regular file"),
+            "{error}"
+        );
+        assert!(read_all(dir.path()).is_err());
     }
 }

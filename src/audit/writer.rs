@@ -35,6 +35,9 @@ pub const DEFAULT_LINGER: Duration = Duration::from_secs(1);
 /// How long after a failure the writer tries the disk again on its own.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 
+/// How often a lasting failure is logged again.
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
+
 /// Records kept in memory for a retry after a failure, at most (bytes).
 const MAX_RETRY_BYTES: usize = 8 * 1024 * 1024;
 
@@ -187,6 +190,7 @@ pub(super) fn spawn(mut disk: impl Disk, options: Options) -> io::Result<mpsc::S
         retry: Vec::new(),
         due: None,
         failing: false,
+        failure_logged: None,
     };
     std::thread::Builder::new()
         .name("audit-writer".to_owned())
@@ -210,6 +214,8 @@ struct Writer<D> {
     /// When to sync (or retry) even if nothing new comes.
     due: Option<Instant>,
     failing: bool,
+    /// When the last failure was logged.
+    failure_logged: Option<Instant>,
 }
 
 impl<D: Disk> Writer<D> {
@@ -289,6 +295,7 @@ impl<D: Disk> Writer<D> {
                 self.due = None;
                 if self.failing {
                     self.failing = false;
+                    self.failure_logged = None;
                     self.options.health.failing.set(0);
                     tracing::info!(file = %self.name, "the audit log is writable again");
                 }
@@ -347,9 +354,18 @@ impl<D: Disk> Writer<D> {
                 dropped += 1;
             }
         }
-        tracing::error!(file = %self.name, %error, waiting = promises.len(),
-            kept = self.retry.len(), dropped,
-            "cannot write the audit log: hangups stop until it is writable again");
+        // Once when it starts failing, then once a minute: the writer retries
+        // every second, and each refused hangup is logged on its own.
+        let now = Instant::now();
+        if self
+            .failure_logged
+            .is_none_or(|at| now.duration_since(at) >= FAILURE_LOG_EVERY)
+        {
+            self.failure_logged = Some(now);
+            tracing::error!(file = %self.name, %error, waiting = promises.len(),
+                kept = self.retry.len(), dropped,
+                "cannot write the audit log: hangups stop until it is writable again");
+        }
         for promise in promises {
             let _ = promise.send(Err(failure.clone()));
         }

@@ -34,12 +34,18 @@ impl<A: VobizApi> Engine<A> {
         let selected: Vec<(CallUuid, usize)> = if self.policy.has_concurrency_rules() {
             let skew = self.skew_now().unwrap_or(NO_SKEW);
             let mismatch = self.mismatch.is_some();
-            // Calls hung up but still listed hold no place in a group: a
-            // newer call must not be ended for them.
+            // Calls hung up but still listed, and calls the latest list left
+            // out (kept live one more poll so that they are not ended by
+            // mistake), hold no place in a group: a newer call must not be
+            // ended for them.
             let members: Vec<(&Tracked, policy::Timeline)> = self
                 .calls
                 .iter()
-                .filter(|(uuid, _)| self.live.contains(*uuid) && !self.hung_up.contains(*uuid))
+                .filter(|(uuid, _)| {
+                    self.live.contains(*uuid)
+                        && !self.missing.contains_key(*uuid)
+                        && !self.hung_up.contains(*uuid)
+                })
                 .map(|(_, tracked)| (tracked, seniority_timeline(tracked, skew, mismatch)))
                 .collect();
             let live: Vec<policy::LiveCall<'_>> = members

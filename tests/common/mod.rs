@@ -99,13 +99,23 @@ pub mod daemon;
 pub mod engine;
 pub mod proxy;
 
-/// How many live-list requests the simulator has answered so far.
+/// Whether a simulator log record is a poll's list request (not a clock
+/// probe, which asks for one call with `limit=1`).
+pub fn is_poll(record: &Value) -> bool {
+    record["method"] == "GET"
+        && record["uuid"].is_null()
+        && record["path"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("/Call/"))
+        && !daemon::is_probe(record)
+}
+
+/// How many live-list requests of polls the simulator has answered so far.
 pub async fn list_requests(sim: &SimHandle) -> usize {
     log_since(sim, 0)
         .await
         .iter()
-        .filter(|r| r["method"] == "GET" && r["uuid"].is_null())
-        .filter(|r| r["path"].as_str().is_some_and(|p| p.ends_with("/Call/")))
+        .filter(|r| is_poll(r))
         .count()
 }
 
