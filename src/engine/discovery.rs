@@ -11,18 +11,15 @@ impl<A: VobizApi> Engine<A> {
         }
         self.list_in_flight = true;
         let api = Arc::clone(&self.api);
-        let metrics = Arc::clone(&self.shared.metrics);
         let with_queued = self.policy.needs_queued_calls();
         let tx = self.events_tx.clone();
         let sent_at = self.now();
         tokio::spawn(async move {
             let live = api.list_live().await;
-            metrics.api_request("list", &live);
             let result = match live {
                 Err(e) => Err(e),
                 Ok(live) if with_queued => {
                     let queued = api.list_queued().await;
-                    metrics.api_request("list", &queued);
                     queued.map(|q| Listing {
                         live,
                         queued: q.value,
@@ -224,7 +221,6 @@ impl<A: VobizApi> Engine<A> {
             };
             self.details_in_flight += 1;
             let api = Arc::clone(&self.api);
-            let metrics = Arc::clone(&self.shared.metrics);
             let tx = self.events_tx.clone();
             let queued = match fetch {
                 Fetch::Discover { queued, .. } => queued,
@@ -236,7 +232,6 @@ impl<A: VobizApi> Engine<A> {
                 } else {
                     api.get_live(&uuid).await
                 };
-                metrics.api_request("detail", &result);
                 let _ = tx.send(Event::Detail {
                     uuid,
                     fetch,

@@ -191,11 +191,10 @@ impl<A: VobizApi> Engine<A> {
         self.busy.insert(uuid.clone());
         let queued = tracked.queued;
         let api = Arc::clone(&self.api);
-        let metrics = Arc::clone(&self.shared.metrics);
         let retrier = Arc::clone(&self.retrier);
         let tx = self.events_tx.clone();
         tokio::spawn(async move {
-            let (result, _) = actions::reread(&*api, &uuid, queued, &retrier, &metrics).await;
+            let (result, _) = actions::reread(&*api, &uuid, queued, &retrier).await;
             let _ = tx.send(Event::Reread {
                 uuid,
                 purpose,
@@ -417,7 +416,6 @@ impl<A: VobizApi> Engine<A> {
     ) {
         self.busy.insert(job.uuid.clone());
         let api = Arc::clone(&self.api);
-        let metrics = Arc::clone(&self.shared.metrics);
         let retrier = Arc::clone(&self.retrier);
         let tx = self.events_tx.clone();
         tokio::spawn(async move {
@@ -429,7 +427,7 @@ impl<A: VobizApi> Engine<A> {
             }
             let mut results = Vec::with_capacity(targets.len());
             for target in targets {
-                let result = actions::hang_up(&*api, &target, &retrier, &metrics).await;
+                let result = actions::hang_up(&*api, &target, &retrier).await;
                 let stop = matches!(result, HangupResult::AuthFailed { .. });
                 results.push((target, result));
                 if stop {
@@ -586,11 +584,9 @@ impl<A: VobizApi> Engine<A> {
             return;
         }
         let api = Arc::clone(&self.api);
-        let metrics = Arc::clone(&self.shared.metrics);
         let tx = self.events_tx.clone();
         tokio::spawn(async move {
             let result = api.speak(&job.uuid, &text, SpeakLegs::Both).await;
-            metrics.api_request("speak", &result);
             let _ = tx.send(Event::Spoke {
                 job,
                 result: result.map(|_| ()),

@@ -48,15 +48,9 @@ impl<A: VobizApi> Engine<A> {
         for at in self.skew.plan(self.now()) {
             self.probes_in_flight += 1;
             let api = Arc::clone(&self.api);
-            let metrics = Arc::clone(&self.shared.metrics);
             let tx = self.events_tx.clone();
             tokio::spawn(async move {
                 let result = api.probe(at).await;
-                let outcome = match &result {
-                    Ok(fetched) => fetched.value.clone(),
-                    Err(error) => Err(error.clone()),
-                };
-                metrics.api_request("probe", &outcome);
                 let _ = tx.send(Event::Probed { result });
             });
         }
