@@ -475,12 +475,12 @@ async fn under_a_tight_budget_a_due_hangup_does_not_queue_behind_discovery() {
     let mut settings = settings();
     settings.max_requests_per_second = 10;
     settings.poll_interval = Duration::from_secs(30);
-    let running = common::engine::start_with(
-        client,
-        START_LIMIT_10S,
-        settings,
-        tempfile::tempdir().unwrap(),
-    );
+    // The intent's sync sits between the re-read and the DELETE, and reads
+    // go on meanwhile; a busy disk would let more of them in. This test is
+    // about the request budget, so the sync takes no time.
+    let state = tempfile::tempdir().unwrap();
+    let audit = common::engine::instant_audit(state.path());
+    let running = common::engine::start_with_audit(client, START_LIMIT_10S, settings, state, audit);
     assert!(wait_ended(&sim, std::slice::from_ref(&due), Duration::from_secs(15)).await);
     // Let discovery finish, so the log shows what came after the hangup.
     tokio::time::sleep(Duration::from_secs(4)).await;
