@@ -16,9 +16,13 @@ pub const CREDENTIAL_NAME: &str = "vobiz-auth-token";
 
 /// An account before its policy is compiled.
 pub(super) struct RawAccount {
+    /// The account name, a metric label.
     pub(super) name: String,
+    /// The Vobiz auth id.
     pub(super) auth_id: String,
+    /// The token when one was found; `check` runs without it.
     pub(super) token: Option<Secret>,
+    /// Its own policy files; `None` shares the global `policies`.
     pub(super) policies: Option<Vec<PathBuf>>,
 }
 

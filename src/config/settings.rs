@@ -20,13 +20,21 @@ use crate::call::{number_digits, NumberDigits};
 
 /// Every global setting of the config file.
 pub(super) struct Settings {
+    /// `[api]`.
     pub(super) api: ApiSettings,
+    /// `[poll] interval`.
     pub(super) poll_interval: Duration,
+    /// `[enforce]`.
     pub(super) enforce: EnforceSettings,
+    /// `[retry]`.
     pub(super) retry: RetrySettings,
+    /// `[safety]`.
     pub(super) safety: SafetySettings,
+    /// `[state] dir`, or `$STATE_DIRECTORY`.
     pub(super) state_dir: PathBuf,
+    /// `[http]`.
     pub(super) http: HttpSettings,
+    /// `[log] format`.
     pub(super) log_format: LogFormat,
 }
 

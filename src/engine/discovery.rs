@@ -5,6 +5,7 @@
 use super::*;
 
 impl<A: VobizApi> Engine<A> {
+    /// Lists live (and, when rules need them, queued) calls; one list in flight at a time.
     pub(super) fn start_poll(&mut self) {
         if self.list_in_flight {
             return;
@@ -34,6 +35,7 @@ impl<A: VobizApi> Engine<A> {
         });
     }
 
+    /// Reconciles the list with the tracked calls: new ones are read, missing ones ended.
     pub(super) fn on_listed(&mut self, sent_at: DateTime<Utc>, result: Result<Listing, ApiError>) {
         self.list_in_flight = false;
         let listing = match result {
@@ -184,6 +186,7 @@ impl<A: VobizApi> Engine<A> {
         live
     }
 
+    /// Queues one detail read, once per call, and starts a discovery batch when none is open.
     pub(super) fn enqueue_detail(&mut self, uuid: CallUuid, fetch: Fetch) {
         if self.detail_queued.insert(uuid.clone()) {
             if matches!(fetch, Fetch::Discover { .. }) {
@@ -207,6 +210,8 @@ impl<A: VobizApi> Engine<A> {
         Some(self.batch_started.unwrap_or_else(|| self.now()) + interval)
     }
 
+    /// Lets the overdue calls of a finished batch through together, so the breaker sees them at
+    /// once.
     pub(super) fn release_batch(&mut self) {
         let now = self.now();
         for uuid in std::mem::take(&mut self.batch_due) {
@@ -214,6 +219,7 @@ impl<A: VobizApi> Engine<A> {
         }
     }
 
+    /// Starts queued detail reads up to the budget-derived concurrency.
     pub(super) fn pump_details(&mut self) {
         while self.details_in_flight < self.settings.detail_concurrency() {
             let Some((uuid, fetch)) = self.detail_queue.pop_front() else {
@@ -241,6 +247,7 @@ impl<A: VobizApi> Engine<A> {
         }
     }
 
+    /// Books a finished detail read and closes its batch when it was the last.
     pub(super) fn on_detail(
         &mut self,
         uuid: CallUuid,
@@ -264,6 +271,7 @@ impl<A: VobizApi> Engine<A> {
         }
     }
 
+    /// Turns one detail answer into a tracked call (or a backoff), then evaluates it.
     pub(super) fn read_detail(
         &mut self,
         uuid: CallUuid,
@@ -464,6 +472,7 @@ impl<A: VobizApi> Engine<A> {
         }
     }
 
+    /// How many B-legs a parent has now, for rules and scopes that count legs.
     pub(super) fn leg_count(&self, parent: &CallUuid) -> usize {
         self.children.get(parent).map_or(0, |legs| legs.len())
     }
@@ -509,6 +518,7 @@ impl<A: VobizApi> Engine<A> {
         true
     }
 
+    /// Updates idle tracking from the current legs, only when an idle rule needs it.
     pub(super) fn observe_legs(&mut self) {
         if !self.policy.has_idle_rules() {
             return;
@@ -520,6 +530,7 @@ impl<A: VobizApi> Engine<A> {
         }
     }
 
+    /// Drops every trace of an ended call, so no timer or index outlives it.
     pub(super) fn forget(&mut self, uuid: &CallUuid) {
         if let Some(tracked) = self.calls.remove(uuid) {
             self.index_parent(uuid, tracked.call.parent_call_uuid, None);

@@ -5,6 +5,8 @@
 use super::*;
 
 impl<A: VobizApi> Engine<A> {
+    /// Evaluates a tracked call on the skew-corrected timeline, so every caller judges calls the
+    /// same way.
     pub(super) fn evaluate_tracked(
         &self,
         tracked: &Tracked,
@@ -145,6 +147,7 @@ impl<A: VobizApi> Engine<A> {
         }
     }
 
+    /// Acts on every timer that is due: the loop calls this when its sleep ends.
     pub(super) fn fire_due(&mut self) {
         let now = self.now();
         if self.batch_release_at().is_some_and(|at| at <= now) {
@@ -174,6 +177,7 @@ impl<A: VobizApi> Engine<A> {
         }
     }
 
+    /// Re-reads a due call before acting, so a hangup never relies on a stale snapshot.
     pub(super) fn start_reread(&mut self, uuid: CallUuid, purpose: Purpose) {
         if self.unhealthy.is_some() || self.busy.contains(&uuid) {
             return;
@@ -203,6 +207,7 @@ impl<A: VobizApi> Engine<A> {
         });
     }
 
+    /// Decides on the fresh read: hang up, re-time, or drop a call that ended meanwhile.
     pub(super) fn on_reread(
         &mut self,
         uuid: CallUuid,
@@ -260,6 +265,7 @@ impl<A: VobizApi> Engine<A> {
         }
     }
 
+    /// Puts a deadline in the right queue, so breaker-exempt rules never wait behind the breaker.
     pub(super) fn reschedule_enforce(&mut self, uuid: &CallUuid, at: DateTime<Utc>) {
         if self.bypasses_breaker(uuid) {
             self.bypass_timers.schedule(uuid.clone(), at);
@@ -459,6 +465,7 @@ impl<A: VobizApi> Engine<A> {
         plan::plan_hangup(call, scope, self, &self.settings.safety.protected_numbers)
     }
 
+    /// Marks a call decided and cancels its timers, so nothing fires for it again.
     pub(super) fn finish(&mut self, uuid: &CallUuid, purpose: Purpose) {
         if purpose == Purpose::Enforce {
             self.finished.insert(uuid.clone());
@@ -469,6 +476,7 @@ impl<A: VobizApi> Engine<A> {
         }
     }
 
+    /// Records the DELETE results: audit, metrics, and whether to try again.
     pub(super) fn on_hung_up(&mut self, job: Job, results: Vec<(CallUuid, HangupResult)>) {
         let uuid = job.uuid.clone();
         self.busy.remove(&uuid);
@@ -533,6 +541,7 @@ impl<A: VobizApi> Engine<A> {
         }
     }
 
+    /// The job a warning is audited under, when the call still has a winning rule.
     pub(super) fn warn_job(&self, uuid: &CallUuid) -> Option<Job> {
         let (index, deadline) = *self.winners.get(uuid)?;
         let rule = self.policy.rules.get(index)?;
@@ -549,12 +558,14 @@ impl<A: VobizApi> Engine<A> {
         })
     }
 
+    /// Whether the winning rule speaks a warning, so its timer is only set when needed.
     pub(super) fn has_warning(&self, uuid: &CallUuid) -> bool {
         self.winners
             .get(uuid)
             .is_some_and(|(index, _)| self.policy.rules[*index].action.warn.is_some())
     }
 
+    /// Speaks the winning rule's warning once, unless the call is protected or dry-run.
     pub(super) fn fire_warning(&mut self, uuid: &CallUuid) {
         if self.unhealthy.is_some() || !self.warned.insert(uuid.clone()) {
             return;
@@ -594,6 +605,7 @@ impl<A: VobizApi> Engine<A> {
         });
     }
 
+    /// Audits how a warning went; a failed one never delays the hangup.
     pub(super) fn on_spoke(&mut self, job: Job, result: Result<(), ApiError>) {
         match result {
             Ok(()) => self.audit_outcome(&job, AuditEvent::Warn, Outcome::Ok, 1, "warning spoken"),

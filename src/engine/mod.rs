@@ -576,6 +576,7 @@ impl<A: VobizApi> Engine<A> {
         report
     }
 
+    /// The injected clock's time, so tests control every instant the engine sees.
     pub(super) fn now(&self) -> DateTime<Utc> {
         self.shared.clock.now()
     }

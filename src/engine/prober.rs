@@ -56,6 +56,7 @@ impl<A: VobizApi> Engine<A> {
         }
     }
 
+    /// Feeds a probe's `Date` header into the skew bound; a failed probe waits for the next round.
     pub(super) fn on_probed(&mut self, result: Result<Fetched<Result<(), ApiError>>, ApiError>) {
         self.probes_in_flight = self.probes_in_flight.saturating_sub(1);
         match result {

@@ -4,6 +4,7 @@
 use super::*;
 
 impl<A: VobizApi> Engine<A> {
+    /// A job for a call from what the engine knows now, for audits outside the normal path.
     pub(super) fn bare_job(&self, uuid: &CallUuid) -> Job {
         let (rule, deadline) = match self.winners.get(uuid) {
             Some((index, deadline)) => (self.policy.rules[*index].name.clone(), *deadline),
@@ -65,6 +66,7 @@ impl<A: VobizApi> Engine<A> {
         self.shared.audit.commit(&record)
     }
 
+    /// Writes a decision's outcome to the audit log and counts it in the metrics.
     pub(super) fn audit_outcome(
         &mut self,
         job: &Job,
@@ -99,12 +101,14 @@ impl<A: VobizApi> Engine<A> {
         }
     }
 
+    /// The per-account metric label, built in one place.
     pub(super) fn label(&self) -> AccountLabel {
         AccountLabel {
             account: self.account.clone(),
         }
     }
 
+    /// Counts one poll by outcome, for the polling alerts.
     pub(super) fn count_poll(&self, outcome: &str) {
         self.shared
             .metrics
@@ -116,6 +120,7 @@ impl<A: VobizApi> Engine<A> {
             .inc();
     }
 
+    /// Publishes the rule count, so a reload that lost rules is visible.
     pub(super) fn publish_rules(&self) {
         self.shared
             .metrics
@@ -124,6 +129,7 @@ impl<A: VobizApi> Engine<A> {
             .set(self.policy.rules.len() as i64);
     }
 
+    /// Publishes the account status for `/status`, systemd and the watchdog.
     pub(super) fn publish(&self) {
         if self.status_tx.receiver_count() == 0 {
             return;
