@@ -9,7 +9,9 @@
 //!
 //! - [`call`]: the normalized call and number normalization.
 //! - [`clock`]: wall-clock time behind a trait, so tests control it.
-//! - [`config`]: config and policy files, validation with positions.
+//! - [`config`]: config and policy files, validation with positions; each
+//!   section a type with one `Default`; loading split into environment,
+//!   files, settings and accounts.
 //! - [`policy`]: compiled rules, matchers, windows, evaluation.
 //! - [`vobiz`]: the API client, response parsers, and [`vobiz::Metered`],
 //!   which counts every request the engine makes in the metrics.

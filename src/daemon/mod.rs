@@ -1,7 +1,7 @@
 //! `callwarden run`: starts one engine per account, the status listener and
 //! the reload/breaker signal handlers, and runs until its stop future
 //! resolves. Start-up shared with other commands is in [`crate::startup`],
-//! systemd in [`systemd`].
+//! systemd in `systemd.rs`.
 
 mod systemd;
 
