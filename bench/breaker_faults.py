@@ -181,12 +181,16 @@ def run_one(label, binary, sim_binary, args, seed):
     trips = []
     with open(os.path.join(work, "daemon.log")) as f:
         for line in f:
-            if "breaker open" in line:
+            if "breaker open" in line or "breaker closed" in line:
                 try:
-                    fields = json.loads(line).get("fields", {})
+                    entry = json.loads(line)
                 except ValueError:
-                    fields = {}
-                trips.append({k: v for k, v in fields.items() if k in ("due", "live", "fleet")})
+                    continue
+                entry.update(entry.pop("fields", {}))
+                trip = {k: v for k, v in entry.items() if k in ("due", "live", "fleet")}
+                trip["open"] = "breaker open" in entry.get("message", "")
+                trip["t"] = entry.get("timestamp")
+                trips.append(trip)
 
     deadline = {u: ts(calls_now[u]["started_at"]) + LIMIT_S for u in uuids}
     first_delete = {}
@@ -213,7 +217,7 @@ def run_one(label, binary, sim_binary, args, seed):
         "hung_up": len(first_delete),
         "ended": len(ended),
         "held": len(held),
-        "breaker_trips": trips[:3],
+        "breaker_log": trips[:6],
         "still_live_25s_after_due": late_25,
         "lag_p50_ms": round(1000 * pct(lags, 0.5)) if lags else None,
         "lag_p99_ms": round(1000 * pct(lags, 0.99)) if lags else None,
