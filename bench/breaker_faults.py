@@ -148,7 +148,7 @@ def run_one(label, binary, sim_binary, args, seed):
         except subprocess.TimeoutExpired:
             daemon.kill()
             daemon.wait()
-        left = http("GET", root + "/_sim/faults") if sent else None
+        left = http("GET", root + "/_sim/faults")["faults"] if sent else None
         http("POST", root + "/_sim/faults", {})
         records = http("GET", root + "/_sim/log?since=0")["records"]
         calls_now = {c["uuid"]: c for c in http("GET", root + "/_sim/calls")["calls"]}
