@@ -13,6 +13,7 @@
 //! - [`policy`]: compiled rules, matchers, windows, evaluation.
 //! - [`vobiz`]: the API client and response parsers.
 //! - [`engine`]: discovery, deadlines, enforcement.
+//! - [`ha`]: high availability on PostgreSQL (lease, fencing, members).
 //! - [`audit`]: the durable decision log.
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`sim`]: the bundled Vobiz API simulator.
@@ -28,6 +29,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod ha;
 pub mod http;
 pub mod manual;
 pub mod metrics;

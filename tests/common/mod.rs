@@ -97,6 +97,7 @@ pub async fn log_since(sim: &SimHandle, since: u64) -> Vec<Value> {
 
 pub mod daemon;
 pub mod engine;
+pub mod pg;
 pub mod proxy;
 
 /// Whether a simulator log record is a poll's list request (not a clock
