@@ -16,8 +16,8 @@ use super::diagnostic::{CheckReport, Diagnostic, Diagnostics, FileDiagnostics, S
 use super::rules::{compile_rules, is_policy_name, SeenNames};
 use super::walk::{Reader, Table};
 use super::{
-    Account, ApiSettings, Config, EnforceSettings, HttpSettings, LogFormat, RetrySettings,
-    SafetySettings,
+    Account, ApiSettings, Config, EnforceSettings, HaSettings, HttpSettings, LogFormat,
+    RetrySettings, SafetySettings,
 };
 use crate::call::{number_digits, NumberDigits};
 use crate::policy::{Policy, Rule};
@@ -30,6 +30,10 @@ pub const DEFAULT_PROTECTED_NUMBERS: &[&str] =
     &["911", "112", "999", "000", "100", "101", "102", "108"];
 /// The default `[state] dir`.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/callwarden";
+/// The default `[ha] lease_ttl`.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(6);
+/// The default `[ha] renew_every`.
+pub const DEFAULT_RENEW_EVERY: Duration = Duration::from_secs(2);
 /// The default `[http] listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9469";
 /// The systemd credential holding the token of the single `default` account.
@@ -64,6 +68,10 @@ pub const CONFIG_KEYS: &[&str] = &[
     "http.max_connections",
     "http.api_token_file",
     "log.format",
+    "ha.postgres_url_file",
+    "ha.node_id",
+    "ha.lease_ttl",
+    "ha.renew_every",
     "account.name",
     "account.auth_id",
     "account.auth_token_file",
@@ -668,6 +676,15 @@ fn read_settings(
         }
     };
 
+    // Parsed and validated so mistakes show up in `check`, then refused as
+    // a whole: enforcement is not yet fenced by the lease, and a config that
+    // asks for HA must not run as if it were.
+    if let Some((ha_t, span)) = r.table(doc, "ha") {
+        r.unknown_keys(ha_t, &keys_in("ha"));
+        let _ = read_ha(&mut r, ha_t, base_dir);
+        r.diags.error(span, HA_UNAVAILABLE);
+    }
+
     let errors_after = r.diags.items.iter().filter(|d| d.is_error()).count();
     (errors_after == errors_before).then_some(Settings {
         api: api_settings,
@@ -679,6 +696,60 @@ fn read_settings(
         http,
         log_format,
     })
+}
+
+/// The error for any `[ha]` section while HA is not wired into enforcement.
+pub const HA_UNAVAILABLE: &str = "`[ha]`: high availability is not available in this build (leases are not yet wired into enforcement); remove the section to run single-node, see docs/ha.md";
+
+/// Reads and validates `[ha]`.
+fn read_ha(r: &mut Reader<'_>, table: &Table<'_>, base_dir: &Path) -> HaSettings {
+    let postgres_url_file = r
+        .string(table, "postgres_url_file")
+        .map(|(path, _)| resolve(base_dir, path));
+    let node_id = match r.string(table, "node_id") {
+        None => None,
+        Some((id, span)) => {
+            if !valid_node_id(id) {
+                r.diags.error(
+                    span,
+                    format!("`node_id` `{id}` must be 1 to 253 letters, digits, `.`, `-` or `_`"),
+                );
+            }
+            Some(id.to_owned())
+        }
+    };
+    let lease_ttl = duration_or(r, Some(table), "lease_ttl", DEFAULT_LEASE_TTL, false);
+    let renew_every = duration_or(r, Some(table), "renew_every", DEFAULT_RENEW_EVERY, false);
+    let fenced_after = lease_ttl.saturating_sub(crate::ha::fence::default_margin(lease_ttl));
+    if renew_every >= fenced_after {
+        let span = r
+            .entry(table, "renew_every")
+            .or_else(|| r.entry(table, "lease_ttl"))
+            .map_or(0..0, |e| e.span());
+        r.diags.error(
+            span,
+            format!(
+                "`renew_every` ({}) must be shorter than `lease_ttl` ({}) minus its safety margin ({}), or the leader stops between renewals",
+                humantime::format_duration(renew_every),
+                humantime::format_duration(lease_ttl),
+                humantime::format_duration(lease_ttl - fenced_after),
+            ),
+        );
+    }
+    HaSettings {
+        postgres_url_file,
+        node_id,
+        lease_ttl,
+        renew_every,
+    }
+}
+
+/// Whether `id` is usable as a member name: hostname-like, no spaces.
+fn valid_node_id(id: &str) -> bool {
+    (1..=253).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
 }
 
 fn is_http_url(url: &str) -> bool {

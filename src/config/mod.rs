@@ -25,7 +25,8 @@ pub use diagnostic::{CheckReport, Diagnostic, Diagnostics, Severity};
 pub(crate) use load::parse_toml;
 pub use load::{
     check, load, load_policy_files, Environment, Loaded, CONFIG_KEYS, CREDENTIAL_NAME,
-    DEFAULT_BASE_URL, DEFAULT_LISTEN, DEFAULT_PROTECTED_NUMBERS, DEFAULT_STATE_DIR,
+    DEFAULT_BASE_URL, DEFAULT_LEASE_TTL, DEFAULT_LISTEN, DEFAULT_PROTECTED_NUMBERS,
+    DEFAULT_RENEW_EVERY, DEFAULT_STATE_DIR, HA_UNAVAILABLE,
 };
 pub use rules::policy_keys;
 pub(crate) use walk::{Reader, Table};
@@ -53,6 +54,19 @@ pub struct Config {
     pub http: HttpSettings,
     /// `[log] format`.
     pub log_format: LogFormat,
+}
+
+/// `[ha]`: the PostgreSQL-backed multi-host mode, as validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HaSettings {
+    /// A file holding the PostgreSQL URL (else env or systemd credential).
+    pub postgres_url_file: Option<PathBuf>,
+    /// This member's name; `None` means the hostname.
+    pub node_id: Option<String>,
+    /// How long a renewed lease lasts on the database clock.
+    pub lease_ttl: Duration,
+    /// How often the leader renews.
+    pub renew_every: Duration,
 }
 
 /// One Vobiz account and the rules that apply to it.
