@@ -13,6 +13,12 @@ fn config(ha: &str) -> (tempfile::TempDir, PathBuf) {
         "[[rule]]\nname = \"a\"\nmax_duration = \"1h\"\n",
     )
     .unwrap();
+    std::fs::write(
+        dir.path().join("pg-url"),
+        "postgresql://callwarden:s3cret@db.example:5432/callwarden\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("not-a-url"), "s3cret=\"unterminated\n").unwrap();
     let path = dir.path().join("callwarden.toml");
     std::fs::write(
         &path,
@@ -114,4 +120,30 @@ fn renewing_slower_than_the_fence_is_an_error() {
         ),
         "{shown}"
     );
+}
+
+#[test]
+fn a_bad_url_file_is_named_without_its_contents() {
+    let (_dir, path) = config("[ha]\npostgres_url_file = \"not-a-url\"\n");
+    let shown = text(&callwarden(&path, "check"));
+    assert!(
+        at(
+            &shown,
+            9,
+            "does not hold a valid PostgreSQL URL (contents not shown)"
+        ),
+        "{shown}"
+    );
+    assert!(!shown.contains("s3cret"), "{shown}");
+
+    let (_dir, path) = config("[ha]\npostgres_url_file = \"missing\"\n");
+    let shown = text(&callwarden(&path, "check"));
+    assert!(at(&shown, 9, "cannot read PostgreSQL URL file"), "{shown}");
+}
+
+#[test]
+fn a_good_url_file_is_never_echoed() {
+    let (_dir, path) = config(FULL);
+    let shown = text(&callwarden(&path, "check"));
+    assert!(!shown.contains("s3cret"), "{shown}");
 }

@@ -681,7 +681,7 @@ fn read_settings(
     // asks for HA must not run as if it were.
     if let Some((ha_t, span)) = r.table(doc, "ha") {
         r.unknown_keys(ha_t, &keys_in("ha"));
-        let _ = read_ha(&mut r, ha_t, base_dir);
+        let _ = read_ha(&mut r, ha_t, base_dir, extra);
         r.diags.error(span, HA_UNAVAILABLE);
     }
 
@@ -702,10 +702,38 @@ fn read_settings(
 pub const HA_UNAVAILABLE: &str = "`[ha]`: high availability is not available in this build (leases are not yet wired into enforcement); remove the section to run single-node, see docs/ha.md";
 
 /// Reads and validates `[ha]`.
-fn read_ha(r: &mut Reader<'_>, table: &Table<'_>, base_dir: &Path) -> HaSettings {
-    let postgres_url_file = r
+fn read_ha(
+    r: &mut Reader<'_>,
+    table: &Table<'_>,
+    base_dir: &Path,
+    extra: &mut Vec<Diagnostic>,
+) -> HaSettings {
+    let postgres_url = r
         .string(table, "postgres_url_file")
-        .map(|(path, _)| resolve(base_dir, path));
+        .and_then(|(path, span)| {
+            let path = resolve(base_dir, path);
+            let url = match read_secret(&path) {
+                Ok(url) => url,
+                Err(message) => {
+                    r.diags
+                        .error(span, message.replace("token file", "PostgreSQL URL file"));
+                    return None;
+                }
+            };
+            extra.extend(readable_by_others(&path));
+            // The contents are never shown: the URL may hold a password.
+            if url.expose().parse::<tokio_postgres::Config>().is_err() {
+                r.diags.error(
+                    span,
+                    format!(
+                        "`postgres_url_file` `{}` does not hold a valid PostgreSQL URL (contents not shown)",
+                        path.display()
+                    ),
+                );
+                return None;
+            }
+            Some(url)
+        });
     let node_id = match r.string(table, "node_id") {
         None => None,
         Some((id, span)) => {
@@ -737,7 +765,7 @@ fn read_ha(r: &mut Reader<'_>, table: &Table<'_>, base_dir: &Path) -> HaSettings
         );
     }
     HaSettings {
-        postgres_url_file,
+        postgres_url,
         node_id,
         lease_ttl,
         renew_every,

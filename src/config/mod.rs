@@ -59,8 +59,9 @@ pub struct Config {
 /// `[ha]`: the PostgreSQL-backed multi-host mode, as validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HaSettings {
-    /// A file holding the PostgreSQL URL (else env or systemd credential).
-    pub postgres_url_file: Option<PathBuf>,
+    /// The PostgreSQL URL read from `postgres_url_file` (redacted in `Debug`:
+    /// it may hold a password).
+    pub postgres_url: Option<Secret>,
     /// This member's name; `None` means the hostname.
     pub node_id: Option<String>,
     /// How long a renewed lease lasts on the database clock.
