@@ -9,15 +9,20 @@
 //!
 //! - [`call`]: the normalized call and number normalization.
 //! - [`clock`]: wall-clock time behind a trait, so tests control it.
-//! - [`config`]: config and policy files, validation with positions.
+//! - [`config`]: config and policy files, validation with positions; each
+//!   section a type with one `Default`; loading split into environment,
+//!   files, settings and accounts.
 //! - [`policy`]: compiled rules, matchers, windows, evaluation.
-//! - [`vobiz`]: the API client and response parsers.
+//! - [`vobiz`]: the API client, response parsers, and [`vobiz::Metered`],
+//!   which counts every request the engine makes in the metrics.
 //! - [`engine`]: discovery, deadlines, enforcement.
 //! - [`ha`]: high availability on PostgreSQL (lease, fencing, members).
 //! - [`audit`]: the durable decision log.
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`sim`]: the bundled Vobiz API simulator.
-//! - [`daemon`]: `run`: engines, signals, systemd.
+//! - [`startup`]: what every command does first: config, clients, state.
+//! - [`daemon`]: `run(config, options, shutdown)`: engines, reloads, and
+//!   systemd notify in its own file.
 //! - [`http`]: the status listener.
 //! - [`manual`]: `POST /hangup`, manual and external hangups.
 //! - [`cli`]: the commands.
@@ -35,4 +40,5 @@ pub mod manual;
 pub mod metrics;
 pub mod policy;
 pub mod sim;
+pub mod startup;
 pub mod vobiz;

@@ -3,8 +3,12 @@
 //! line per problem, exit 1, never a panic. The corpus is
 //! `tests/fixtures/hostile/`; huge and deeply nested inputs are generated.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use common::files::{offline_config, private};
 
 fn hostile(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -45,22 +49,14 @@ fn config_for(policy: &Path) -> (tempfile::TempDir, PathBuf) {
     let path = dir.path().join("callwarden.toml");
     std::fs::write(
         &path,
-        format!(
-            "policies = [{:?}]\n[api]\nauth_id = \"MA1\"\n[http]\nlisten = \"\"\n",
+        offline_config(&format!(
+            "policies = [{:?}]\n",
             policy.display().to_string()
-        ),
+        )),
     )
     .unwrap();
     private(&path);
     (dir, path)
-}
-
-fn private(path: &Path) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
 }
 
 /// Checks the output shape and that `file:line:col: error: …needle…` is there.

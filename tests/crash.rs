@@ -12,8 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use callwarden::audit::{self, Event};
-use callwarden::sim::{SimHandle, DEFAULT_AUTH_ID, DEFAULT_AUTH_TOKEN};
+use callwarden::sim::{SimHandle, DEFAULT_AUTH_TOKEN};
 use chrono::TimeDelta;
+use common::daemon::{Knobs, Setup};
 use common::engine::{requests, t_wall, wait_for};
 use common::{add_calls, default_sim, log_since, set_faults};
 use serde_json::{json, Value};
@@ -38,51 +39,29 @@ impl Rng {
     }
 }
 
-fn write_config(dir: &Path, sim: &SimHandle) {
-    std::fs::create_dir_all(dir.join("policies")).unwrap();
-    std::fs::write(
-        dir.join("policies/limit.toml"),
-        r#"
+/// Calls older than 2 s end; a fast poll and short retries so a burst of
+/// hangups is under way when the daemon is killed.
+const LIMIT_2S: &str = r#"
 [[rule]]
 name = "limit-2s"
 max_duration = "2s"
 measure_from = "start"
 [rule.match]
 direction = ["outbound"]
-"#,
-    )
-    .unwrap();
-    let config = format!(
-        r#"
-policies = "policies"
+"#;
 
-[api]
-base_url = "{base}"
-auth_id = "{DEFAULT_AUTH_ID}"
-timeout = "2s"
-max_requests_per_second = 1000
-
-[poll]
-interval = "500ms"
-
-[retry]
-max_attempts = 4
-initial_backoff = "100ms"
-max_backoff = "1s"
-
-[safety]
-max_hangups_per_cycle = 1000
-breaker_min_live_calls = 1000
-
-[state]
-dir = "state"
-
-[http]
-listen = ""
-"#,
-        base = sim.base_url()
-    );
-    std::fs::write(dir.join("callwarden.toml"), config).unwrap();
+fn setup(sim: &SimHandle) -> Setup {
+    let knobs = Knobs {
+        poll: "500ms",
+        max_attempts: 4,
+        initial_backoff: "100ms",
+        max_backoff: "1s",
+        max_hangups_per_cycle: 1000,
+        breaker_min_live_calls: 1000,
+        listen: String::new(),
+        ..Knobs::default()
+    };
+    Setup::new(sim, &[("limit.toml", LIMIT_2S)], knobs)
 }
 
 fn spawn(dir: &Path, run: usize) -> Child {
@@ -135,8 +114,8 @@ async fn crash_and_recover(seed: u64) {
     let uuids = add_calls(&sim, json!(calls)).await;
     let (due, protected) = (&uuids[..CALLS], &uuids[CALLS]);
 
-    let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), &sim);
+    let setup = setup(&sim);
+    let dir = &setup.dir;
     let mut first = spawn(dir.path(), 1);
     let kill_after = Duration::from_millis(150 + rng.below(1_500));
     tokio::time::sleep(kill_after).await;

@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use callwarden::sim::SimHandle;
+use common::calls::{ended, outbound};
 use common::daemon::{
     command, endpoint_of, message, run, sample_sum, status_label, Daemon, Knobs, Setup, LIMIT,
 };
@@ -36,14 +37,6 @@ measure_from = "start"
 direction = ["outbound"]
 to = ["+1900*", "+44*"]
 "#;
-
-fn outbound(age_s: f64, to: &str) -> Value {
-    json!({"age_s": age_s, "direction": "outbound", "from": "+14155550100", "to": to})
-}
-
-fn ended(sim: &SimHandle, uuid: &str) -> bool {
-    sim.state().call(uuid).is_some_and(|c| c.ended_at.is_some())
-}
 
 /// Waits until `/status` shows `uuid` among the tracked calls.
 async fn wait_tracked(daemon: &Daemon, uuid: &str) {
@@ -524,7 +517,8 @@ async fn sd_notify_ready_status_watchdog_reload_and_stopping() {
     daemon.signal(libc::SIGTERM);
     let status = daemon.wait_exit(LIMIT).await.expect("stops");
     assert!(status.success());
-    assert!(has("STOPPING=1")(), "no STOPPING=1");
+    // The datagram is sent before the exit, but the reader may take it later.
+    assert!(wait_for(LIMIT, has("STOPPING=1")).await, "no STOPPING=1");
     // READY=1 came before any STOPPING=1.
     let messages = received.lock().unwrap().clone();
     let ready = messages.iter().position(|m| m.contains("READY=1")).unwrap();

@@ -433,7 +433,10 @@ fn the_runbook_lists_every_error_and_warning() {
     let mut all = messages(&sources, &["error!(", "warn!("]);
     // The daemon's fatal errors at start.
     all.extend(messages(
-        &[root().join("src/daemon.rs")],
+        &[
+            root().join("src/daemon/mod.rs"),
+            root().join("src/startup.rs"),
+        ],
         &["bail!(", "context(", "with_context("],
     ));
     assert!(all.len() > 20, "found only {} messages", all.len());
@@ -624,6 +627,55 @@ async fn alerts_dashboard_and_metrics_page_use_only_metrics_the_daemon_exports()
         "docs/metrics.md does not document: {undocumented:?}"
     );
     drop(daemon);
+}
+
+#[test]
+fn the_example_config_states_exactly_the_defaults() {
+    use callwarden::config::{
+        self, ApiSettings, EnforceSettings, Environment, HttpSettings, LogFormat, RetrySettings,
+        SafetySettings, DEFAULT_POLL_INTERVAL, DEFAULT_STATE_DIR,
+    };
+    // Every key with a default is written out, not left commented.
+    let text = read("examples/callwarden.toml");
+    let doc: toml::Table = text.parse().expect("the example is TOML");
+    let without_default = ["api.auth_token_file", "http.api_token_file"];
+    let unstated: Vec<&str> = CONFIG_KEYS
+        .iter()
+        .copied()
+        // `[ha]` stays commented out: this build refuses it.
+        .filter(|key| {
+            !key.starts_with("account.")
+                && !key.starts_with("ha.")
+                && !without_default.contains(key)
+        })
+        .filter(|key| match key.split_once('.') {
+            Some((section, key)) => doc
+                .get(section)
+                .and_then(|t| t.as_table())
+                .is_none_or(|t| !t.contains_key(key)),
+            None => !doc.contains_key(*key),
+        })
+        .collect();
+    assert!(
+        unstated.is_empty(),
+        "examples/callwarden.toml leaves out {unstated:?}"
+    );
+
+    // ...and each states the default the loader and the client use.
+    let loaded = config::load(
+        &root().join("examples/callwarden.toml"),
+        &Environment::default(),
+    )
+    .unwrap_or_else(|errors| panic!("the example does not load: {errors:?}"));
+    let config = loaded.config;
+    assert_eq!(config.api, ApiSettings::default());
+    assert_eq!(config.poll_interval, DEFAULT_POLL_INTERVAL);
+    assert_eq!(config.enforce, EnforceSettings::default());
+    assert_eq!(config.retry, RetrySettings::default());
+    assert_eq!(config.safety, SafetySettings::default());
+    assert_eq!(config.state_dir, Path::new(DEFAULT_STATE_DIR));
+    assert_eq!(config.http, HttpSettings::default());
+    assert_eq!(config.log_format, LogFormat::default());
 }
 
 /// `callwarden ARGS` and its stdout.

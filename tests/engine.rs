@@ -8,6 +8,7 @@ use std::time::Duration;
 use callwarden::audit::{Event, Outcome};
 use callwarden::engine::Command;
 use chrono::TimeDelta;
+use common::calls::outbound;
 use common::daemon::is_probe;
 use common::engine::{requests, settings, start, t_wall, wait_ended, wait_for};
 use common::{add_calls, default_sim, log_since, set_faults};
@@ -21,10 +22,6 @@ measure_from = "start"
 [rule.match]
 direction = ["outbound"]
 "#;
-
-fn outbound(age_s: f64, to: &str) -> serde_json::Value {
-    json!({"age_s": age_s, "direction": "outbound", "from": "+14155550100", "to": to})
-}
 
 #[tokio::test]
 async fn a_deadline_between_polls_fires_at_the_deadline_not_at_the_next_poll() {
@@ -478,12 +475,12 @@ async fn under_a_tight_budget_a_due_hangup_does_not_queue_behind_discovery() {
     let mut settings = settings();
     settings.max_requests_per_second = 10;
     settings.poll_interval = Duration::from_secs(30);
-    let running = common::engine::start_with(
-        client,
-        START_LIMIT_10S,
-        settings,
-        tempfile::tempdir().unwrap(),
-    );
+    // The intent's sync sits between the re-read and the DELETE, and reads
+    // go on meanwhile; a busy disk would let more of them in. This test is
+    // about the request budget, so the sync takes no time.
+    let state = tempfile::tempdir().unwrap();
+    let audit = common::engine::instant_audit(state.path());
+    let running = common::engine::start_with_audit(client, START_LIMIT_10S, settings, state, audit);
     assert!(wait_ended(&sim, std::slice::from_ref(&due), Duration::from_secs(15)).await);
     // Let discovery finish, so the log shows what came after the hangup.
     tokio::time::sleep(Duration::from_secs(4)).await;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use callwarden::sim::SimHandle;
 use chrono::{DateTime, TimeDelta, Utc};
+use common::calls::{ended, outbound};
 use common::daemon::{Daemon, Knobs, Setup, LIMIT};
 use common::proxy::Proxy;
 use common::{add_calls, control_post, default_sim};
@@ -25,10 +26,6 @@ measure_from = "start"
 direction = ["outbound"]
 to = ["+1900*"]
 "#;
-
-fn outbound(age_s: f64, to: &str) -> Value {
-    json!({"age_s": age_s, "direction": "outbound", "from": "+14155550100", "to": to})
-}
 
 /// A config for `sim` whose API requests go through `base_url` instead.
 fn setup_via(sim: &SimHandle, base_url: &str, policies: &[(&str, &str)]) -> Setup {
@@ -71,10 +68,6 @@ async fn first_seen(daemon: &Daemon, uuid: &str) -> DateTime<Utc> {
             .ok()
     })
     .await
-}
-
-fn ended(sim: &SimHandle, uuid: &str) -> bool {
-    sim.state().call(uuid).is_some_and(|c| c.ended_at.is_some())
 }
 
 async fn wait_ended(sim: &SimHandle, uuid: &str) {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use callwarden::audit::{Event, Outcome};
 use chrono::{DateTime, TimeDelta, Utc};
+use common::calls::outbound;
 use common::engine::{requests, settings, start, t_wall, wait_ended, wait_for, Running};
 use common::{add_calls, control_post, default_sim, log_since, set_faults};
 use serde_json::{json, Value};
@@ -29,10 +30,6 @@ to = ["+1800*"]
 "#;
 
 const LIMIT: TimeDelta = TimeDelta::seconds(6);
-
-fn outbound(age_s: f64, to: &str) -> Value {
-    json!({"age_s": age_s, "direction": "outbound", "from": "+14155550100", "to": to})
-}
 
 /// The calls of one scenario: which must end (at `started + LIMIT` at the
 /// earliest) and which must survive.

@@ -7,6 +7,7 @@
 mod common;
 
 use callwarden::sim::SimHandle;
+use common::calls::ended;
 use common::daemon::{Daemon, Knobs, Setup, LIMIT};
 use common::engine::wait_for;
 use common::{add_calls, default_sim, http, log_since, wait_polls};
@@ -23,10 +24,6 @@ to = ["+882*"]
 
 fn to_882(age_s: f64, n: usize) -> Value {
     json!({"age_s": age_s, "direction": "outbound", "from": "+14155550100", "to": format!("+88216{n:06}")})
-}
-
-fn ended(sim: &SimHandle, uuid: &str) -> bool {
-    sim.state().call(uuid).is_some_and(|c| c.ended_at.is_some())
 }
 
 fn live(sim: &SimHandle, uuids: &[String]) -> Vec<String> {

@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use callwarden::sim::SimHandle;
+use common::calls::{ended, outbound};
 use common::daemon::{command, run, Daemon, Knobs, Setup, LIMIT};
 use common::engine::wait_for;
 use common::{add_calls, default_sim, http, log_since, wait_polls};
@@ -20,14 +21,6 @@ const QUIET: &str = r#"
 name = "day-limit"
 max_duration = "24h"
 "#;
-
-fn outbound(age_s: f64, to: &str) -> Value {
-    json!({"age_s": age_s, "direction": "outbound", "from": "+14155550100", "to": to})
-}
-
-fn ended(sim: &SimHandle, uuid: &str) -> bool {
-    sim.state().call(uuid).is_some_and(|c| c.ended_at.is_some())
-}
 
 async fn wait_ended(sim: &SimHandle, uuids: &[String]) {
     let state = sim.state().clone();
@@ -372,13 +365,13 @@ async fn a_selector_over_most_of_the_fleet_is_held_by_the_breaker_unless_forced(
         ]),
     )
     .await;
-    let knobs = Knobs::default();
+    let knobs = Knobs {
+        breaker_min_live_calls: 5,
+        ..Knobs::default()
+    };
     let setup = Setup::new(&sim, &[("quiet.toml", QUIET)], knobs.clone());
     edit_config(&setup, &knobs, |text| {
-        text.replace(
-            "max_hangups_percent = 100",
-            "max_hangups_percent = 50\nbreaker_min_live_calls = 5",
-        )
+        text.replace("max_hangups_percent = 100", "max_hangups_percent = 50")
     });
     let daemon = Daemon::start(&setup).await;
     wait_tracked(&daemon, &[fraud.clone(), others.clone()].concat()).await;

@@ -20,16 +20,12 @@ use callwarden::http::{router, AccountHandle, HttpState};
 use callwarden::metrics::Metrics;
 use callwarden::sim::{SimOptions, DEFAULT_AUTH_ID};
 use common::engine::wait_for;
+use common::files::{offline_config, private};
 use common::{add_calls, set_faults, start_sim};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
 const TOKEN: &str = "tok-Zq8XvLeak7Canary3Wm";
-
-fn private(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-}
 
 fn write_policy(dir: &Path) {
     std::fs::create_dir_all(dir.join("policies")).unwrap();
@@ -172,7 +168,7 @@ fn debug_of_the_loaded_config_hides_the_token() {
     let dir = tempfile::tempdir().unwrap();
     write_policy(dir.path());
     let config = dir.path().join("callwarden.toml");
-    std::fs::write(&config, "[api]\nauth_id = \"MA1\"\n[http]\nlisten = \"\"\n").unwrap();
+    std::fs::write(&config, offline_config("")).unwrap();
     private(&config);
     let env = Environment {
         auth_token: Some(TOKEN.to_owned()),

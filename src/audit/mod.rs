@@ -324,6 +324,7 @@ fn torn_line_start(file: &mut File, len: u64) -> io::Result<Option<u64>> {
     Ok((len > 0).then_some(0))
 }
 
+/// The name of the `n`th rotated file, shared by the writer and the reader.
 pub(crate) fn rotated(path: &Path, n: u32) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(format!(".{n}"));

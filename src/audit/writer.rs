@@ -136,10 +136,12 @@ enum State {
 }
 
 impl Durable {
+    /// A record queued for the group commit: done when its sync is.
     pub(super) fn waiting(receiver: oneshot::Receiver<Result<(), WriteError>>) -> Self {
         Self(State::Waiting(receiver))
     }
 
+    /// A record that never reached the queue: resolves to its error at once.
     pub(super) fn failed(error: WriteError) -> Self {
         Self(State::Failed(Some(error)))
     }
@@ -446,6 +448,7 @@ impl Disk for FileDisk {
     }
 }
 
+/// Opens the log for appends only, so a write can never overwrite a record.
 pub(super) fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }

@@ -14,21 +14,21 @@ use futures::StreamExt as _;
 
 use crate::call::{Call, CallUuid};
 use crate::config::{Config, Environment};
-use crate::daemon;
 use crate::engine::status::CallStatus as DaemonCall;
 use crate::http::StatusDocument;
-use crate::policy::{self, ExplainSettings, Policy, Timeline};
+use crate::policy::{self, Policy, Timeline};
+use crate::startup;
 use crate::vobiz::{self, VobizApi};
 
 use super::{EXIT_ERROR, EXIT_OK};
 
 /// `callwarden calls`: every live call with age, matched rules and time left.
 pub async fn list(config_path: &Path, env: &Environment, json: bool) -> anyhow::Result<u8> {
-    let config = daemon::load_config(config_path, env)?.config;
-    let clock = daemon::system_clock();
+    let config = startup::load_config(config_path, env)?.config;
+    let clock = startup::system_clock();
     let known = daemon_calls(&config).await;
     let mut rows = Vec::new();
-    for (name, client) in daemon::clients(&config, &clock)? {
+    for (name, client) in startup::clients(&config, &clock)? {
         let policy = config.policy_of(&name);
         let calls = live_calls(&config, &client, &name).await?;
         let now = clock.now();
@@ -67,8 +67,8 @@ pub async fn explain(
     call_json: Option<PathBuf>,
     json: bool,
 ) -> anyhow::Result<u8> {
-    let config = daemon::load_config(config_path, env)?.config;
-    let clock = daemon::system_clock();
+    let config = startup::load_config(config_path, env)?.config;
+    let clock = startup::system_clock();
     let is_live = call_json.is_none();
     let (account, call) = match (uuid, call_json) {
         (_, Some(path)) => {
@@ -97,7 +97,7 @@ pub async fn explain(
     // saved call is judged alone (within every cap).
     let mut beyond = Vec::new();
     if is_live && policy.has_concurrency_rules() {
-        if let Some((_, client)) = daemon::clients(&config, &clock)?
+        if let Some((_, client)) = startup::clients(&config, &clock)?
             .into_iter()
             .find(|(name, _)| *name == account)
         {
@@ -132,7 +132,7 @@ async fn find_live(
     clock: &crate::clock::SharedClock,
     uuid: &CallUuid,
 ) -> anyhow::Result<Option<(String, Call)>> {
-    for (name, client) in daemon::clients(config, clock)? {
+    for (name, client) in startup::clients(config, clock)? {
         match client.get_live(uuid).await {
             Ok(fetched) => return Ok(Some((name, fetched.value))),
             Err(vobiz::Error::NotFound) => continue,
@@ -279,7 +279,7 @@ fn explain_one(
         account,
         &timeline,
         now,
-        &ExplainSettings::from_config(config),
+        &config.explain_settings(),
         beyond,
     )
 }

@@ -13,10 +13,10 @@ use tokio::sync::mpsc;
 
 use crate::audit::{self, Event, Outcome, Record};
 use crate::config::Environment;
-use crate::daemon;
 use crate::engine::{Engine, Settings};
 use crate::metrics::Metrics;
 use crate::sim::{AddCalls, CallSpec, SimOptions, SimStatus, Simulator};
+use crate::startup;
 
 use super::EXIT_OK;
 
@@ -46,7 +46,7 @@ const SAMPLE_POLICIES: &[(&str, &str)] = &[
 
 /// Runs the demo for `duration`.
 pub async fn run(duration: Duration) -> anyhow::Result<u8> {
-    let clock = daemon::system_clock();
+    let clock = startup::system_clock();
     let dir = TempDir::new()?;
     let sim = Simulator::start(SimOptions::ephemeral(), Arc::clone(&clock))
         .context("cannot start the simulator")?;
@@ -57,9 +57,9 @@ pub async fn run(duration: Duration) -> anyhow::Result<u8> {
         .add_calls(demo_calls())
         .map_err(|e| anyhow::anyhow!("cannot add demo calls: {e:?}"))?;
 
-    let config = daemon::load_config(&config_path, &Environment::default())?.config;
-    let state = daemon::open_state(&config, Arc::clone(&clock), Arc::new(Metrics::new()))?;
-    let (name, client) = daemon::clients(&config, &clock)?
+    let config = startup::load_config(&config_path, &Environment::default())?.config;
+    let state = startup::open_state(&config, Arc::clone(&clock), Arc::new(Metrics::new()))?;
+    let (name, client) = startup::clients(&config, &clock)?
         .into_iter()
         .next()
         .context("the demo config has no account")?;

@@ -9,8 +9,8 @@ use anyhow::{bail, Context as _};
 use serde_json::{json, Map, Value};
 
 use crate::config::Environment;
-use crate::daemon;
 use crate::manual::Answer;
+use crate::startup;
 
 use super::{EXIT_ERROR, EXIT_OK, EXIT_PARTIAL};
 
@@ -53,7 +53,7 @@ pub struct HangupArgs {
 /// Posts the request; exit 0 when nothing was refused, 3 when some calls
 /// were (protected, breaker, not found), 1 on an error.
 pub async fn run(config_path: &Path, env: &Environment, args: HangupArgs) -> anyhow::Result<u8> {
-    let config = daemon::load_config(config_path, env)?.config;
+    let config = startup::load_config(config_path, env)?.config;
     let Some(addr) = config.http.listen else {
         bail!("[http] listen is disabled, so the daemon cannot be asked");
     };

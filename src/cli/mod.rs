@@ -15,10 +15,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use futures::StreamExt as _;
+use signal_hook::consts::signal::{SIGINT, SIGTERM};
 
 use crate::config::{Environment, LogFormat};
 use crate::daemon;
+use crate::startup;
 
 /// The default config path when neither `--config` nor `$CALLWARDEN_CONFIG` is given.
 pub const DEFAULT_CONFIG: &str = "/etc/callwarden/callwarden.toml";
@@ -212,16 +216,7 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Check { format } => Ok(check::run(&cli.config, format)),
         Command::Test { path } => Ok(test::run(&cli.config, &env, path.as_deref())),
         Command::Sim(args) => sim(args).await,
-        Command::Run => daemon::run(
-            cli.config,
-            daemon::RunOptions {
-                env,
-                clock: daemon::system_clock(),
-                jitter_seed: None,
-            },
-        )
-        .await
-        .map(|()| EXIT_OK),
+        Command::Run => run(cli.config, env).await,
         Command::Once { json } => once::run(&cli.config, &env, json).await,
         Command::Explain {
             uuid,
@@ -240,6 +235,24 @@ async fn dispatch(cli: Cli) -> u8 {
             EXIT_ERROR
         }
     }
+}
+
+/// `callwarden run`: the daemon until SIGTERM or SIGINT.
+async fn run(config: PathBuf, env: Environment) -> anyhow::Result<u8> {
+    // Installed before anything else: until then SIGTERM would kill the
+    // process outright instead of letting in-flight hangups finish.
+    let mut stop = signal_hook_tokio::Signals::new([SIGTERM, SIGINT])
+        .context("cannot install signal handlers")?;
+    let options = daemon::RunOptions {
+        env,
+        clock: startup::system_clock(),
+        jitter_seed: None,
+    };
+    daemon::run(config, options, async move {
+        stop.next().await;
+    })
+    .await?;
+    Ok(EXIT_OK)
 }
 
 async fn sim(args: SimArgs) -> anyhow::Result<u8> {

@@ -5,23 +5,23 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::Environment;
-use crate::daemon;
 use crate::engine::{Engine, OnceReport, Settings};
 use crate::metrics::Metrics;
+use crate::startup;
 
 use super::{EXIT_OK, EXIT_PARTIAL};
 
 /// Runs one cycle; exit 0 when every due call was handled, 3 when some
 /// hangups failed or the breaker held them.
 pub async fn run(config_path: &Path, env: &Environment, json: bool) -> anyhow::Result<u8> {
-    let loaded = daemon::load_config(config_path, env)?;
+    let loaded = startup::load_config(config_path, env)?;
     let config = loaded.config;
-    let clock = daemon::system_clock();
-    let state = daemon::open_state(&config, Arc::clone(&clock), Arc::new(Metrics::new()))?;
+    let clock = startup::system_clock();
+    let state = startup::open_state(&config, Arc::clone(&clock), Arc::new(Metrics::new()))?;
     let settings = Settings::from_config(&config);
     let progress = std::io::stderr().is_terminal() && !json;
     let mut reports = Vec::new();
-    for (name, client) in daemon::clients(&config, &clock)? {
+    for (name, client) in startup::clients(&config, &clock)? {
         if progress {
             eprintln!("{name}: listing and reading calls...");
         }

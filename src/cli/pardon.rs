@@ -7,7 +7,7 @@ use anyhow::{bail, Context as _};
 
 use crate::call::CallUuid;
 use crate::config::Environment;
-use crate::daemon;
+use crate::startup;
 
 use super::{EXIT_ERROR, EXIT_OK};
 
@@ -19,7 +19,7 @@ pub async fn run(
     for_: Option<Duration>,
 ) -> anyhow::Result<u8> {
     let uuid = CallUuid::parse(uuid).with_context(|| format!("bad call UUID {uuid:?}"))?;
-    let config = daemon::load_config(config_path, env)?.config;
+    let config = startup::load_config(config_path, env)?.config;
     let Some(addr) = config.http.listen else {
         bail!("[http] listen is disabled, so the daemon cannot be asked");
     };

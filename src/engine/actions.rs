@@ -8,7 +8,6 @@ use chrono::{DateTime, Utc};
 
 use crate::call::{Call, CallUuid};
 use crate::config::RetrySettings;
-use crate::metrics::Metrics;
 use crate::vobiz::{Error, Fetched, VobizApi};
 
 use super::backoff::Jitter;
@@ -81,13 +80,11 @@ pub async fn reread<A: VobizApi>(
     uuid: &CallUuid,
     queued: bool,
     retrier: &Retrier,
-    metrics: &Metrics,
 ) -> (Result<Fetched<Call>, Error>, u32) {
     let mut attempts = 0;
     loop {
         attempts += 1;
         let result = api.reread(uuid, queued).await;
-        metrics.api_request("detail", &result);
         match result {
             Err(error) if error.is_retryable() && attempts < retrier.settings.max_attempts => {
                 retrier.wait(attempts, &error).await;
@@ -101,12 +98,7 @@ pub async fn reread<A: VobizApi>(
 /// malformed answers back off; 429 waits `Retry-After`; 404 is success; 401/403 and other 4xx stop.
 /// After a DELETE whose answer was lost (timeout, connection error) the call
 /// is re-read before any further DELETE, so it is never ended twice.
-pub async fn hang_up<A: VobizApi>(
-    api: &A,
-    uuid: &CallUuid,
-    retrier: &Retrier,
-    metrics: &Metrics,
-) -> HangupResult {
+pub async fn hang_up<A: VobizApi>(api: &A, uuid: &CallUuid, retrier: &Retrier) -> HangupResult {
     let max_attempts = retrier.settings.max_attempts.max(1);
     // `max_attempts` bounds the DELETEs and, separately, the re-reads; the
     // audit counts every request.
@@ -117,7 +109,6 @@ pub async fn hang_up<A: VobizApi>(
             rereads += 1;
             let attempts = deletes + rereads;
             let result = api.reread(uuid, false).await;
-            metrics.api_request("detail", &result);
             match result {
                 Ok(_) => answer_lost = false,
                 Err(Error::NotFound) => {
@@ -148,7 +139,6 @@ pub async fn hang_up<A: VobizApi>(
         deletes += 1;
         let attempts = deletes + rereads;
         let result = api.hangup(uuid).await;
-        metrics.api_request("hangup", &result);
         let error = match result {
             Ok(fetched) => {
                 return HangupResult::Done {

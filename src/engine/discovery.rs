@@ -5,24 +5,22 @@
 use super::*;
 
 impl<A: VobizApi> Engine<A> {
+    /// Lists live (and, when rules need them, queued) calls; one list in flight at a time.
     pub(super) fn start_poll(&mut self) {
         if self.list_in_flight {
             return;
         }
         self.list_in_flight = true;
         let api = Arc::clone(&self.api);
-        let metrics = Arc::clone(&self.shared.metrics);
         let with_queued = self.policy.needs_queued_calls();
         let tx = self.events_tx.clone();
         let sent_at = self.now();
         tokio::spawn(async move {
             let live = api.list_live().await;
-            metrics.api_request("list", &live);
             let result = match live {
                 Err(e) => Err(e),
                 Ok(live) if with_queued => {
                     let queued = api.list_queued().await;
-                    metrics.api_request("list", &queued);
                     queued.map(|q| Listing {
                         live,
                         queued: q.value,
@@ -37,6 +35,7 @@ impl<A: VobizApi> Engine<A> {
         });
     }
 
+    /// Reconciles the list with the tracked calls: new ones are read, missing ones ended.
     pub(super) fn on_listed(&mut self, sent_at: DateTime<Utc>, result: Result<Listing, ApiError>) {
         self.list_in_flight = false;
         let listing = match result {
@@ -187,6 +186,7 @@ impl<A: VobizApi> Engine<A> {
         live
     }
 
+    /// Queues one detail read, once per call, and starts a discovery batch when none is open.
     pub(super) fn enqueue_detail(&mut self, uuid: CallUuid, fetch: Fetch) {
         if self.detail_queued.insert(uuid.clone()) {
             if matches!(fetch, Fetch::Discover { .. }) {
@@ -210,6 +210,8 @@ impl<A: VobizApi> Engine<A> {
         Some(self.batch_started.unwrap_or_else(|| self.now()) + interval)
     }
 
+    /// Lets the overdue calls of a finished batch through together, so the breaker sees them at
+    /// once.
     pub(super) fn release_batch(&mut self) {
         let now = self.now();
         for uuid in std::mem::take(&mut self.batch_due) {
@@ -217,6 +219,7 @@ impl<A: VobizApi> Engine<A> {
         }
     }
 
+    /// Starts queued detail reads up to the budget-derived concurrency.
     pub(super) fn pump_details(&mut self) {
         while self.details_in_flight < self.settings.detail_concurrency() {
             let Some((uuid, fetch)) = self.detail_queue.pop_front() else {
@@ -224,7 +227,6 @@ impl<A: VobizApi> Engine<A> {
             };
             self.details_in_flight += 1;
             let api = Arc::clone(&self.api);
-            let metrics = Arc::clone(&self.shared.metrics);
             let tx = self.events_tx.clone();
             let queued = match fetch {
                 Fetch::Discover { queued, .. } => queued,
@@ -236,7 +238,6 @@ impl<A: VobizApi> Engine<A> {
                 } else {
                     api.get_live(&uuid).await
                 };
-                metrics.api_request("detail", &result);
                 let _ = tx.send(Event::Detail {
                     uuid,
                     fetch,
@@ -246,6 +247,7 @@ impl<A: VobizApi> Engine<A> {
         }
     }
 
+    /// Books a finished detail read and closes its batch when it was the last.
     pub(super) fn on_detail(
         &mut self,
         uuid: CallUuid,
@@ -269,6 +271,7 @@ impl<A: VobizApi> Engine<A> {
         }
     }
 
+    /// Turns one detail answer into a tracked call (or a backoff), then evaluates it.
     pub(super) fn read_detail(
         &mut self,
         uuid: CallUuid,
@@ -469,6 +472,7 @@ impl<A: VobizApi> Engine<A> {
         }
     }
 
+    /// How many B-legs a parent has now, for rules and scopes that count legs.
     pub(super) fn leg_count(&self, parent: &CallUuid) -> usize {
         self.children.get(parent).map_or(0, |legs| legs.len())
     }
@@ -514,6 +518,7 @@ impl<A: VobizApi> Engine<A> {
         true
     }
 
+    /// Updates idle tracking from the current legs, only when an idle rule needs it.
     pub(super) fn observe_legs(&mut self) {
         if !self.policy.has_idle_rules() {
             return;
@@ -525,6 +530,7 @@ impl<A: VobizApi> Engine<A> {
         }
     }
 
+    /// Drops every trace of an ended call, so no timer or index outlives it.
     pub(super) fn forget(&mut self, uuid: &CallUuid) {
         if let Some(tracked) = self.calls.remove(uuid) {
             self.index_parent(uuid, tracked.call.parent_call_uuid, None);

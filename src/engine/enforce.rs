@@ -5,6 +5,8 @@
 use super::*;
 
 impl<A: VobizApi> Engine<A> {
+    /// Evaluates a tracked call on the skew-corrected timeline, so every caller judges calls the
+    /// same way.
     pub(super) fn evaluate_tracked(
         &self,
         tracked: &Tracked,
@@ -145,6 +147,7 @@ impl<A: VobizApi> Engine<A> {
         }
     }
 
+    /// Acts on every timer that is due: the loop calls this when its sleep ends.
     pub(super) fn fire_due(&mut self) {
         let now = self.now();
         if self.batch_release_at().is_some_and(|at| at <= now) {
@@ -174,6 +177,7 @@ impl<A: VobizApi> Engine<A> {
         }
     }
 
+    /// Re-reads a due call before acting, so a hangup never relies on a stale snapshot.
     pub(super) fn start_reread(&mut self, uuid: CallUuid, purpose: Purpose) {
         if self.unhealthy.is_some() || self.busy.contains(&uuid) {
             return;
@@ -191,11 +195,10 @@ impl<A: VobizApi> Engine<A> {
         self.busy.insert(uuid.clone());
         let queued = tracked.queued;
         let api = Arc::clone(&self.api);
-        let metrics = Arc::clone(&self.shared.metrics);
         let retrier = Arc::clone(&self.retrier);
         let tx = self.events_tx.clone();
         tokio::spawn(async move {
-            let (result, _) = actions::reread(&*api, &uuid, queued, &retrier, &metrics).await;
+            let (result, _) = actions::reread(&*api, &uuid, queued, &retrier).await;
             let _ = tx.send(Event::Reread {
                 uuid,
                 purpose,
@@ -204,6 +207,7 @@ impl<A: VobizApi> Engine<A> {
         });
     }
 
+    /// Decides on the fresh read: hang up, re-time, or drop a call that ended meanwhile.
     pub(super) fn on_reread(
         &mut self,
         uuid: CallUuid,
@@ -261,6 +265,7 @@ impl<A: VobizApi> Engine<A> {
         }
     }
 
+    /// Puts a deadline in the right queue, so breaker-exempt rules never wait behind the breaker.
     pub(super) fn reschedule_enforce(&mut self, uuid: &CallUuid, at: DateTime<Utc>) {
         if self.bypasses_breaker(uuid) {
             self.bypass_timers.schedule(uuid.clone(), at);
@@ -335,9 +340,9 @@ impl<A: VobizApi> Engine<A> {
         };
         let job = Job {
             uuid: uuid.clone(),
-            rule: rule.name.clone(),
+            rule: Some(rule.name.clone()),
             rules: matched,
-            action: format!("hangup:{}", scope_word(rule.action.hangup)),
+            action: Some(format!("hangup:{}", scope_word(rule.action.hangup))),
             deadline,
             dry_run,
             reason,
@@ -350,7 +355,7 @@ impl<A: VobizApi> Engine<A> {
             Plan::End(targets) => targets,
             Plan::Protected { leg, number } => {
                 self.finish(uuid, purpose);
-                tracing::warn!(account = %self.account, call = %uuid, rule = %job.rule, %leg,
+                tracing::warn!(account = %self.account, call = %uuid, rule = %job.rule.as_deref().unwrap_or_default(), %leg,
                     "protected number on a leg: not hung up");
                 self.audit_outcome(
                     &job,
@@ -399,8 +404,8 @@ impl<A: VobizApi> Engine<A> {
             if purpose == Purpose::Enforce {
                 self.finish(uuid, purpose);
             }
-            tracing::info!(account = %self.account, call = %uuid, rule = %job.rule,
-                action = %job.action, outcome = "dry_run", dry_run = true, "would hang up");
+            tracing::info!(account = %self.account, call = %uuid, rule = %job.rule.as_deref().unwrap_or_default(),
+                action = %job.action.as_deref().unwrap_or_default(), outcome = "dry_run", dry_run = true, "would hang up");
             self.audit_outcome(&job, AuditEvent::Outcome, Outcome::DryRun, 0, &reason);
             return;
         }
@@ -417,7 +422,6 @@ impl<A: VobizApi> Engine<A> {
     ) {
         self.busy.insert(job.uuid.clone());
         let api = Arc::clone(&self.api);
-        let metrics = Arc::clone(&self.shared.metrics);
         let retrier = Arc::clone(&self.retrier);
         let tx = self.events_tx.clone();
         tokio::spawn(async move {
@@ -429,7 +433,7 @@ impl<A: VobizApi> Engine<A> {
             }
             let mut results = Vec::with_capacity(targets.len());
             for target in targets {
-                let result = actions::hang_up(&*api, &target, &retrier, &metrics).await;
+                let result = actions::hang_up(&*api, &target, &retrier).await;
                 let stop = matches!(result, HangupResult::AuthFailed { .. });
                 results.push((target, result));
                 if stop {
@@ -443,9 +447,9 @@ impl<A: VobizApi> Engine<A> {
     /// The intent of a hangup did not reach the disk: no DELETE was sent.
     pub(super) fn on_intent_lost(&mut self, job: Job, error: audit::WriteError) {
         self.busy.remove(&job.uuid);
-        tracing::error!(account = %self.account, call = %job.uuid, rule = %job.rule, %error,
+        tracing::error!(account = %self.account, call = %job.uuid, rule = %job.rule.as_deref().unwrap_or_default(), %error,
             "the hangup intent is not on disk: not hanging up; trying again later");
-        if job.rule == MANUAL_RULE {
+        if job.rule.as_deref() == Some(MANUAL_RULE) {
             // An operator's request is answered, not retried behind their back.
             let reason = format!("not hung up: the intent is not on disk: {error}");
             self.audit_outcome(&job, AuditEvent::Outcome, Outcome::Failed, 0, &reason);
@@ -461,6 +465,7 @@ impl<A: VobizApi> Engine<A> {
         plan::plan_hangup(call, scope, self, &self.settings.safety.protected_numbers)
     }
 
+    /// Marks a call decided and cancels its timers, so nothing fires for it again.
     pub(super) fn finish(&mut self, uuid: &CallUuid, purpose: Purpose) {
         if purpose == Purpose::Enforce {
             self.finished.insert(uuid.clone());
@@ -471,6 +476,7 @@ impl<A: VobizApi> Engine<A> {
         }
     }
 
+    /// Records the DELETE results: audit, metrics, and whether to try again.
     pub(super) fn on_hung_up(&mut self, job: Job, results: Vec<(CallUuid, HangupResult)>) {
         let uuid = job.uuid.clone();
         self.busy.remove(&uuid);
@@ -513,13 +519,13 @@ impl<A: VobizApi> Engine<A> {
         match outcome {
             Outcome::Ok | Outcome::Gone => {
                 self.finish(&uuid, Purpose::Enforce);
-                tracing::info!(account = %self.account, call = %uuid, rule = %job.rule,
-                    action = %job.action, outcome = outcome.as_str(), attempts, dry_run = false,
+                tracing::info!(account = %self.account, call = %uuid, rule = %job.rule.as_deref().unwrap_or_default(),
+                    action = %job.action.as_deref().unwrap_or_default(), outcome = outcome.as_str(), attempts, dry_run = false,
                     "hung up");
             }
             _ => {
-                tracing::error!(account = %self.account, call = %uuid, rule = %job.rule,
-                    action = %job.action, outcome = "failed", attempts, %reason,
+                tracing::error!(account = %self.account, call = %uuid, rule = %job.rule.as_deref().unwrap_or_default(),
+                    action = %job.action.as_deref().unwrap_or_default(), outcome = "failed", attempts, %reason,
                     "hangup failed; will try again while the call stays over its limit");
                 let retry_at = self.now()
                     + TimeDelta::from_std(self.settings.retry.max_backoff).unwrap_or_default();
@@ -535,15 +541,16 @@ impl<A: VobizApi> Engine<A> {
         }
     }
 
+    /// The job a warning is audited under, when the call still has a winning rule.
     pub(super) fn warn_job(&self, uuid: &CallUuid) -> Option<Job> {
         let (index, deadline) = *self.winners.get(uuid)?;
         let rule = self.policy.rules.get(index)?;
         let tracked = self.calls.get(uuid)?;
         Some(Job {
             uuid: uuid.clone(),
-            rule: rule.name.clone(),
+            rule: Some(rule.name.clone()),
             rules: vec![rule.name.clone()],
-            action: "warn".to_owned(),
+            action: Some("warn".to_owned()),
             deadline,
             dry_run: self.settings.enforce.dry_run || rule.action.dry_run,
             reason: String::new(),
@@ -551,12 +558,14 @@ impl<A: VobizApi> Engine<A> {
         })
     }
 
+    /// Whether the winning rule speaks a warning, so its timer is only set when needed.
     pub(super) fn has_warning(&self, uuid: &CallUuid) -> bool {
         self.winners
             .get(uuid)
             .is_some_and(|(index, _)| self.policy.rules[*index].action.warn.is_some())
     }
 
+    /// Speaks the winning rule's warning once, unless the call is protected or dry-run.
     pub(super) fn fire_warning(&mut self, uuid: &CallUuid) {
         if self.unhealthy.is_some() || !self.warned.insert(uuid.clone()) {
             return;
@@ -586,11 +595,9 @@ impl<A: VobizApi> Engine<A> {
             return;
         }
         let api = Arc::clone(&self.api);
-        let metrics = Arc::clone(&self.shared.metrics);
         let tx = self.events_tx.clone();
         tokio::spawn(async move {
             let result = api.speak(&job.uuid, &text, SpeakLegs::Both).await;
-            metrics.api_request("speak", &result);
             let _ = tx.send(Event::Spoke {
                 job,
                 result: result.map(|_| ()),
@@ -598,6 +605,7 @@ impl<A: VobizApi> Engine<A> {
         });
     }
 
+    /// Audits how a warning went; a failed one never delays the hangup.
     pub(super) fn on_spoke(&mut self, job: Job, result: Result<(), ApiError>) {
         match result {
             Ok(()) => self.audit_outcome(&job, AuditEvent::Warn, Outcome::Ok, 1, "warning spoken"),

@@ -39,7 +39,7 @@ use crate::clock::SharedClock;
 use crate::config::{Config, EnforceSettings, RetrySettings, SafetySettings};
 use crate::metrics::{AccountLabel, HangupLabels, Metrics, PollLabels};
 use crate::policy::{self, HangupScope, Limit, Policy, RuleOutcome};
-use crate::vobiz::{Error as ApiError, Fetched, SpeakLegs, VobizApi};
+use crate::vobiz::{Error as ApiError, Fetched, Metered, SpeakLegs, VobizApi};
 
 use actions::{HangupResult, Retrier};
 use backoff::Jitter;
@@ -247,9 +247,12 @@ struct Listing {
 #[derive(Debug, Clone)]
 struct Job {
     uuid: CallUuid,
-    rule: String,
+    /// The rule acted for; `None` when no rule decided (a pardon of a call
+    /// no rule had claimed).
+    rule: Option<String>,
     rules: Vec<String>,
-    action: String,
+    /// What was done, as the audit log spells it; `None` until known.
+    action: Option<String>,
     deadline: DateTime<Utc>,
     dry_run: bool,
     reason: String,
@@ -291,7 +294,8 @@ pub struct OnceOutcome {
 /// The engine of one account.
 pub struct Engine<A: VobizApi> {
     account: String,
-    api: Arc<A>,
+    /// The client, counting every request in the metrics.
+    api: Arc<Metered<A>>,
     policy: Arc<Policy>,
     settings: Settings,
     shared: Shared,
@@ -404,7 +408,7 @@ impl<A: VobizApi> Engine<A> {
             hung_up: mine(&replay.hung_up),
             resumed: mine(&replay.pending),
             account,
-            api,
+            api: Arc::new(Metered::new(api, Arc::clone(&shared.metrics))),
             policy,
             settings,
             shared,
@@ -575,6 +579,7 @@ impl<A: VobizApi> Engine<A> {
         report
     }
 
+    /// The injected clock's time, so tests control every instant the engine sees.
     pub(super) fn now(&self) -> DateTime<Utc> {
         self.shared.clock.now()
     }
@@ -683,22 +688,10 @@ mod tests {
 
     fn settings(max_concurrent_requests: usize, max_requests_per_second: u32) -> Settings {
         Settings {
-            poll_interval: Duration::from_secs(5),
-            enforce: EnforceSettings {
-                dry_run: false,
-                grace: Duration::ZERO,
-            },
-            retry: RetrySettings {
-                max_attempts: 6,
-                initial_backoff: Duration::from_millis(500),
-                max_backoff: Duration::from_secs(30),
-            },
-            safety: SafetySettings {
-                protected_numbers: vec![],
-                max_hangups_per_cycle: 100,
-                max_hangups_percent: 50,
-                breaker_min_live_calls: 20,
-            },
+            poll_interval: crate::config::DEFAULT_POLL_INTERVAL,
+            enforce: EnforceSettings::default(),
+            retry: RetrySettings::default(),
+            safety: SafetySettings::default(),
             max_concurrent_requests,
             max_requests_per_second,
             jitter_seed: None,

@@ -48,20 +48,15 @@ impl<A: VobizApi> Engine<A> {
         for at in self.skew.plan(self.now()) {
             self.probes_in_flight += 1;
             let api = Arc::clone(&self.api);
-            let metrics = Arc::clone(&self.shared.metrics);
             let tx = self.events_tx.clone();
             tokio::spawn(async move {
                 let result = api.probe(at).await;
-                let outcome = match &result {
-                    Ok(fetched) => fetched.value.clone(),
-                    Err(error) => Err(error.clone()),
-                };
-                metrics.api_request("probe", &outcome);
                 let _ = tx.send(Event::Probed { result });
             });
         }
     }
 
+    /// Feeds a probe's `Date` header into the skew bound; a failed probe waits for the next round.
     pub(super) fn on_probed(&mut self, result: Result<Fetched<Result<(), ApiError>>, ApiError>) {
         self.probes_in_flight = self.probes_in_flight.saturating_sub(1);
         match result {

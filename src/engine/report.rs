@@ -4,20 +4,17 @@
 use super::*;
 
 impl<A: VobizApi> Engine<A> {
+    /// A job for a call from what the engine knows now, for audits outside the normal path.
     pub(super) fn bare_job(&self, uuid: &CallUuid) -> Job {
         let (rule, deadline) = match self.winners.get(uuid) {
-            Some((index, deadline)) => (self.policy.rules[*index].name.clone(), *deadline),
-            None => (String::new(), self.now()),
+            Some((index, deadline)) => (Some(self.policy.rules[*index].name.clone()), *deadline),
+            None => (None, self.now()),
         };
         Job {
             uuid: uuid.clone(),
-            rules: if rule.is_empty() {
-                Vec::new()
-            } else {
-                vec![rule.clone()]
-            },
+            rules: rule.iter().cloned().collect(),
             rule,
-            action: String::new(),
+            action: None,
             deadline,
             dry_run: self.settings.enforce.dry_run,
             reason: String::new(),
@@ -43,8 +40,8 @@ impl<A: VobizApi> Engine<A> {
             call_uuid: job.uuid.to_string(),
             event,
             rules: job.rules.clone(),
-            rule: (!job.rule.is_empty()).then(|| job.rule.clone()),
-            action: (!job.action.is_empty()).then(|| job.action.clone()),
+            rule: job.rule.clone(),
+            action: job.action.clone(),
             outcome,
             attempts,
             dry_run: job.dry_run,
@@ -65,6 +62,7 @@ impl<A: VobizApi> Engine<A> {
         self.shared.audit.commit(&record)
     }
 
+    /// Writes a decision's outcome to the audit log and counts it in the metrics.
     pub(super) fn audit_outcome(
         &mut self,
         job: &Job,
@@ -80,7 +78,7 @@ impl<A: VobizApi> Engine<A> {
         if matches!(event, AuditEvent::Outcome | AuditEvent::Breaker) {
             self.shared.metrics.decision(&HangupLabels {
                 account: self.account.clone(),
-                rule: job.rule.clone(),
+                rule: job.rule.clone().unwrap_or_default(),
                 outcome: outcome.as_str().to_owned(),
             });
         }
@@ -88,7 +86,7 @@ impl<A: VobizApi> Engine<A> {
             if matches!(event, AuditEvent::Outcome | AuditEvent::Breaker) {
                 report.outcomes.push(OnceOutcome {
                     call_uuid: job.uuid.to_string(),
-                    rule: job.rule.clone(),
+                    rule: job.rule.clone().unwrap_or_default(),
                     outcome: outcome.as_str().to_owned(),
                     reason: reason.to_owned(),
                 });
@@ -99,12 +97,14 @@ impl<A: VobizApi> Engine<A> {
         }
     }
 
+    /// The per-account metric label, built in one place.
     pub(super) fn label(&self) -> AccountLabel {
         AccountLabel {
             account: self.account.clone(),
         }
     }
 
+    /// Counts one poll by outcome, for the polling alerts.
     pub(super) fn count_poll(&self, outcome: &str) {
         self.shared
             .metrics
@@ -116,6 +116,7 @@ impl<A: VobizApi> Engine<A> {
             .inc();
     }
 
+    /// Publishes the rule count, so a reload that lost rules is visible.
     pub(super) fn publish_rules(&self) {
         self.shared
             .metrics
@@ -124,6 +125,7 @@ impl<A: VobizApi> Engine<A> {
             .set(self.policy.rules.len() as i64);
     }
 
+    /// Publishes the account status for `/status`, systemd and the watchdog.
     pub(super) fn publish(&self) {
         if self.status_tx.receiver_count() == 0 {
             return;

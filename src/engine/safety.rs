@@ -4,6 +4,7 @@
 use super::*;
 
 impl<A: VobizApi> Engine<A> {
+    /// Whether the call's winning rule may act while the breaker holds others.
     pub(super) fn bypasses_breaker(&self, uuid: &CallUuid) -> bool {
         self.winners
             .get(uuid)
@@ -36,6 +37,7 @@ impl<A: VobizApi> Engine<A> {
         breaker::count(due, &live)
     }
 
+    /// Opens or closes the breaker from the hangups due within one poll interval.
     pub(super) fn check_breaker(&mut self) {
         let counts = self.due_within_interval();
         let exceeds = breaker::exceeds_limits(counts, &self.settings.safety);
@@ -54,6 +56,7 @@ impl<A: VobizApi> Engine<A> {
         }
     }
 
+    /// Opens the breaker and says why, so an operator can judge the held batch.
     pub(super) fn trip_breaker(&mut self, counts: breaker::Counts) {
         self.breaker_open = true;
         self.set_breaker_metric();
@@ -69,6 +72,7 @@ impl<A: VobizApi> Engine<A> {
         );
     }
 
+    /// Mirrors the breaker state into its gauge, which alerts watch.
     pub(super) fn set_breaker_metric(&self) {
         self.shared
             .metrics
@@ -84,7 +88,7 @@ impl<A: VobizApi> Engine<A> {
         }
         if self.held.insert(uuid.clone()) {
             let mut job = self.bare_job(uuid);
-            job.action = "hangup".to_owned();
+            job.action = Some("hangup".to_owned());
             self.audit_outcome(
                 &job,
                 AuditEvent::Breaker,
@@ -96,6 +100,7 @@ impl<A: VobizApi> Engine<A> {
         true
     }
 
+    /// Lets the held batch through once, on an operator's SIGUSR1.
     pub(super) fn release_breaker(&mut self) {
         let now = self.now();
         let held: Vec<CallUuid> = self.held.drain().collect();
@@ -135,7 +140,7 @@ impl<A: VobizApi> Engine<A> {
         }
         self.pardons.insert(uuid.clone(), until);
         let mut job = self.bare_job(&uuid);
-        job.action = "pardon".to_owned();
+        job.action = Some("pardon".to_owned());
         let reason = match until {
             Some(until) => format!("pardoned until {}", until.to_rfc3339()),
             None => "pardoned for good".to_owned(),
@@ -161,6 +166,7 @@ impl<A: VobizApi> Engine<A> {
                 >= MAX_UNTRACKED_PARDONS
     }
 
+    /// Stops enforcement for the account after refused credentials, until a reload.
     pub(super) fn mark_unhealthy(&mut self, reason: String) {
         if self.unhealthy.is_none() {
             tracing::error!(account = %self.account, %reason,

@@ -84,7 +84,8 @@ pub struct Decision {
     pub action: String,
 }
 
-/// The enforcement settings an explanation needs (from `[enforce]` and `[safety]`).
+/// The enforcement settings an explanation needs (from `[enforce]` and
+/// `[safety]`; the loaded config builds them with `Config::explain_settings`).
 #[derive(Debug, Clone, Copy)]
 pub struct ExplainSettings<'a> {
     /// `[enforce] grace`, added to every deadline.
@@ -93,17 +94,6 @@ pub struct ExplainSettings<'a> {
     pub global_dry_run: bool,
     /// `[safety] protected_numbers`.
     pub protected_numbers: &'a [String],
-}
-
-impl<'a> ExplainSettings<'a> {
-    /// The settings of a loaded config.
-    pub fn from_config(config: &'a crate::config::Config) -> Self {
-        Self {
-            grace: config.enforce.grace,
-            global_dry_run: config.enforce.dry_run,
-            protected_numbers: &config.safety.protected_numbers,
-        }
-    }
 }
 
 /// Evaluates `call` and explains every rule (no I/O).

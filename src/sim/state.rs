@@ -233,16 +233,23 @@ impl Churn {
 
 /// Mutable world state; see [`SimState`].
 pub(crate) struct World {
+    /// The accounts the API accepts: (auth id, token).
     pub accounts: Vec<(String, String)>,
+    /// Which detail shape calls answer in.
     pub shape: ShapeMode,
+    /// Every call by UUID, live or ended.
     pub calls: HashMap<String, SimCall>,
     /// Creation order of `calls`, so lists are stable and cheap.
     pub order: Vec<String>,
     /// B-legs by parent UUID, so ending a call does not scan every call.
     pub legs: HashMap<String, Vec<String>>,
+    /// The faults tests injected, in force until replaced.
     pub faults: ActiveFaults,
+    /// Seeded randomness, so a run can be repeated.
     pub rng: StdRng,
+    /// Every API request, for tests to inspect.
     pub log: Vec<LogRecord>,
+    /// Background calls starting and ending, when asked for.
     pub churn: Option<Churn>,
     seed: u64,
 }
@@ -294,6 +301,7 @@ impl SimState {
         self.clock.now()
     }
 
+    /// The world, locked; every change goes through here.
     pub(crate) fn lock(&self) -> MutexGuard<'_, World> {
         // Nothing under this lock can leave the world half-updated in a way
         // that matters to a test double; keep serving after a panic.

@@ -18,6 +18,7 @@ use super::rate::{Lane, Pause, TokenBucket};
 use super::{Cdr, Error, Fetched, Secret, SpeakLegs, VobizApi};
 use crate::call::{Call, CallUuid};
 use crate::clock::SharedClock;
+use crate::config::{ApiSettings, RetrySettings};
 
 /// Longest API error message kept in [`Error::Rejected`].
 const MESSAGE_CHARS: usize = 200;
@@ -46,22 +47,23 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// A config with the documented defaults (10 s timeout, 10 req/s, 8 concurrent, UTC, 30 s backoff cap).
+    /// A config with the defaults of `[api]` and `[retry] max_backoff`.
     pub fn new(
         base_url: impl Into<String>,
         auth_id: impl Into<String>,
         token: Secret,
         clock: SharedClock,
     ) -> Self {
+        let api = ApiSettings::default();
         Self {
             base_url: base_url.into(),
             auth_id: auth_id.into(),
             token,
-            timeout: Duration::from_secs(10),
-            max_requests_per_second: 10,
-            max_concurrent_requests: 8,
-            timestamp_zone: Tz::UTC,
-            max_backoff: Duration::from_secs(30),
+            timeout: api.timeout,
+            max_requests_per_second: api.max_requests_per_second,
+            max_concurrent_requests: api.max_concurrent_requests,
+            timestamp_zone: api.timestamp_zone,
+            max_backoff: RetrySettings::default().max_backoff,
             clock,
         }
     }

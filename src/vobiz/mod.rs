@@ -1,7 +1,9 @@
 //! The Vobiz call API: a typed client behind the small [`VobizApi`] trait,
-//! the parsers for both documented response shapes, and credentials.
+//! the parsers for both documented response shapes, credentials, and the
+//! [`Metered`] wrapper that counts requests.
 
 mod client;
+mod metered;
 mod parse;
 mod rate;
 mod secret;
@@ -14,6 +16,7 @@ use chrono::{DateTime, Utc};
 use crate::call::{Call, CallUuid};
 
 pub use client::{Client, ClientConfig};
+pub use metered::Metered;
 pub use parse::{
     parse_call_detail, parse_call_list, parse_call_list_entries, parse_cdr, parse_timestamp,
     CallList, Cdr, SkippedEntries,

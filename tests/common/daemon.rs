@@ -27,10 +27,14 @@ pub struct Knobs {
     pub poll: &'static str,
     /// `[retry] max_attempts`.
     pub max_attempts: u32,
+    /// `[retry] initial_backoff`.
+    pub initial_backoff: &'static str,
     /// `[retry] max_backoff`.
     pub max_backoff: &'static str,
     /// `[safety] max_hangups_per_cycle`.
     pub max_hangups_per_cycle: u32,
+    /// `[safety] breaker_min_live_calls`.
+    pub breaker_min_live_calls: u32,
     /// `[http] listen`.
     pub listen: String,
     /// `[log] format`.
@@ -44,8 +48,10 @@ impl Default for Knobs {
         Self {
             poll: "1s",
             max_attempts: 4,
+            initial_backoff: "200ms",
             max_backoff: "2s",
             max_hangups_per_cycle: 100,
+            breaker_min_live_calls: 20,
             listen: "127.0.0.1:0".to_owned(),
             log_format: "json",
             max_requests_per_second: 1000,
@@ -111,13 +117,14 @@ interval = "{poll}"
 
 [retry]
 max_attempts = {max_attempts}
-initial_backoff = "200ms"
+initial_backoff = "{initial_backoff}"
 max_backoff = "{max_backoff}"
 
 [safety]
 protected_numbers = ["911"]
 max_hangups_per_cycle = {max_hangups_per_cycle}
 max_hangups_percent = 100
+breaker_min_live_calls = {breaker_min_live_calls}
 
 [state]
 dir = "state"
@@ -131,8 +138,10 @@ format = "{log_format}"
             base_url = self.base_url,
             poll = knobs.poll,
             max_attempts = knobs.max_attempts,
+            initial_backoff = knobs.initial_backoff,
             max_backoff = knobs.max_backoff,
             max_hangups_per_cycle = knobs.max_hangups_per_cycle,
+            breaker_min_live_calls = knobs.breaker_min_live_calls,
             listen = knobs.listen,
             log_format = knobs.log_format,
             max_requests_per_second = knobs.max_requests_per_second,

@@ -165,6 +165,38 @@ pub fn start_with_audit(
     }
 }
 
+/// The audit file with syncs that return at once: for tests of timing that
+/// the disk has no part in (the writer still runs on its own thread).
+struct NoSyncDisk(audit::FileDisk);
+
+impl audit::Disk for NoSyncDisk {
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.0.write_all(bytes)
+    }
+    fn sync(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+        self.0.truncate(len)
+    }
+    fn size(&mut self) -> std::io::Result<u64> {
+        self.0.size()
+    }
+    fn rotate(&mut self) -> std::io::Result<()> {
+        self.0.rotate()
+    }
+    fn name(&self) -> String {
+        self.0.name()
+    }
+}
+
+/// An audit log in `dir` whose syncs take no time (see [`NoSyncDisk`]).
+pub fn instant_audit(dir: &std::path::Path) -> AuditLog {
+    let path = dir.join(audit::AUDIT_FILE);
+    let disk = NoSyncDisk(audit::FileDisk::open(&path).expect("audit file"));
+    AuditLog::with_disk(path, disk, audit::Options::default()).expect("audit writer")
+}
+
 /// Polls `condition` every 50 ms until it holds or `limit` passes.
 pub async fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let until = tokio::time::Instant::now() + limit;

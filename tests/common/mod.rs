@@ -95,8 +95,10 @@ pub async fn log_since(sim: &SimHandle, since: u64) -> Vec<Value> {
         .clone()
 }
 
+pub mod calls;
 pub mod daemon;
 pub mod engine;
+pub mod files;
 pub mod pg;
 pub mod proxy;
 
