@@ -6,7 +6,8 @@ mod common;
 use std::time::Duration;
 
 use callwarden::ha::db::{
-    acquire_lease, heartbeat, insert_intent, live_members, release_lease, IntentOutcome,
+    acquire_lease, first_seen_times, heartbeat, insert_intent, live_members, pardons,
+    pending_intents, record_first_seen, record_outcome, release_lease, save_pardon, IntentOutcome,
     LeaseOutcome,
 };
 use callwarden::ha::schema::{latest_version, migrate};
@@ -295,4 +296,68 @@ async fn a_bad_url_is_refused_without_echoing_it() {
         .await
         .unwrap_err();
     assert!(!err.to_string().contains("s3cret"), "{err}");
+}
+
+#[tokio::test]
+async fn a_new_leader_sees_pending_intents_pardons_and_first_seen_times() {
+    let Some(server) = PgServer::start() else {
+        return;
+    };
+    let mut old = migrated(&server).await;
+    acquire_lease(&old, "acct", "node-a", LONG).await.unwrap();
+    let IntentOutcome::Recorded { id: done } =
+        insert_intent(&mut old, "acct", "node-a", 1, "call-1", "hangup")
+            .await
+            .unwrap()
+    else {
+        panic!("intent not recorded")
+    };
+    record_outcome(&old, done, "ended").await.unwrap();
+    insert_intent(&mut old, "acct", "node-a", 1, "call-2", "hangup")
+        .await
+        .unwrap();
+    save_pardon(&old, "acct", "call-3", None).await.unwrap();
+    save_pardon(&old, "acct", "call-4", Some(1_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        record_first_seen(&old, "acct", "call-5", 5_000)
+            .await
+            .unwrap(),
+        5_000
+    );
+    drop(old);
+
+    // Another member, another connection, after a takeover.
+    let new = connect(&server.url(), DEAD_AFTER).await.unwrap();
+    expire(&new, "acct").await;
+    acquire_lease(&new, "acct", "node-b", LONG).await.unwrap();
+    let pending = pending_intents(&new, "acct").await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].call_uuid, "call-2");
+    assert_eq!(
+        (pending[0].holder.as_str(), pending[0].epoch),
+        ("node-a", 1)
+    );
+    assert_eq!(
+        pardons(&new, "acct").await.unwrap(),
+        [
+            ("call-3".to_owned(), None),
+            ("call-4".to_owned(), Some(1_000))
+        ]
+    );
+    // A later sighting by the new leader keeps the first time.
+    assert_eq!(
+        record_first_seen(&new, "acct", "call-5", 9_000)
+            .await
+            .unwrap(),
+        5_000
+    );
+    assert_eq!(
+        first_seen_times(&new, "acct").await.unwrap(),
+        [("call-5".to_owned(), 5_000)]
+    );
+    // Other accounts see none of it.
+    assert!(pending_intents(&new, "other").await.unwrap().is_empty());
+    assert!(pardons(&new, "other").await.unwrap().is_empty());
 }

@@ -225,3 +225,109 @@ pub async fn live_members(client: &Client) -> Result<Vec<String>, HaError> {
         .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
+
+/// An intent whose outcome is not recorded yet: a new leader re-reads the
+/// call before doing anything about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingIntent {
+    /// The intent's row id.
+    pub id: i64,
+    /// The call it is about.
+    pub call_uuid: String,
+    /// The action (e.g. "hangup").
+    pub action: String,
+    /// The holder that recorded it.
+    pub holder: String,
+    /// The epoch it was recorded under.
+    pub epoch: i64,
+}
+
+/// The intents of `account` without an outcome, oldest first.
+pub async fn pending_intents(
+    client: &Client,
+    account: &str,
+) -> Result<Vec<PendingIntent>, HaError> {
+    let rows = client
+        .query(
+            "SELECT id, call_uuid, action, holder, epoch FROM ha_decision
+             WHERE account = $1 AND outcome IS NULL ORDER BY id",
+            &[&account],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| PendingIntent {
+            id: r.get(0),
+            call_uuid: r.get(1),
+            action: r.get(2),
+            holder: r.get(3),
+            epoch: r.get(4),
+        })
+        .collect())
+}
+
+/// Records a pardon, until `until_ms` (Unix milliseconds) or for good
+/// (`None`). Not fenced: sparing a call is always safe, whoever writes it.
+pub async fn save_pardon(
+    client: &Client,
+    account: &str,
+    call_uuid: &str,
+    until_ms: Option<i64>,
+) -> Result<(), HaError> {
+    client
+        .execute(
+            "INSERT INTO ha_pardon (account, call_uuid, until_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (account, call_uuid) DO UPDATE SET until_ms = EXCLUDED.until_ms",
+            &[&account, &call_uuid, &until_ms],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Every pardon of `account`: call and end (Unix ms; `None` = for good).
+pub async fn pardons(
+    client: &Client,
+    account: &str,
+) -> Result<Vec<(String, Option<i64>)>, HaError> {
+    let rows = client
+        .query(
+            "SELECT call_uuid, until_ms FROM ha_pardon WHERE account = $1 ORDER BY call_uuid",
+            &[&account],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Records when a call was first seen in progress, keeping the earliest
+/// time any member reported, and returns that earliest time (Unix ms).
+pub async fn record_first_seen(
+    client: &Client,
+    account: &str,
+    call_uuid: &str,
+    at_ms: i64,
+) -> Result<i64, HaError> {
+    let row = client
+        .query_one(
+            "INSERT INTO ha_first_seen AS f (account, call_uuid, first_seen_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (account, call_uuid)
+                DO UPDATE SET first_seen_ms = LEAST(f.first_seen_ms, EXCLUDED.first_seen_ms)
+             RETURNING first_seen_ms",
+            &[&account, &call_uuid, &at_ms],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Every first-seen time of `account` (call, Unix ms).
+pub async fn first_seen_times(
+    client: &Client,
+    account: &str,
+) -> Result<Vec<(String, i64)>, HaError> {
+    let rows = client
+        .query(
+            "SELECT call_uuid, first_seen_ms FROM ha_first_seen WHERE account = $1 ORDER BY call_uuid",
+            &[&account],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}

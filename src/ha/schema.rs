@@ -7,9 +7,10 @@ use tokio_postgres::Client;
 use super::db::HaError;
 
 /// The migrations, in order; a version is never edited once released.
-pub const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r#"
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE ha_lease (
     account     text PRIMARY KEY,
     holder      text NOT NULL,
@@ -35,7 +36,25 @@ CREATE TABLE ha_decision (
 );
 CREATE INDEX ha_decision_pending ON ha_decision (account) WHERE outcome IS NULL;
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+CREATE TABLE ha_pardon (
+    account     text NOT NULL,
+    call_uuid   text NOT NULL,
+    until_ms    bigint,
+    PRIMARY KEY (account, call_uuid)
+);
+CREATE TABLE ha_first_seen (
+    account       text NOT NULL,
+    call_uuid     text NOT NULL,
+    first_seen_ms bigint NOT NULL,
+    PRIMARY KEY (account, call_uuid)
+);
+"#,
+    ),
+];
 
 /// Key of the advisory lock that serializes migrations ("cwmigrat").
 const MIGRATION_LOCK: i64 = 0x6377_6d69_6772_6174;
