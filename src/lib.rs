@@ -16,6 +16,7 @@
 //! - [`vobiz`]: the API client, response parsers, and [`vobiz::Metered`],
 //!   which counts every request the engine makes in the metrics.
 //! - [`engine`]: discovery, deadlines, enforcement.
+//! - [`ha`]: high availability on PostgreSQL (lease, fencing, members).
 //! - [`audit`]: the durable decision log.
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`sim`]: the bundled Vobiz API simulator.
@@ -33,6 +34,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod ha;
 pub mod http;
 pub mod manual;
 pub mod metrics;

@@ -365,13 +365,13 @@ async fn a_selector_over_most_of_the_fleet_is_held_by_the_breaker_unless_forced(
         ]),
     )
     .await;
-    let knobs = Knobs::default();
+    let knobs = Knobs {
+        breaker_min_live_calls: 5,
+        ..Knobs::default()
+    };
     let setup = Setup::new(&sim, &[("quiet.toml", QUIET)], knobs.clone());
     edit_config(&setup, &knobs, |text| {
-        text.replace(
-            "max_hangups_percent = 100",
-            "max_hangups_percent = 50\nbreaker_min_live_calls = 5",
-        )
+        text.replace("max_hangups_percent = 100", "max_hangups_percent = 50")
     });
     let daemon = Daemon::start(&setup).await;
     wait_tracked(&daemon, &[fraud.clone(), others.clone()].concat()).await;

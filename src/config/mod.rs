@@ -9,6 +9,7 @@ mod accounts;
 mod diagnostic;
 mod environment;
 mod files;
+mod ha;
 mod load;
 mod rules;
 mod sections;
@@ -28,6 +29,7 @@ pub use diagnostic::{CheckReport, Diagnostic, Diagnostics, Severity};
 pub use environment::Environment;
 pub(crate) use files::parse_toml;
 pub use files::MAX_FILE_BYTES;
+pub use ha::{HaSettings, DEFAULT_LEASE_TTL, DEFAULT_RENEW_EVERY, HA_UNAVAILABLE};
 pub use load::{check, load, load_policy_files, Loaded, CONFIG_KEYS};
 pub use rules::policy_keys;
 pub use sections::{

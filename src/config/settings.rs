@@ -51,7 +51,7 @@ fn section<'t, 'i>(
 }
 
 /// A positive duration with a default.
-fn duration_or(
+pub(super) fn duration_or(
     r: &mut Reader<'_>,
     table: Option<&Table<'_>>,
     key: &str,
@@ -117,6 +117,7 @@ pub(super) fn read_settings(
 
     let http = read_http(&mut r, doc, base_dir, extra);
     let log_format = read_log(&mut r, doc);
+    super::ha::check_ha(&mut r, doc, base_dir, extra);
 
     let errors_after = r.diags.items.iter().filter(|d| d.is_error()).count();
     (errors_after == errors_before).then_some(Settings {

@@ -340,9 +340,9 @@ impl<A: VobizApi> Engine<A> {
         };
         let job = Job {
             uuid: uuid.clone(),
-            rule: rule.name.clone(),
+            rule: Some(rule.name.clone()),
             rules: matched,
-            action: format!("hangup:{}", scope_word(rule.action.hangup)),
+            action: Some(format!("hangup:{}", scope_word(rule.action.hangup))),
             deadline,
             dry_run,
             reason,
@@ -355,7 +355,7 @@ impl<A: VobizApi> Engine<A> {
             Plan::End(targets) => targets,
             Plan::Protected { leg, number } => {
                 self.finish(uuid, purpose);
-                tracing::warn!(account = %self.account, call = %uuid, rule = %job.rule, %leg,
+                tracing::warn!(account = %self.account, call = %uuid, rule = %job.rule.as_deref().unwrap_or_default(), %leg,
                     "protected number on a leg: not hung up");
                 self.audit_outcome(
                     &job,
@@ -404,8 +404,8 @@ impl<A: VobizApi> Engine<A> {
             if purpose == Purpose::Enforce {
                 self.finish(uuid, purpose);
             }
-            tracing::info!(account = %self.account, call = %uuid, rule = %job.rule,
-                action = %job.action, outcome = "dry_run", dry_run = true, "would hang up");
+            tracing::info!(account = %self.account, call = %uuid, rule = %job.rule.as_deref().unwrap_or_default(),
+                action = %job.action.as_deref().unwrap_or_default(), outcome = "dry_run", dry_run = true, "would hang up");
             self.audit_outcome(&job, AuditEvent::Outcome, Outcome::DryRun, 0, &reason);
             return;
         }
@@ -447,9 +447,9 @@ impl<A: VobizApi> Engine<A> {
     /// The intent of a hangup did not reach the disk: no DELETE was sent.
     pub(super) fn on_intent_lost(&mut self, job: Job, error: audit::WriteError) {
         self.busy.remove(&job.uuid);
-        tracing::error!(account = %self.account, call = %job.uuid, rule = %job.rule, %error,
+        tracing::error!(account = %self.account, call = %job.uuid, rule = %job.rule.as_deref().unwrap_or_default(), %error,
             "the hangup intent is not on disk: not hanging up; trying again later");
-        if job.rule == MANUAL_RULE {
+        if job.rule.as_deref() == Some(MANUAL_RULE) {
             // An operator's request is answered, not retried behind their back.
             let reason = format!("not hung up: the intent is not on disk: {error}");
             self.audit_outcome(&job, AuditEvent::Outcome, Outcome::Failed, 0, &reason);
@@ -519,13 +519,13 @@ impl<A: VobizApi> Engine<A> {
         match outcome {
             Outcome::Ok | Outcome::Gone => {
                 self.finish(&uuid, Purpose::Enforce);
-                tracing::info!(account = %self.account, call = %uuid, rule = %job.rule,
-                    action = %job.action, outcome = outcome.as_str(), attempts, dry_run = false,
+                tracing::info!(account = %self.account, call = %uuid, rule = %job.rule.as_deref().unwrap_or_default(),
+                    action = %job.action.as_deref().unwrap_or_default(), outcome = outcome.as_str(), attempts, dry_run = false,
                     "hung up");
             }
             _ => {
-                tracing::error!(account = %self.account, call = %uuid, rule = %job.rule,
-                    action = %job.action, outcome = "failed", attempts, %reason,
+                tracing::error!(account = %self.account, call = %uuid, rule = %job.rule.as_deref().unwrap_or_default(),
+                    action = %job.action.as_deref().unwrap_or_default(), outcome = "failed", attempts, %reason,
                     "hangup failed; will try again while the call stays over its limit");
                 let retry_at = self.now()
                     + TimeDelta::from_std(self.settings.retry.max_backoff).unwrap_or_default();
@@ -548,9 +548,9 @@ impl<A: VobizApi> Engine<A> {
         let tracked = self.calls.get(uuid)?;
         Some(Job {
             uuid: uuid.clone(),
-            rule: rule.name.clone(),
+            rule: Some(rule.name.clone()),
             rules: vec![rule.name.clone()],
-            action: "warn".to_owned(),
+            action: Some("warn".to_owned()),
             deadline,
             dry_run: self.settings.enforce.dry_run || rule.action.dry_run,
             reason: String::new(),

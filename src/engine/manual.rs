@@ -275,9 +275,9 @@ impl<A: VobizApi> Engine<A> {
         }
         Job {
             uuid: uuid.clone(),
-            rule: MANUAL_RULE.to_owned(),
+            rule: Some(MANUAL_RULE.to_owned()),
             rules: vec![MANUAL_RULE.to_owned()],
-            action: "hangup:call".to_owned(),
+            action: Some("hangup:call".to_owned()),
             deadline: now,
             dry_run: false,
             reason,

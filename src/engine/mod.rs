@@ -247,9 +247,12 @@ struct Listing {
 #[derive(Debug, Clone)]
 struct Job {
     uuid: CallUuid,
-    rule: String,
+    /// The rule acted for; `None` when no rule decided (a pardon of a call
+    /// no rule had claimed).
+    rule: Option<String>,
     rules: Vec<String>,
-    action: String,
+    /// What was done, as the audit log spells it; `None` until known.
+    action: Option<String>,
     deadline: DateTime<Utc>,
     dry_run: bool,
     reason: String,

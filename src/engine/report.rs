@@ -7,18 +7,14 @@ impl<A: VobizApi> Engine<A> {
     /// A job for a call from what the engine knows now, for audits outside the normal path.
     pub(super) fn bare_job(&self, uuid: &CallUuid) -> Job {
         let (rule, deadline) = match self.winners.get(uuid) {
-            Some((index, deadline)) => (self.policy.rules[*index].name.clone(), *deadline),
-            None => (String::new(), self.now()),
+            Some((index, deadline)) => (Some(self.policy.rules[*index].name.clone()), *deadline),
+            None => (None, self.now()),
         };
         Job {
             uuid: uuid.clone(),
-            rules: if rule.is_empty() {
-                Vec::new()
-            } else {
-                vec![rule.clone()]
-            },
+            rules: rule.iter().cloned().collect(),
             rule,
-            action: String::new(),
+            action: None,
             deadline,
             dry_run: self.settings.enforce.dry_run,
             reason: String::new(),
@@ -44,8 +40,8 @@ impl<A: VobizApi> Engine<A> {
             call_uuid: job.uuid.to_string(),
             event,
             rules: job.rules.clone(),
-            rule: (!job.rule.is_empty()).then(|| job.rule.clone()),
-            action: (!job.action.is_empty()).then(|| job.action.clone()),
+            rule: job.rule.clone(),
+            action: job.action.clone(),
             outcome,
             attempts,
             dry_run: job.dry_run,
@@ -82,7 +78,7 @@ impl<A: VobizApi> Engine<A> {
         if matches!(event, AuditEvent::Outcome | AuditEvent::Breaker) {
             self.shared.metrics.decision(&HangupLabels {
                 account: self.account.clone(),
-                rule: job.rule.clone(),
+                rule: job.rule.clone().unwrap_or_default(),
                 outcome: outcome.as_str().to_owned(),
             });
         }
@@ -90,7 +86,7 @@ impl<A: VobizApi> Engine<A> {
             if matches!(event, AuditEvent::Outcome | AuditEvent::Breaker) {
                 report.outcomes.push(OnceOutcome {
                     call_uuid: job.uuid.to_string(),
-                    rule: job.rule.clone(),
+                    rule: job.rule.clone().unwrap_or_default(),
                     outcome: outcome.as_str().to_owned(),
                     reason: reason.to_owned(),
                 });

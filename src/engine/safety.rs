@@ -88,7 +88,7 @@ impl<A: VobizApi> Engine<A> {
         }
         if self.held.insert(uuid.clone()) {
             let mut job = self.bare_job(uuid);
-            job.action = "hangup".to_owned();
+            job.action = Some("hangup".to_owned());
             self.audit_outcome(
                 &job,
                 AuditEvent::Breaker,
@@ -140,7 +140,7 @@ impl<A: VobizApi> Engine<A> {
         }
         self.pardons.insert(uuid.clone(), until);
         let mut job = self.bare_job(&uuid);
-        job.action = "pardon".to_owned();
+        job.action = Some("pardon".to_owned());
         let reason = match until {
             Some(until) => format!("pardoned until {}", until.to_rfc3339()),
             None => "pardoned for good".to_owned(),

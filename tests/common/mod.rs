@@ -99,6 +99,7 @@ pub mod calls;
 pub mod daemon;
 pub mod engine;
 pub mod files;
+pub mod pg;
 pub mod proxy;
 
 /// Whether a simulator log record is a poll's list request (not a clock
