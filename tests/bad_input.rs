@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::files::{offline_config, private};
+use common::files::{offline_config_for, private};
 
 fn hostile(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -41,22 +41,6 @@ fn check(config: &Path) -> Checked {
         code: output.status.code(),
         lines: text.lines().map(str::to_owned).collect(),
     }
-}
-
-/// A private config in a temp dir whose only policy file is `policy`.
-fn config_for(policy: &Path) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("callwarden.toml");
-    std::fs::write(
-        &path,
-        offline_config(&format!(
-            "policies = [{:?}]\n",
-            policy.display().to_string()
-        )),
-    )
-    .unwrap();
-    private(&path);
-    (dir, path)
 }
 
 /// Checks the output shape and that `file:line:col: error: …needle…` is there.
@@ -112,7 +96,7 @@ fn every_hostile_policy_is_a_positioned_error() {
     ];
     for (name, line, col, needle) in cases {
         let policy = hostile(&format!("policy/{name}"));
-        let (_dir, config) = config_for(&policy);
+        let (_dir, config) = offline_config_for(&policy);
         assert_error_at(&check(&config), &policy, *line, *col, needle);
     }
 }
@@ -149,7 +133,7 @@ fn a_newline_or_escape_in_a_name_stays_on_one_line() {
         "[[rule]]\nname = \"a\\nb\\u001b[2Jc\"\nmax_duration = \"1m\"\n",
     )
     .unwrap();
-    let (_c, config) = config_for(&policy);
+    let (_c, config) = offline_config_for(&policy);
     let checked = check(&config);
     assert_error_at(
         &checked,
@@ -169,7 +153,7 @@ fn huge_files_are_read_and_the_error_is_found_at_its_line() {
     let mut text = "# padding padding padding padding padding padding padding\n".repeat(150_000);
     text.push_str("[[rule]]\nname = \"x\"\nmax_duration = \"1m\"\nbogus = 1\n");
     std::fs::write(&policy, text).unwrap();
-    let (_c, config) = config_for(&policy);
+    let (_c, config) = offline_config_for(&policy);
     assert_error_at(&check(&config), &policy, 150_004, 1, "unknown key `bogus`");
 }
 
@@ -180,7 +164,7 @@ fn files_over_the_size_limit_are_refused() {
     let file = std::fs::File::create(&policy).unwrap();
     // Sparse: 65 MiB of zero bytes without writing them.
     file.set_len(65 << 20).unwrap();
-    let (_c, config) = config_for(&policy);
+    let (_c, config) = offline_config_for(&policy);
     assert_error_at(&check(&config), &policy, 1, 1, "larger than 64 MiB");
 }
 
@@ -196,7 +180,7 @@ fn ten_thousand_rules_load_and_a_late_duplicate_is_pinpointed() {
             )
         })
         .collect();
-    let (_c, config) = config_for(&policy);
+    let (_c, config) = offline_config_for(&policy);
     std::fs::write(&policy, &text).unwrap();
     let ok = check(&config);
     assert_eq!(ok.code, Some(0), "{:#?}", ok.lines);
@@ -235,7 +219,7 @@ fn deep_nesting_is_an_error_not_a_stack_overflow() {
     for (name, text) in cases {
         let policy = dir.path().join(name);
         std::fs::write(&policy, text).unwrap();
-        let (_c, config) = config_for(&policy);
+        let (_c, config) = offline_config_for(&policy);
         let checked = check(&config);
         assert_error_at(&checked, &policy, 1, checked_col(&checked, &policy), "");
     }

@@ -12,29 +12,13 @@ use std::sync::{Arc, Mutex};
 use common::daemon::{Daemon, Knobs, Setup, LIMIT};
 use common::default_sim;
 use common::engine::wait_for;
+use common::files::{offline_config, offline_config_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn hostile(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/hostile")
         .join(path)
-}
-
-/// A private config in a temp dir reading the policies at `policies`.
-fn config_for(policies: &Path) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("callwarden.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "policies = [{:?}]\n[api]\nauth_id = \"MA1\"\n[http]\nlisten = \"\"\n",
-            policies.display().to_string()
-        ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    (dir, path)
 }
 
 /// `callwarden --config CONFIG ARGS...` with a clean environment: (exit code, stdout, stderr).
@@ -62,7 +46,7 @@ fn callwarden(config: &Path, args: &[&str]) -> (Option<i32>, String, String) {
 fn emergency_numbers_in_uri_full_width_and_invisible_forms_are_protected() {
     // One rule hangs up every call; the default protected list holds 911,
     // 112 and 999. Each saved call is overdue, so only protection saves it.
-    let (_dir, config) = config_for(&hostile("uri_policy"));
+    let (_dir, config) = offline_config_for(&hostile("uri_policy"));
     let cases = [
         ("to_tel_911", true),
         ("to_sip_112", true),
@@ -211,7 +195,7 @@ async fn check_bounded(config: &Path) -> (Option<i32>, String) {
 async fn dangling_and_looping_symlinks_in_the_policy_directory_are_errors() {
     // Committed as symlinks: `dangling.toml` -> a missing file, `loop.toml` -> itself.
     let dir = hostile("policy_entries");
-    let (_c, config) = config_for(&dir);
+    let (_c, config) = offline_config_for(&dir);
     let (code, text) = check_bounded(&config).await;
     assert_eq!(code, Some(1), "{text}");
     let dangling = dir.join("dangling.toml");
@@ -254,7 +238,7 @@ async fn fifos_directories_and_unreadable_policy_entries_are_errors() {
     )
     .unwrap();
     std::os::unix::fs::symlink(&outside, policies.join("linked.toml")).unwrap();
-    let (_c, config) = config_for(&policies);
+    let (_c, config) = offline_config_for(&policies);
 
     let (code, text) = check_bounded(&config).await;
     assert_eq!(code, Some(1), "{text}");
@@ -434,10 +418,10 @@ async fn a_token_file_is_small_and_regular_or_an_error_with_its_path() {
     let config = dir.path().join("callwarden.toml");
     std::fs::write(
         &config,
-        format!(
-            "policies = [{:?}]\n[api]\nauth_id = \"MA1\"\n[http]\nlisten = \"\"\n",
+        offline_config(&format!(
+            "policies = [{:?}]\n",
             policy.display().to_string()
-        ),
+        )),
     )
     .unwrap();
     let mut command = common::daemon::command(&config, &["check"]);
