@@ -14,18 +14,10 @@ use std::time::Duration;
 use callwarden::audit::{AuditLog, Disk, Event, FileDisk, Health, Options, AUDIT_FILE};
 use common::calls::outbound;
 use common::engine::{requests, settings, start_with_audit, wait_ended, wait_for};
+use common::policies::START_LIMIT_10S;
 use common::{add_calls, client_config, default_sim, log_since};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
-
-const START_LIMIT_10S: &str = r#"
-[[rule]]
-name = "limit-10s"
-max_duration = "10s"
-measure_from = "start"
-[rule.match]
-direction = ["outbound"]
-"#;
 
 /// The real file, with every sync held until the test lets it pass (or the
 /// gate is opened for good), and writes that can be made to fail.

@@ -13,19 +13,9 @@ use common::daemon::{
     command, endpoint_of, message, run, sample_sum, status_label, Daemon, Knobs, Setup, LIMIT,
 };
 use common::engine::wait_for;
+use common::policies::PREMIUM_5S;
 use common::{add_calls, default_sim, log_since, set_faults};
 use serde_json::{json, Value};
-
-/// Calls to +1900... end 5 s after they start.
-const PREMIUM_5S: &str = r#"
-[[rule]]
-name = "premium-5s"
-max_duration = "5s"
-measure_from = "start"
-[rule.match]
-direction = ["outbound"]
-to = ["+1900*"]
-"#;
 
 /// The same rule, widened to +44... as well.
 const PREMIUM_AND_UK_5S: &str = r#"

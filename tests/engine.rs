@@ -11,17 +11,9 @@ use chrono::TimeDelta;
 use common::calls::outbound;
 use common::daemon::is_probe;
 use common::engine::{requests, settings, start, t_wall, wait_ended, wait_for};
+use common::policies::START_LIMIT_10S;
 use common::{add_calls, default_sim, log_since, set_faults};
 use serde_json::json;
-
-const START_LIMIT_10S: &str = r#"
-[[rule]]
-name = "limit-10s"
-max_duration = "10s"
-measure_from = "start"
-[rule.match]
-direction = ["outbound"]
-"#;
 
 #[tokio::test]
 async fn a_deadline_between_polls_fires_at_the_deadline_not_at_the_next_poll() {

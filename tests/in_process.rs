@@ -11,19 +11,9 @@ use callwarden::daemon::{self, RunOptions};
 use callwarden::startup;
 use common::daemon::{Knobs, Setup, LIMIT};
 use common::engine::wait_ended;
+use common::policies::PREMIUM_5S;
 use common::{add_calls, default_sim};
 use serde_json::json;
-
-/// Calls to +1900... end 5 s after they start.
-const PREMIUM_5S: &str = r#"
-[[rule]]
-name = "premium-5s"
-max_duration = "5s"
-measure_from = "start"
-[rule.match]
-direction = ["outbound"]
-to = ["+1900*"]
-"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_enforces_until_its_stop_future_resolves() {

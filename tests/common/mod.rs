@@ -100,6 +100,7 @@ pub mod daemon;
 pub mod engine;
 pub mod files;
 pub mod pg;
+pub mod policies;
 pub mod proxy;
 
 /// Whether a simulator log record is a poll's list request (not a clock
