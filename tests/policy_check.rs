@@ -476,16 +476,16 @@ fn call(direction: Direction, from: &str, to: &str, status: CallStatus) -> Call 
     Call {
         uuid: CallUuid::parse("c1").unwrap(),
         direction,
-        from: normalize_number(from),
-        to: normalize_number(to),
-        caller_name: String::new(),
+        from: normalize_number(from).into(),
+        to: normalize_number(to).into(),
+        caller_name: "".into(),
         status,
         started_at: None,
         answered_at: None,
         duration_s: None,
         parent_call_uuid: None,
         shape: Shape::Legacy,
-        raw: serde_json::Value::Null,
+        raw: Default::default(),
     }
 }
 
@@ -806,7 +806,7 @@ fn arb_call() -> impl Strategy<Value = Call> {
     )
         .prop_map(|(direction, to, from, status, caller_name)| {
             let mut c = call(direction, &from, &to, status);
-            c.caller_name = caller_name;
+            c.caller_name = caller_name.into();
             c
         })
 }

@@ -346,7 +346,7 @@ impl<A: VobizApi> Engine<A> {
             deadline,
             dry_run,
             reason,
-            call: call.raw.clone(),
+            call: call.raw_value(),
         };
         if let Purpose::DryRunRule(index) = purpose {
             self.dry_done.insert((uuid.clone(), index));
@@ -554,7 +554,7 @@ impl<A: VobizApi> Engine<A> {
             deadline,
             dry_run: self.settings.enforce.dry_run || rule.action.dry_run,
             reason: String::new(),
-            call: tracked.call.raw.clone(),
+            call: tracked.call.raw_value(),
         })
     }
 

@@ -284,7 +284,7 @@ impl<A: VobizApi> Engine<A> {
             call: self
                 .calls
                 .get(uuid)
-                .map(|t| t.call.raw.clone())
+                .map(|t| t.call.raw_value())
                 .unwrap_or(serde_json::Value::Null),
         }
     }
@@ -294,7 +294,7 @@ impl<A: VobizApi> Engine<A> {
         let Some(mut job) = self.manual_jobs.remove(uuid) else {
             return;
         };
-        job.call = call.raw.clone();
+        job.call = call.raw_value();
         if self.hung_up.contains(uuid) {
             return;
         }

@@ -21,7 +21,7 @@ impl<A: VobizApi> Engine<A> {
             call: self
                 .calls
                 .get(uuid)
-                .map(|t| t.call.raw.clone())
+                .map(|t| t.call.raw_value())
                 .unwrap_or(serde_json::Value::Null),
         }
     }

@@ -13,7 +13,7 @@ use toml::de::DeValue;
 
 use super::eval::{evaluate, is_protected, Timeline};
 use super::{Limit, Policy};
-use crate::call::{normalize_number, Call, CallStatus, CallUuid, Direction, Shape};
+use crate::call::{normalize_number, Call, CallStatus, CallUuid, Direction, RawAnswer, Shape};
 use crate::config::{parse_toml, Diagnostics, FileDiagnostics, Reader, Table};
 
 /// The instant a case without `at` is evaluated at: fixed, so that a case
@@ -482,16 +482,16 @@ fn parse_call(r: &mut Reader<'_>, table: &Table<'_>) -> Option<RawCall> {
     let call = Call {
         uuid: uuid?,
         direction: Direction::from_api(&direction?),
-        from: normalize_number(&from),
-        to: normalize_number(&to),
-        caller_name,
+        from: normalize_number(&from).into(),
+        to: normalize_number(&to).into(),
+        caller_name: caller_name.into(),
         status: CallStatus::from_api(&status?),
         started_at: None,
         answered_at: None,
         duration_s: None,
         parent_call_uuid: parent?,
         shape: Shape::Flat,
-        raw: serde_json::Value::Null,
+        raw: RawAnswer::default(),
     };
     Some(RawCall {
         call,

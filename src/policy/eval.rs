@@ -13,10 +13,10 @@ use chrono::{DateTime, Utc};
 
 use super::index::Class;
 use super::matcher::{FieldValues, MatchField};
-use super::text::InlineStr;
 use super::window::SEARCH_HORIZON;
 use super::{Limit, MeasureFrom, Policy, Rule};
 use crate::call::{number_digits, Call, NumberDigits};
+use crate::text::InlineStr;
 
 /// What callwarden knows of a call's times, already skew-corrected and
 /// rounded so the call looks younger, never older.

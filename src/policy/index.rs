@@ -707,16 +707,16 @@ mod tests {
         Call {
             uuid: CallUuid::parse("c1").unwrap(),
             direction,
-            from: normalize_number(from),
-            to: normalize_number(to),
-            caller_name: caller_name.to_owned(),
+            from: normalize_number(from).into(),
+            to: normalize_number(to).into(),
+            caller_name: caller_name.into(),
             status: CallStatus::from_api(status),
             started_at: None,
             answered_at: None,
             duration_s: None,
             parent_call_uuid: None,
             shape: Shape::Legacy,
-            raw: serde_json::Value::Null,
+            raw: Default::default(),
         }
     }
 

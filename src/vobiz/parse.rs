@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::Error;
-use crate::call::{normalize_number, Call, CallStatus, CallUuid, Direction, Shape};
+use crate::call::{normalize_number, Call, CallStatus, CallUuid, Direction, RawAnswer, Shape};
 
 /// Longest body excerpt carried in [`Error::Malformed`].
 pub const EXCERPT_CHARS: usize = 120;
@@ -195,6 +195,7 @@ fn check_uuid(obj: &Map<String, Value>, requested: &CallUuid) -> Result<CallUuid
 
 fn flat_call(obj: &Map<String, Value>, requested: &CallUuid, zone: Tz) -> Result<Call, String> {
     let uuid = check_uuid(obj, requested)?;
+    let raw = RawAnswer::pack(obj, uuid.as_str());
     let status = match obj.get("call_status") {
         Some(Value::String(s)) => CallStatus::from_api(s),
         Some(_) => return Err("`call_status` is not a string".to_owned()),
@@ -203,21 +204,22 @@ fn flat_call(obj: &Map<String, Value>, requested: &CallUuid, zone: Tz) -> Result
     Ok(Call {
         uuid,
         direction: Direction::from_api(&text(obj, "direction")?),
-        from: normalize_number(&text(obj, "from")?),
-        to: normalize_number(&text(obj, "to")?),
-        caller_name: text(obj, "caller_name")?,
+        from: normalize_number(&text(obj, "from")?).into(),
+        to: normalize_number(&text(obj, "to")?).into(),
+        caller_name: text(obj, "caller_name")?.into(),
         status,
         started_at: timestamp(obj, "session_start", zone)?,
         answered_at: timestamp(obj, "answer_time", zone)?,
         duration_s: seconds(obj, "call_duration")?,
         parent_call_uuid: parent(obj)?,
         shape: Shape::Flat,
-        raw: Value::Object(obj.clone()),
+        raw,
     })
 }
 
 fn legacy_call(obj: &Map<String, Value>, requested: &CallUuid, zone: Tz) -> Result<Call, String> {
     let uuid = check_uuid(obj, requested)?;
+    let raw = RawAnswer::pack(obj, uuid.as_str());
     let answered_at = timestamp(obj, "answer_time", zone)?;
     // An answer time that is given but unreadable still says "answered":
     // the engine then times the call from the first answer that showed it
@@ -246,16 +248,16 @@ fn legacy_call(obj: &Map<String, Value>, requested: &CallUuid, zone: Tz) -> Resu
     Ok(Call {
         uuid,
         direction: Direction::from_api(&direction),
-        from: normalize_number(&text(obj, "from_number")?),
-        to: normalize_number(&text(obj, "to_number")?),
-        caller_name: text(obj, "caller_name")?,
+        from: normalize_number(&text(obj, "from_number")?).into(),
+        to: normalize_number(&text(obj, "to_number")?).into(),
+        caller_name: text(obj, "caller_name")?.into(),
         status,
         started_at: timestamp(obj, "initiation_time", zone)?,
         answered_at,
         duration_s: seconds(obj, "call_duration")?,
         parent_call_uuid: parent(obj)?,
         shape: Shape::Legacy,
-        raw: Value::Object(obj.clone()),
+        raw,
     })
 }
 
@@ -500,7 +502,10 @@ mod tests {
         assert_eq!(call.parent_call_uuid, None);
         let expected = utc(2026, 6, 11, 16, 3, 28) + TimeDelta::microseconds(586_840);
         assert_eq!(call.started_at, Some(expected));
-        assert_eq!(call.raw["session_start"], "2026-06-11 16:03:28.586839");
+        assert_eq!(
+            call.raw_value()["session_start"],
+            "2026-06-11 16:03:28.586839"
+        );
     }
 
     #[test]
