@@ -7,7 +7,7 @@ use std::time::Duration;
 use callwarden::call::{normalize_number, Call, CallStatus, CallUuid, Direction, Shape};
 use callwarden::config::{self, check, load, load_policy_files, Environment, Severity};
 use callwarden::policy::{
-    deadline_only, evaluate, is_protected, MatchField, Policy, RuleOutcome, Timeline,
+    deadline_only, evaluate, evaluate_rule, is_protected, MatchField, Policy, RuleOutcome, Timeline,
 };
 use chrono::{DateTime, Utc};
 use proptest::prelude::*;
@@ -512,19 +512,19 @@ fn premium_rate_beats_the_general_outbound_limit() {
     let premium = index(&policy, "premium-rate-10m");
     let outbound = index(&policy, "outbound-60m");
     assert_eq!(
-        eval.verdicts[premium].outcome,
+        eval.outcome(premium).unwrap(),
         RuleOutcome::Due {
             deadline: utc("2026-06-01T12:05:00Z")
         }
     );
     assert_eq!(
-        eval.verdicts[outbound].outcome,
+        eval.outcome(outbound).unwrap(),
         RuleOutcome::Due {
             deadline: utc("2026-06-01T12:55:00Z")
         }
     );
     assert_eq!(
-        eval.verdicts[index(&policy, "inbound-support-4h")].outcome,
+        eval.outcome(index(&policy, "inbound-support-4h")).unwrap(),
         RuleOutcome::NotMatched {
             field: MatchField::Direction,
             value: "outbound".into()
@@ -574,7 +574,7 @@ fn unanswered_calls_are_not_due_from_answer() {
     };
     let eval = evaluate(&policy, &c, "default", &timeline, now(), Duration::ZERO);
     assert_eq!(
-        eval.verdicts[index(&policy, "outbound-60m")].outcome,
+        eval.outcome(index(&policy, "outbound-60m")).unwrap(),
         RuleOutcome::NotMatched {
             field: MatchField::Status,
             value: "ringing".into()
@@ -594,7 +594,7 @@ fn unanswered_calls_are_not_due_from_answer() {
     );
     let eval = evaluate(&policy, &c, "default", &timeline, now(), Duration::ZERO);
     assert_eq!(
-        eval.verdicts[index(&policy, "outbound-60m")].outcome,
+        eval.outcome(index(&policy, "outbound-60m")).unwrap(),
         RuleOutcome::NotDue {
             reason: "not answered yet".into()
         }
@@ -612,9 +612,9 @@ fn unless_exempts_when_any_field_matches() {
         last_change: utc("2026-06-01T06:00:00Z"),
     };
     let check = |c: &Call| {
-        evaluate(&policy, c, "default", &timeline, now(), Duration::ZERO).verdicts[rule]
-            .outcome
-            .clone()
+        evaluate(&policy, c, "default", &timeline, now(), Duration::ZERO)
+            .outcome(rule)
+            .unwrap()
     };
     let plain = call(
         Direction::Inbound,
@@ -709,7 +709,7 @@ fn a_window_that_closed_never_makes_a_call_overdue() {
     };
     let eval = evaluate(&policy, &c, "default", &timeline, now(), Duration::ZERO);
     assert_eq!(
-        eval.verdicts[maintenance].outcome,
+        eval.outcome(maintenance).unwrap(),
         RuleOutcome::Due {
             deadline: utc("2026-06-02T01:00:00Z")
         }
@@ -834,10 +834,14 @@ proptest! {
         let a = evaluate(&policy, &c, "default", &timeline, at, grace);
         let b = evaluate(&policy, &c, "default", &timeline, at, grace);
         prop_assert_eq!(&a, &b);
-        prop_assert_eq!(a.verdicts.len(), policy.rules.len());
+        prop_assert_eq!(a.verdicts().count(), policy.rules.len());
+        // The compact evaluation says what the plain scan of each rule says.
+        for (index, rule) in policy.rules.iter().enumerate() {
+            let scanned = evaluate_rule(rule, &c, "default", &timeline, at, grace);
+            prop_assert_eq!(a.outcome(index), Some(scanned));
+        }
         let minimum = a
-            .verdicts
-            .iter()
+            .verdicts()
             .filter(|v| !policy.rules[v.rule].action.dry_run)
             .filter_map(|v| v.outcome.deadline())
             .min();
@@ -846,7 +850,7 @@ proptest! {
             deadline_only(&policy, &c, "default", &timeline, at, grace),
             a.effective(&policy, false)
         );
-        for v in &a.verdicts {
+        for v in a.verdicts() {
             if let Some(deadline) = v.outcome.deadline() {
                 // Never earlier than the limit allows.
                 let rule = &policy.rules[v.rule];

@@ -312,7 +312,11 @@ impl<A: VobizApi> Engine<A> {
                 }
             }
             Purpose::DryRunRule(index) => {
-                match evaluation.verdicts.get(index).map(|v| &v.outcome) {
+                match evaluation
+                    .matched()
+                    .find(|v| v.rule == index)
+                    .map(|v| &v.outcome)
+                {
                     Some(RuleOutcome::Due { deadline }) if *deadline <= now => (index, *deadline),
                     _ => {
                         self.evaluate(uuid);

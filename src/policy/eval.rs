@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::index::Class;
+use super::index::{RuleSet, Table};
 use super::matcher::{FieldValues, MatchField};
 use super::window::SEARCH_HORIZON;
 use super::{Limit, MeasureFrom, Policy, Rule};
@@ -32,10 +32,23 @@ pub struct Timeline {
 }
 
 /// The result of evaluating every rule of a policy against one call.
+///
+/// Kept compact, because the engine evaluates every new and changed call:
+/// the rules that matched hold their verdicts; the others are one bit each
+/// in the set of the field that decided them, with that field's value kept
+/// once. [`Evaluation::verdicts`] spells every rule's verdict out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Evaluation {
-    /// One verdict per rule, in the order of `policy.rules`.
-    pub verdicts: Vec<RuleVerdict>,
+    /// How many rules were evaluated.
+    rules: usize,
+    /// The verdicts of the rules that matched (due or not), in rule order.
+    matched: Vec<RuleVerdict>,
+    /// Per field ([`MatchField::index`]): the rules `[rule.match]` failed first on it.
+    not_matched: [RuleSet; 6],
+    /// Per field: the rules `[rule.unless]` exempted first on it.
+    exempt: [RuleSet; 6],
+    /// Per field: the call's value, kept when a rule reports it.
+    values: [InlineStr; 6],
 }
 
 /// One rule's verdict.
@@ -92,9 +105,66 @@ impl RuleOutcome {
 }
 
 impl Evaluation {
-    /// The verdicts of the rules that matched (due or not due).
+    /// An evaluation of `rules` rules with no verdict yet.
+    fn new(rules: usize) -> Self {
+        Self {
+            rules,
+            matched: Vec::new(),
+            not_matched: std::array::from_fn(|_| RuleSet::empty(rules)),
+            exempt: std::array::from_fn(|_| RuleSet::empty(rules)),
+            values: Default::default(),
+        }
+    }
+
+    /// Records the verdict of rule `rule`; rules come in order.
+    fn push(&mut self, rule: usize, outcome: RuleOutcome) {
+        match outcome {
+            RuleOutcome::NotMatched { field, value } => {
+                self.not_matched[field.index()].insert(rule);
+                self.values[field.index()] = value;
+            }
+            RuleOutcome::Exempt { field, value } => {
+                self.exempt[field.index()].insert(rule);
+                self.values[field.index()] = value;
+            }
+            outcome => self.matched.push(RuleVerdict { rule, outcome }),
+        }
+    }
+
+    /// The verdicts of the rules that matched (due or not due), in rule order.
     pub fn matched(&self) -> impl Iterator<Item = &RuleVerdict> {
-        self.verdicts.iter().filter(|v| v.outcome.is_match())
+        self.matched.iter()
+    }
+
+    /// One verdict per rule, in the order of `policy.rules`.
+    pub fn verdicts(&self) -> impl Iterator<Item = RuleVerdict> + '_ {
+        (0..self.rules).filter_map(|rule| {
+            self.outcome(rule)
+                .map(|outcome| RuleVerdict { rule, outcome })
+        })
+    }
+
+    /// The verdict of rule `rule` (an index into `policy.rules`).
+    pub fn outcome(&self, rule: usize) -> Option<RuleOutcome> {
+        if rule >= self.rules {
+            return None;
+        }
+        let decided = |sets: &[RuleSet; 6]| {
+            MatchField::ALL
+                .into_iter()
+                .find(|field| sets[field.index()].contains(rule))
+                .map(|field| (field, self.values[field.index()].clone()))
+        };
+        if let Some((field, value)) = decided(&self.not_matched) {
+            return Some(RuleOutcome::NotMatched { field, value });
+        }
+        if let Some((field, value)) = decided(&self.exempt) {
+            return Some(RuleOutcome::Exempt { field, value });
+        }
+        self.matched
+            .iter()
+            .find(|v| v.rule == rule)
+            .map(|v| v.outcome.clone())
     }
 
     /// The live decision: the earliest deadline among rules that are not
@@ -109,7 +179,7 @@ impl Evaluation {
         let _ = global_dry_run;
         pick_winner(
             policy,
-            self.verdicts.iter().filter_map(|v| {
+            self.matched.iter().filter_map(|v| {
                 let rule = policy.rules.get(v.rule)?;
                 let deadline = v.outcome.deadline()?;
                 (!rule.action.dry_run).then_some((v.rule, deadline))
@@ -126,7 +196,7 @@ impl Evaluation {
         policy: &Policy,
         mut beyond: impl FnMut(usize) -> Option<DateTime<Utc>>,
     ) {
-        for verdict in &mut self.verdicts {
+        for verdict in &mut self.matched {
             let Some(rule) = policy.rules.get(verdict.rule) else {
                 continue;
             };
@@ -147,7 +217,7 @@ impl Evaluation {
         &'a self,
         policy: &'a Policy,
     ) -> impl Iterator<Item = (usize, DateTime<Utc>)> + 'a {
-        self.verdicts.iter().filter_map(move |v| {
+        self.matched.iter().filter_map(move |v| {
             let rule = policy.rules.get(v.rule)?;
             let deadline = v.outcome.deadline()?;
             rule.action.dry_run.then_some((v.rule, deadline))
@@ -180,48 +250,35 @@ pub fn evaluate(
     grace: Duration,
 ) -> Evaluation {
     let values = FieldValues::new(call, account);
+    let mut evaluation = Evaluation::new(policy.rules.len());
     if !policy.index.covers(&policy.rules) {
-        let verdicts = policy
-            .rules
-            .iter()
-            .enumerate()
-            .map(|(index, rule)| RuleVerdict {
-                rule: index,
-                outcome: rule_outcome(rule, &values, timeline, now, grace),
-            })
-            .collect();
-        return Evaluation { verdicts };
+        for (index, rule) in policy.rules.iter().enumerate() {
+            evaluation.push(index, rule_outcome(rule, &values, timeline, now, grace));
+        }
+        return evaluation;
     }
-    let classes = policy.index.classify(&policy.rules, &values);
-    // Each field's value is copied once per call, then once per verdict
-    // that reports it (inline: no allocation).
-    let mut texts: [Option<InlineStr>; 6] = Default::default();
-    let mut text = |field: MatchField| {
-        texts[field.index()]
-            .get_or_insert_with(|| InlineStr::new(values.get(field)))
-            .clone()
-    };
-    let verdicts = policy
-        .rules
-        .iter()
-        .zip(classes)
-        .enumerate()
-        .map(|(index, (rule, class))| RuleVerdict {
-            rule: index,
-            outcome: match class {
-                Class::NotMatched(field) => RuleOutcome::NotMatched {
-                    field,
-                    value: text(field),
-                },
-                Class::Exempt(field) => RuleOutcome::Exempt {
-                    field,
-                    value: text(field),
-                },
-                Class::Applies => deadline_outcome(rule, timeline, now, grace),
-            },
-        })
-        .collect();
-    Evaluation { verdicts }
+    let applies = policy
+        .index
+        .sort_all(&policy.rules, &values, |table, field, dropped| {
+            let sets = match table {
+                Table::Match => &mut evaluation.not_matched,
+                Table::Unless => &mut evaluation.exempt,
+            };
+            sets[field.index()].copy_from(dropped);
+            // Each field's value is copied once per call (inline: no allocation).
+            evaluation.values[field.index()] = InlineStr::new(values.get(field));
+        });
+    evaluation.matched.reserve_exact(applies.len());
+    for index in applies.iter() {
+        if let Some(rule) = policy.rules.get(index) {
+            let outcome = deadline_outcome(rule, timeline, now, grace);
+            evaluation.matched.push(RuleVerdict {
+                rule: index,
+                outcome,
+            });
+        }
+    }
+    evaluation
 }
 
 /// The live deadline only (what [`Evaluation::effective`] would return),
