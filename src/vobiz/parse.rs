@@ -87,6 +87,22 @@ pub struct CallList {
 /// Parses a list answer without logging: the caller reports the skipped
 /// entries once (see [`SkippedEntries`]), not at every poll.
 pub fn parse_call_list_entries(body: &[u8]) -> Result<CallList, Error> {
+    // The usual answer (an object whose `calls` are strings without
+    // escapes) is read without building a JSON value per entry; anything
+    // else goes the general way, which also words the errors.
+    if let Ok(list) = serde_json::from_slice::<BorrowedList<'_>>(body) {
+        let mut out = CallList {
+            uuids: Vec::with_capacity(list.calls.len()),
+            ..CallList::default()
+        };
+        for entry in list.calls {
+            match CallUuid::parse(entry) {
+                Ok(uuid) => out.uuids.push(uuid),
+                Err(_) => out.skip(&Value::String(entry.to_owned())),
+            }
+        }
+        return Ok(out);
+    }
     let map = parse_object(body)?;
     let Some(Value::Array(entries)) = map.get("calls") else {
         return Err(malformed("`calls` is missing or not an array", body));
@@ -98,16 +114,28 @@ pub fn parse_call_list_entries(body: &[u8]) -> Result<CallList, Error> {
     for entry in entries {
         match entry.as_str().map(CallUuid::parse) {
             Some(Ok(uuid)) => list.uuids.push(uuid),
-            _ => {
-                list.skipped += 1;
-                if list.skipped_entries.len() < MAX_SKIPPED_KEPT {
-                    list.skipped_entries
-                        .push(excerpt(entry.to_string().as_bytes()));
-                }
-            }
+            _ => list.skip(entry),
         }
     }
     Ok(list)
+}
+
+/// A list answer whose `calls` are all strings without escapes.
+#[derive(serde::Deserialize)]
+struct BorrowedList<'a> {
+    #[serde(borrow)]
+    calls: Vec<&'a str>,
+}
+
+impl CallList {
+    /// Counts `entry` as skipped, keeping an excerpt of the first ones.
+    fn skip(&mut self, entry: &Value) {
+        self.skipped += 1;
+        if self.skipped_entries.len() < MAX_SKIPPED_KEPT {
+            self.skipped_entries
+                .push(excerpt(entry.to_string().as_bytes()));
+        }
+    }
 }
 
 /// The skipped entries of the previous list answer, so that each is
@@ -444,6 +472,22 @@ mod tests {
                 uuid("0a70a7fb")
             ]
         );
+    }
+
+    #[test]
+    fn string_only_lists_read_like_any_list() {
+        // The first body takes the borrowed path, the second (a number, an
+        // escaped string) the general one: same UUIDs, same skipped entries.
+        let fast = br#"{"calls":["eac94337-b1cd-499b-82d1-b39bca50dc31","a/b","","0a70a7fb"]}"#;
+        let general =
+            br#"{"calls":["eac94337-b1cd-499b-82d1-b39bca50dc31","a\/b","",7,"0a70a7fb"]}"#;
+        let fast = parse_call_list_entries(fast).unwrap();
+        let general = parse_call_list_entries(general).unwrap();
+        assert_eq!(fast.uuids, general.uuids);
+        assert_eq!(fast.skipped_entries, ["\"a/b\"", "\"\""]);
+        assert_eq!(general.skipped_entries, ["\"a/b\"", "\"\"", "7"]);
+        assert!(parse_call_list_entries(br#"{"calls":null}"#).is_err());
+        assert!(parse_call_list_entries(br#"["x"]"#).is_err());
     }
 
     #[test]
