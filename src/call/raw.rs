@@ -79,6 +79,12 @@ impl RawAnswer {
         let mut at = 0;
         while at < bytes.len() {
             let rest = &bytes[at..];
+            // Every replaced text starts with one of these bytes.
+            if !matches!(bytes[at], b'"' | b',' | b'{' | b'n') {
+                out.push(bytes[at]);
+                at += 1;
+                continue;
+            }
             if let Some(len) = quoted(rest, own_uuid) {
                 out.push(OWN_UUID);
                 at += len;
