@@ -37,18 +37,32 @@ pub struct Timeline {
 /// the rules that matched hold their verdicts; the others are one bit each
 /// in the set of the field that decided them, with that field's value kept
 /// once. [`Evaluation::verdicts`] spells every rule's verdict out.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Evaluation {
     /// How many rules were evaluated.
     rules: usize,
     /// The verdicts of the rules that matched (due or not), in rule order.
     matched: Vec<RuleVerdict>,
-    /// Per field ([`MatchField::index`]): the rules `[rule.match]` failed first on it.
-    not_matched: [RuleSet; 6],
-    /// Per field: the rules `[rule.unless]` exempted first on it.
-    exempt: [RuleSet; 6],
-    /// Per field: the call's value, kept when a rule reports it.
-    values: [InlineStr; 6],
+    /// The rules that did not match, by the field and table that decided them.
+    decided: Vec<Decided>,
+}
+
+/// Two evaluations are equal when they give every rule the same verdict.
+impl PartialEq for Evaluation {
+    fn eq(&self, other: &Self) -> bool {
+        self.rules == other.rules && self.verdicts().eq(other.verdicts())
+    }
+}
+
+impl Eq for Evaluation {}
+
+/// The rules one field of one table decided, and the call's value for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Decided {
+    table: Table,
+    field: MatchField,
+    value: InlineStr,
+    rules: RuleSet,
 }
 
 /// One rule's verdict.
@@ -110,25 +124,34 @@ impl Evaluation {
         Self {
             rules,
             matched: Vec::new(),
-            not_matched: std::array::from_fn(|_| RuleSet::empty(rules)),
-            exempt: std::array::from_fn(|_| RuleSet::empty(rules)),
-            values: Default::default(),
+            decided: Vec::new(),
         }
     }
 
     /// Records the verdict of rule `rule`; rules come in order.
     fn push(&mut self, rule: usize, outcome: RuleOutcome) {
-        match outcome {
-            RuleOutcome::NotMatched { field, value } => {
-                self.not_matched[field.index()].insert(rule);
-                self.values[field.index()] = value;
+        let (table, field, value) = match outcome {
+            RuleOutcome::NotMatched { field, value } => (Table::Match, field, value),
+            RuleOutcome::Exempt { field, value } => (Table::Unless, field, value),
+            outcome => return self.matched.push(RuleVerdict { rule, outcome }),
+        };
+        let at = match self
+            .decided
+            .iter()
+            .position(|d| d.table == table && d.field == field)
+        {
+            Some(at) => at,
+            None => {
+                self.decided.push(Decided {
+                    table,
+                    field,
+                    value,
+                    rules: RuleSet::empty(self.rules),
+                });
+                self.decided.len() - 1
             }
-            RuleOutcome::Exempt { field, value } => {
-                self.exempt[field.index()].insert(rule);
-                self.values[field.index()] = value;
-            }
-            outcome => self.matched.push(RuleVerdict { rule, outcome }),
-        }
+        };
+        self.decided[at].rules.insert(rule);
     }
 
     /// The verdicts of the rules that matched (due or not due), in rule order.
@@ -149,17 +172,12 @@ impl Evaluation {
         if rule >= self.rules {
             return None;
         }
-        let decided = |sets: &[RuleSet; 6]| {
-            MatchField::ALL
-                .into_iter()
-                .find(|field| sets[field.index()].contains(rule))
-                .map(|field| (field, self.values[field.index()].clone()))
-        };
-        if let Some((field, value)) = decided(&self.not_matched) {
-            return Some(RuleOutcome::NotMatched { field, value });
-        }
-        if let Some((field, value)) = decided(&self.exempt) {
-            return Some(RuleOutcome::Exempt { field, value });
+        if let Some(decided) = self.decided.iter().find(|d| d.rules.contains(rule)) {
+            let (field, value) = (decided.field, decided.value.clone());
+            return Some(match decided.table {
+                Table::Match => RuleOutcome::NotMatched { field, value },
+                Table::Unless => RuleOutcome::Exempt { field, value },
+            });
         }
         self.matched
             .iter()
@@ -260,13 +278,13 @@ pub fn evaluate(
     let applies = policy
         .index
         .sort_all(&policy.rules, &values, |table, field, dropped| {
-            let sets = match table {
-                Table::Match => &mut evaluation.not_matched,
-                Table::Unless => &mut evaluation.exempt,
-            };
-            sets[field.index()].copy_from(dropped);
             // Each field's value is copied once per call (inline: no allocation).
-            evaluation.values[field.index()] = InlineStr::new(values.get(field));
+            evaluation.decided.push(Decided {
+                table,
+                field,
+                value: InlineStr::new(values.get(field)),
+                rules: dropped.clone(),
+            });
         });
     evaluation.matched.reserve_exact(applies.len());
     for index in applies.iter() {
