@@ -238,6 +238,10 @@ struct FieldIndex {
     /// The rule sets the nodes point to.
     sets: Vec<RuleSet>,
     groups: Vec<CheckGroup>,
+    /// What [`FieldIndex::matching`] answers for each of
+    /// [`MatchField::known_words`], worked out once: a call's direction and
+    /// status are then looked up, not walked.
+    known: Vec<RuleSet>,
 }
 
 /// A trie node while the index is built.
@@ -297,6 +301,7 @@ impl FieldIndex {
             node_groups: Vec::new(),
             sets: Vec::new(),
             groups: Vec::new(),
+            known: Vec::new(),
         };
         let mut trie = Builder::default();
         trie.node("");
@@ -355,7 +360,31 @@ impl FieldIndex {
             }
         }
         index.finish(rules, &trie.nodes);
+        let every = RuleSet::full(rules.len());
+        let mut scratch = RuleSet::empty(rules.len());
+        index.known = field
+            .known_words()
+            .iter()
+            .map(|word| index.matching(word, &every, rules, &mut scratch).clone())
+            .collect();
         index
+    }
+
+    /// [`FieldIndex::matching`] for the call with `values`.
+    fn matching_call<'a>(
+        &'a self,
+        values: &FieldValues<'_>,
+        interest: &RuleSet,
+        rules: &[Rule],
+        scratch: &'a mut RuleSet,
+    ) -> &'a RuleSet {
+        let known = values
+            .known_word(self.field)
+            .and_then(|at| self.known.get(at));
+        match known {
+            Some(set) => set,
+            None => self.matching(values.get(self.field), interest, rules, scratch),
+        }
     }
 
     /// Lays the trie out flat and computes every node's `through` and
@@ -636,7 +665,7 @@ impl PolicyIndex {
                 continue;
             }
             let field = index.field;
-            let hits = index.matching(values.get(field), remaining, rules, &mut scratch);
+            let hits = index.matching_call(values, remaining, rules, &mut scratch);
             if remaining.keep_only(hits, &mut dropped) {
                 sorted(Table::Match, field, &dropped);
             }
@@ -649,7 +678,7 @@ impl PolicyIndex {
                 continue;
             }
             let field = index.field;
-            let hits = index.matching(values.get(field), remaining, rules, &mut scratch);
+            let hits = index.matching_call(values, remaining, rules, &mut scratch);
             if remaining.remove_all(hits, &mut dropped) {
                 sorted(Table::Unless, field, &dropped);
             }
