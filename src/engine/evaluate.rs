@@ -4,6 +4,13 @@
 
 use super::*;
 
+/// What one evaluation of a call decides for its timers.
+struct Judgement {
+    winner: Option<Winner>,
+    dry_runs: Vec<(RuleId, DateTime<Utc>)>,
+    watched: bool,
+}
+
 impl<A: VobizApi> Engine<A> {
     /// Evaluates a tracked call on the skew-corrected timeline, so every caller judges calls the
     /// same way.
@@ -12,15 +19,11 @@ impl<A: VobizApi> Engine<A> {
         tracked: &Tracked,
         now: DateTime<Utc>,
     ) -> policy::Evaluation {
-        let timeline = tracked.timeline(
-            self.clocks.skew(self.now()),
-            self.clocks.mismatch().is_some(),
-        );
         let mut evaluation = policy::evaluate(
             self.rules.policy(),
             &tracked.call,
             &self.account,
-            &timeline,
+            &self.timeline(tracked),
             now,
             self.settings.enforce.grace,
         );
@@ -28,6 +31,61 @@ impl<A: VobizApi> Engine<A> {
             self.caps.since(&tracked.call.uuid, self.rules.id(rule))
         });
         evaluation
+    }
+
+    /// The instants a tracked call is judged by: skew-corrected, or from
+    /// first sight when the timestamps are not trusted.
+    fn timeline(&self, tracked: &Tracked) -> policy::Timeline {
+        tracked.timeline(
+            self.clocks.skew(self.now()),
+            self.clocks.mismatch().is_some(),
+        )
+    }
+
+    /// The winning rule and deadline of a tracked call, its dry-run rules'
+    /// own deadlines, and whether an idle rule watches it.
+    ///
+    /// When no rule needs more than the deadline (no dry-run, idle or
+    /// fraud-guard rules), the allocation-free [`policy::deadline_only`]
+    /// gives the same winner without building a verdict per rule.
+    fn judge(&self, tracked: &Tracked, now: DateTime<Utc>) -> Judgement {
+        let policy = self.rules.policy();
+        if self.rules.deadline_suffices() {
+            let winner = policy::deadline_only(
+                policy,
+                &tracked.call,
+                &self.account,
+                &self.timeline(tracked),
+                now,
+                self.settings.enforce.grace,
+            );
+            return Judgement {
+                winner: winner.map(|(index, deadline)| self.winner(index, deadline)),
+                dry_runs: Vec::new(),
+                watched: false,
+            };
+        }
+        let evaluation = self.evaluate_tracked(tracked, now);
+        let watched = evaluation
+            .matched()
+            .any(|v| matches!(policy.rules[v.rule].limit, Limit::IdleTimeout(_)));
+        Judgement {
+            winner: evaluation
+                .effective(policy, self.settings.enforce.dry_run)
+                .map(|(index, deadline)| self.winner(index, deadline)),
+            dry_runs: evaluation
+                .dry_run_due(policy)
+                .map(|(index, deadline)| (self.rules.id(index), deadline))
+                .collect(),
+            watched,
+        }
+    }
+
+    fn winner(&self, index: usize, deadline: DateTime<Utc>) -> Winner {
+        Winner {
+            rule: self.rules.id(index),
+            deadline,
+        }
     }
 
     /// Re-selects the calls beyond the cap of each fraud-guard rule, from
@@ -78,22 +136,12 @@ impl<A: VobizApi> Engine<A> {
         let Some(tracked) = self.calls.get(uuid) else {
             return;
         };
-        let evaluation = self.evaluate_tracked(tracked, now);
+        let Judgement {
+            winner,
+            dry_runs: dry,
+            watched,
+        } = self.judge(tracked, now);
         let in_batch = self.discovery.in_batch(tracked.first_seen);
-        let policy = self.rules.policy();
-        let winner = evaluation
-            .effective(policy, self.settings.enforce.dry_run)
-            .map(|(index, deadline)| Winner {
-                rule: self.rules.id(index),
-                deadline,
-            });
-        let dry: Vec<(RuleId, DateTime<Utc>)> = evaluation
-            .dry_run_due(policy)
-            .map(|(index, deadline)| (self.rules.id(index), deadline))
-            .collect();
-        let watched = evaluation
-            .matched()
-            .any(|v| matches!(policy.rules[v.rule].limit, Limit::IdleTimeout(_)));
         self.calls.set_watched(uuid, watched);
 
         self.deadlines.cancel(uuid);

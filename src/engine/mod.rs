@@ -7,6 +7,29 @@
 //! list → new UUIDs → details → [`Tracked`] → policy evaluation → deadline
 //! timers → (timer fires) re-read → re-evaluate → [`plan::plan_hangup`] →
 //! audit intent → DELETE with retries → audit outcome.
+//!
+//! The state lives in parts, each owning its data and the invariants over
+//! it behind a small API; [`Engine`] composes them and passes data between
+//! them:
+//!
+//! - `calls`: the tracked calls (each stored once, shared with the jobs
+//!   that act on it), the B-leg index, the memory across restarts.
+//! - `discovery`: the list in flight, the live set, the detail-read queue
+//!   and reads in flight, the discovery batch, malformed-answer pauses.
+//! - `deadlines`: each call's winning rule and deadline, its timers, pardons.
+//! - `decisions`: the never-twice bookkeeping (in flight, decided, hung up,
+//!   resumed intents, warnings spoken, dry-run rules audited).
+//! - [`breaker`]: open or not, held calls, overrides, recent fires.
+//! - `clocks`: the server-clock skew bound, probes, a clock/zone mismatch.
+//! - [`rules`]: the policy in force and [`rules::RuleId`]s that carry its
+//!   generation, so no reference to a rule survives a reload unchecked.
+//! - [`caps`]: the fraud guard's calls beyond a cap.
+//!
+//! The event handling that moves data between them is split by flow: `poll`
+//! (list and details), `evaluate` (verdicts into timers), `enforce`
+//! (re-read, act, DELETE), `warnings`, `safety` (breaker, pardons, health,
+//! reloads), `manual`, `prober`, `report` (audit, metrics, `/status`), and
+//! `once`, the driver of a single cycle.
 
 pub mod actions;
 pub mod backoff;
@@ -42,7 +65,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::audit::{self, AuditLog, Event as AuditEvent, Outcome, Record};
+use crate::audit::{self, AuditLog, CallDetails, Event as AuditEvent, Outcome, Record};
 use crate::call::{Call, CallUuid};
 use crate::clock::SharedClock;
 use crate::config::{Config, EnforceSettings, RetrySettings, SafetySettings};

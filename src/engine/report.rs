@@ -43,11 +43,7 @@ impl<A: VobizApi> Engine<A> {
             attempts,
             dry_run: job.dry_run,
             reason: reason.to_owned(),
-            call: Some(
-                job.call
-                    .as_ref()
-                    .map_or(serde_json::Value::Null, |call| call.raw.clone()),
-            ),
+            call: job.call.clone().map(CallDetails::Tracked),
         }
     }
 

@@ -18,30 +18,43 @@ pub struct RuleId {
 pub struct Rules {
     policy: Arc<Policy>,
     generation: u64,
+    /// No rule needs more than the winning deadline (no dry-run, idle or
+    /// fraud-guard rules): the fast evaluation path decides alone.
+    deadline_suffices: bool,
 }
 
 impl Rules {
     /// The first generation of `policy`.
     pub fn new(policy: Arc<Policy>) -> Self {
+        Self::of_generation(policy, 0)
+    }
+
+    fn of_generation(policy: Arc<Policy>, generation: u64) -> Self {
+        let deadline_suffices = !policy.has_idle_rules()
+            && !policy.has_concurrency_rules()
+            && !policy.rules.iter().any(|rule| rule.action.dry_run);
         Self {
             policy,
-            generation: 0,
+            generation,
+            deadline_suffices,
         }
     }
 
     /// Puts `policy` in force as the next generation; returns the previous
     /// rules, whose ids still resolve against them.
     pub fn replace(&mut self, policy: Arc<Policy>) -> Rules {
-        let next = Rules {
-            policy,
-            generation: self.generation + 1,
-        };
+        let next = Rules::of_generation(policy, self.generation + 1);
         std::mem::replace(self, next)
     }
 
     /// The policy, for evaluation.
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// Whether the winning deadline alone is all the rules need evaluated.
+    pub fn deadline_suffices(&self) -> bool {
+        self.deadline_suffices
     }
 
     /// The id of the rule at `index` of this generation.
