@@ -116,6 +116,9 @@ pub struct Record {
     /// The call details from the last fetch.
     #[serde(default)]
     pub call: Option<serde_json::Value>,
+    /// With `[ha]`: the lease epoch the decision was taken under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<i64>,
 }
 
 /// What the log says about earlier runs.
@@ -427,6 +430,7 @@ mod tests {
             dry_run: false,
             reason: String::new(),
             call: None,
+            epoch: None,
         }
     }
 

@@ -424,6 +424,7 @@ impl<A: VobizApi> Engine<A> {
         let api = Arc::clone(&self.api);
         let retrier = Arc::clone(&self.retrier);
         let tx = self.events_tx.clone();
+        let fence = self.shared.fence.clone();
         tokio::spawn(async move {
             // Nothing is done that is not on disk first; only this hangup
             // waits for it.
@@ -431,14 +432,44 @@ impl<A: VobizApi> Engine<A> {
                 let _ = tx.send(Event::IntentLost { job, error });
                 return;
             }
+            // With [ha], nothing is done that is not committed under the
+            // lease either. A refusal is a failed hangup: retried later,
+            // by this node if it still leads, else by the new leader.
+            let claim = match &fence {
+                None => None,
+                // One decision per call whatever the scope, so two rules
+                // can never both act on it.
+                Some(fence) => {
+                    match fence.admit(&job.uuid, "hangup").await {
+                        Ok(claim) => Some(claim),
+                        Err(reason) => {
+                            let refused = HangupResult::Failed {
+                                attempts: 0,
+                                reason: format!("not sent: {reason}"),
+                            };
+                            let results = vec![(job.uuid.clone(), refused)];
+                            let _ = tx.send(Event::HungUp { job, results });
+                            return;
+                        }
+                    }
+                }
+            };
             let mut results = Vec::with_capacity(targets.len());
             for target in targets {
+                if fence.as_ref().is_some_and(|fence| !fence.still_held()) {
+                    let reason = "not sent: this node's lease ran out".to_owned();
+                    results.push((target, HangupResult::Failed { attempts: 0, reason }));
+                    break;
+                }
                 let result = actions::hang_up(&*api, &target, &retrier).await;
                 let stop = matches!(result, HangupResult::AuthFailed { .. });
                 results.push((target, result));
                 if stop {
                     break;
                 }
+            }
+            if let (Some(fence), Some(claim)) = (&fence, claim) {
+                fence.settle(claim, fence::outcome_of(&results)).await;
             }
             let _ = tx.send(Event::HungUp { job, results });
         });

@@ -14,6 +14,7 @@ pub mod breaker;
 pub mod caps;
 mod discovery;
 mod enforce;
+pub mod fence;
 mod manual;
 pub mod memory;
 pub mod plan;
@@ -135,6 +136,8 @@ pub struct Shared {
     pub clock: SharedClock,
     /// Where to remember call times across restarts (`None`: nowhere).
     pub state_dir: Option<std::path::PathBuf>,
+    /// With `[ha]`: the lease every hangup is fenced by (`None`: single-node).
+    pub fence: Option<Arc<dyn fence::Fence>>,
 }
 
 /// Operator requests to a running engine.

@@ -47,6 +47,7 @@ impl<A: VobizApi> Engine<A> {
             dry_run: job.dry_run,
             reason: reason.to_owned(),
             call: Some(job.call.clone()),
+            epoch: self.shared.fence.as_ref().map(|fence| fence.epoch()),
         }
     }
 
