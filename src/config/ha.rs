@@ -50,7 +50,10 @@ pub(super) fn check_ha(
     // The environment and the credential stand in for a file that is not
     // configured; a configured file that is broken stays an error.
     let fallback = if let Some(url) = &env.postgres_url {
-        Some((Secret::new(url.trim()), "CALLWARDEN_POSTGRES_URL".to_owned()))
+        Some((
+            Secret::new(url.trim()),
+            "CALLWARDEN_POSTGRES_URL".to_owned(),
+        ))
     } else if r.string(table, "postgres_url_file").is_none() {
         read_credential(env, POSTGRES_URL_CREDENTIAL, extra)
             .map(|url| (url, format!("credential `{POSTGRES_URL_CREDENTIAL}`")))

@@ -439,26 +439,30 @@ impl<A: VobizApi> Engine<A> {
                 None => None,
                 // One decision per call whatever the scope, so two rules
                 // can never both act on it.
-                Some(fence) => {
-                    match fence.admit(&job.uuid, "hangup").await {
-                        Ok(claim) => Some(claim),
-                        Err(reason) => {
-                            let refused = HangupResult::Failed {
-                                attempts: 0,
-                                reason: format!("not sent: {reason}"),
-                            };
-                            let results = vec![(job.uuid.clone(), refused)];
-                            let _ = tx.send(Event::HungUp { job, results });
-                            return;
-                        }
+                Some(fence) => match fence.admit(&job.uuid, "hangup").await {
+                    Ok(claim) => Some(claim),
+                    Err(reason) => {
+                        let refused = HangupResult::Failed {
+                            attempts: 0,
+                            reason: format!("not sent: {reason}"),
+                        };
+                        let results = vec![(job.uuid.clone(), refused)];
+                        let _ = tx.send(Event::HungUp { job, results });
+                        return;
                     }
-                }
+                },
             };
             let mut results = Vec::with_capacity(targets.len());
             for target in targets {
                 if fence.as_ref().is_some_and(|fence| !fence.still_held()) {
                     let reason = "not sent: this node's lease ran out".to_owned();
-                    results.push((target, HangupResult::Failed { attempts: 0, reason }));
+                    results.push((
+                        target,
+                        HangupResult::Failed {
+                            attempts: 0,
+                            reason,
+                        },
+                    ));
                     break;
                 }
                 let result = actions::hang_up(&*api, &target, &retrier).await;

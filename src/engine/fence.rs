@@ -137,7 +137,10 @@ mod tests {
             outcome_of(&[(uuid("a"), done.clone()), (uuid("b"), gone.clone())]),
             "gone"
         );
-        assert_eq!(outcome_of(&[(uuid("a"), done), (uuid("b"), failed)]), "failed");
+        assert_eq!(
+            outcome_of(&[(uuid("a"), done), (uuid("b"), failed)]),
+            "failed"
+        );
         assert_eq!(outcome_of(&[(uuid("a"), gone)]), "gone");
     }
 }

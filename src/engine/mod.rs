@@ -47,7 +47,7 @@ use backoff::Jitter;
 pub use manual::{is_refusal, ManualDecision, ManualRequest, Selection, MANUAL_RULE};
 use plan::Plan;
 use skew::{Mismatch, SkewEstimate, SkewTracker, NO_SKEW};
-pub use status::AccountStatus;
+pub use status::{AccountStatus, HaRole, HaStatus};
 use timers::TimerQueue;
 pub use tracker::Tracked;
 

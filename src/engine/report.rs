@@ -176,6 +176,7 @@ impl<A: VobizApi> Engine<A> {
             rules: self.policy.rules.iter().map(|r| r.name.clone()).collect(),
             next_deadlines,
             calls,
+            ha: None,
         });
     }
 }
