@@ -148,6 +148,17 @@ renew_every = "{RENEW_EVERY}"
         Daemon::start_with(run).await
     }
 
+    /// `node_id`'s audit log, every whole line parsed.
+    pub fn audit(&self, node_id: &str) -> Vec<Value> {
+        let path = self.root.path().join(node_id).join("state/audit.jsonl");
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+        whole
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("an audit line is JSON"))
+            .collect()
+    }
+
     /// Adds calls to the account at `index`, `age_s` old, to premium numbers.
     pub async fn add_premium_calls(&self, index: usize, ages: &[f64]) -> Vec<String> {
         let calls: Vec<Value> = ages
@@ -197,6 +208,27 @@ pub async fn wait_single_leader(daemons: &[&Daemon], account: &str) -> (usize, i
         assert!(
             tokio::time::Instant::now() < until,
             "no single leader of {account}: {leaders:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits (hang guard [`LIMIT`]) until `account` is led by the member that
+/// rendezvous hashing prefers among `ids` (the names of `daemons`, in
+/// order): the cluster has settled, no hand-over is pending.
+pub async fn wait_settled(daemons: &[&Daemon], ids: &[&str], account: &str) -> (usize, i64) {
+    let preferred = callwarden::ha::preferred_member(account, ids).expect("members");
+    let expected = ids.iter().position(|id| *id == preferred).expect("known");
+    let until = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let (leader, epoch) = wait_single_leader(daemons, account).await;
+        if leader == expected {
+            return (leader, epoch);
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "{account} stays with {}, not {preferred}",
+            ids[leader]
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
