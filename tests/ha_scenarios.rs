@@ -64,8 +64,14 @@ async fn one_enforcer_then_takeover_when_the_leader_is_paused() {
     nodes[leader].signal(libc::SIGCONT);
     wait_all_ended(&cluster.sim, &third, WAIT).await;
     common::wait_polls(&cluster.sim, 4).await;
-    let stale: Vec<serde_json::Value> = cluster
-        .audit(IDS[leader])
+    let audit = cluster.audit(IDS[leader]);
+    assert!(
+        audit
+            .iter()
+            .any(|r| r["outcome"] == "ok" && r["epoch"] == epoch),
+        "the old leader's hangups carry its epoch"
+    );
+    let stale: Vec<serde_json::Value> = audit
         .into_iter()
         .filter(|r| r["event"] == "outcome" && r["epoch"] == epoch)
         .filter(|r| r["outcome"] == "ok" || r["outcome"] == "gone")
@@ -192,6 +198,31 @@ async fn three_nodes_spread_six_accounts_and_rebalance_when_one_dies() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    // `cluster` reads the same from the database.
+    let mut cluster_command =
+        common::daemon::command(&cluster.config(nodes_ids[0]), &["cluster", "--json"]);
+    cluster_command.env("CALLWARDEN_POSTGRES_URL", cluster.pg.url());
+    let out = common::daemon::run(cluster_command).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).expect("--json is JSON");
+    for (name, leader) in names.iter().zip(&spread) {
+        let row = shown["accounts"]
+            .as_array()
+            .expect("accounts")
+            .iter()
+            .find(|a| a["account"] == name.as_str())
+            .expect("every account listed");
+        assert_eq!(row["leader"], nodes_ids[*leader], "{shown}");
+    }
+    assert_eq!(
+        shown["members"].as_array().map(Vec::len),
+        Some(3),
+        "{shown}"
+    );
     // node-c dies; its two accounts move, the others stay where they were.
     drop(daemons[2].take());
     let live: Vec<&common::daemon::Daemon> = daemons.iter().flatten().collect();

@@ -36,6 +36,17 @@ pub struct HaSettings {
     pub renew_every: Duration,
 }
 
+impl HaSettings {
+    /// The database URL, or where to give it: `run` and `cluster` need one.
+    pub fn require_url(&self) -> Result<&Secret, String> {
+        self.postgres_url.as_ref().ok_or_else(|| {
+            format!(
+                "[ha] needs the PostgreSQL URL: set CALLWARDEN_POSTGRES_URL, [ha] postgres_url_file, or the systemd credential `{POSTGRES_URL_CREDENTIAL}`"
+            )
+        })
+    }
+}
+
 /// Reads `[ha]` when present, reporting its problems; `None` without it.
 pub(super) fn check_ha(
     r: &mut Reader<'_>,

@@ -29,12 +29,7 @@ use crate::vobiz::Client;
 /// Resolves `[ha]` for this host: the URL is required, the node id
 /// defaults to the hostname.
 pub(super) fn node_settings(ha: &HaSettings) -> anyhow::Result<NodeSettings> {
-    let Some(url) = ha.postgres_url.clone() else {
-        bail!(
-            "[ha] needs the PostgreSQL URL: set CALLWARDEN_POSTGRES_URL, [ha] postgres_url_file, or the systemd credential `{}`",
-            config::POSTGRES_URL_CREDENTIAL
-        );
-    };
+    let url = ha.require_url().map_err(anyhow::Error::msg)?.clone();
     let node_id = match &ha.node_id {
         Some(id) => id.clone(),
         None => hostname()?,

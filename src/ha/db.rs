@@ -289,6 +289,31 @@ pub struct PendingIntent {
     pub epoch: i64,
 }
 
+/// The intents of every account without an outcome, oldest first, with
+/// their accounts.
+pub async fn all_pending_intents(client: &Client) -> Result<Vec<(String, PendingIntent)>, HaError> {
+    let rows = client
+        .query(
+            "SELECT account, id, call_uuid, action, holder, epoch FROM ha_decision
+             WHERE outcome IS NULL ORDER BY id",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let intent = PendingIntent {
+                id: r.get(1),
+                call_uuid: r.get(2),
+                action: r.get(3),
+                holder: r.get(4),
+                epoch: r.get(5),
+            };
+            (r.get(0), intent)
+        })
+        .collect())
+}
+
 /// The intents of `account` without an outcome, oldest first.
 pub async fn pending_intents(
     client: &Client,
