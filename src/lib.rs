@@ -16,7 +16,8 @@
 //! - [`vobiz`]: the API client, response parsers, and [`vobiz::Metered`],
 //!   which counts every request the engine makes in the metrics.
 //! - [`engine`]: discovery, deadlines, enforcement.
-//! - [`ha`]: high availability on PostgreSQL (lease, fencing, members).
+//! - [`ha`]: high availability on PostgreSQL: the per-node coordinator
+//!   (members, leases, self-fence) and the fence every hangup passes.
 //! - [`audit`]: the durable decision log.
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`sim`]: the bundled Vobiz API simulator.

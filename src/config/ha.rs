@@ -41,7 +41,7 @@ impl HaSettings {
     pub fn require_url(&self) -> Result<&Secret, String> {
         self.postgres_url.as_ref().ok_or_else(|| {
             format!(
-                "[ha] needs the PostgreSQL URL: set CALLWARDEN_POSTGRES_URL, [ha] postgres_url_file, or the systemd credential `{POSTGRES_URL_CREDENTIAL}`"
+                "no PostgreSQL URL for high availability: set CALLWARDEN_POSTGRES_URL, [ha] postgres_url_file, or the systemd credential `{POSTGRES_URL_CREDENTIAL}`"
             )
         })
     }
