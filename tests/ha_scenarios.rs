@@ -36,6 +36,29 @@ async fn one_enforcer_then_takeover_when_the_leader_is_paused() {
     let standby = 1 - leader;
     assert_eq!(role(nodes[standby], "default").await.0, "standby");
 
+    // A standby refuses manual requests, naming the leader (once it has
+    // read who that is).
+    let leader_id = IDS[leader];
+    let until = tokio::time::Instant::now() + WAIT;
+    while nodes[standby].status().await["accounts"][0]["ha"]["leader"] != leader_id {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the standby never names the leader"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, body) = post_json(
+        nodes[standby],
+        "/hangup",
+        serde_json::json!({"calls": ["abc-123"], "reason": "test"}),
+    )
+    .await;
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains(leader_id), "{body}");
+    let (code, body) = post(nodes[standby], "/pardon/abc-123").await;
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains(leader_id), "{body}");
+
     // Enforced by the leader alone.
     let first = cluster.add_premium_calls(0, &[10.0, 10.0, 10.0]).await;
     wait_all_ended(&cluster.sim, &first, WAIT).await;
@@ -332,8 +355,24 @@ async fn wait_answered_seen(
 }
 
 async fn post(daemon: &common::daemon::Daemon, path: &str) -> (u16, String) {
-    let response = reqwest::Client::new()
-        .post(format!("http://{}{path}", daemon.addr))
+    send(reqwest::Client::new().post(format!("http://{}{path}", daemon.addr))).await
+}
+
+async fn post_json(
+    daemon: &common::daemon::Daemon,
+    path: &str,
+    body: serde_json::Value,
+) -> (u16, String) {
+    send(
+        reqwest::Client::new()
+            .post(format!("http://{}{path}", daemon.addr))
+            .json(&body),
+    )
+    .await
+}
+
+async fn send(request: reqwest::RequestBuilder) -> (u16, String) {
+    let response = request
         .timeout(Duration::from_secs(10))
         .send()
         .await

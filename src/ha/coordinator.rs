@@ -212,7 +212,7 @@ impl Node {
                                     epoch = l.epoch, "handing the account over to its preferred member");
                             }
                             Decided::Follow {
-                                leader: None,
+                                leader: preferred.map(str::to_owned),
                                 epoch: lease.map(|l| l.epoch),
                             }
                         }
