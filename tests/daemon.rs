@@ -162,14 +162,19 @@ async fn sighup_applies_a_valid_change_and_keeps_the_old_rules_on_a_broken_one()
         0.0,
         "a failed reload shows in the gauge the alert uses"
     );
-    let logs = daemon.json_logs();
     assert!(
-        logs.iter()
-            .any(|l| message(l).starts_with("reload failed") && l["level"] == "ERROR"),
+        daemon
+            .wait_log(|l| message(l).starts_with("reload failed") && l["level"] == "ERROR")
+            .await
+            .is_some(),
         "no reload error logged"
     );
+    // Logged before the summary line above, so already taken in.
     assert!(
-        logs.iter().any(|l| message(l).contains("rules.toml:")),
+        daemon
+            .json_logs()
+            .iter()
+            .any(|l| message(l).contains("rules.toml:")),
         "the broken file's position is not logged"
     );
 
@@ -259,9 +264,8 @@ async fn sigterm_during_a_retry_storm_exits_zero_with_a_readable_audit_log() {
         !audit.iter().any(|r| r["outcome"] == "ok"),
         "an ok outcome without a 2xx"
     );
-    let logs = daemon.json_logs();
     assert!(
-        logs.iter().any(|l| message(l) == "stopped"),
+        daemon.wait_log(|l| message(l) == "stopped").await.is_some(),
         "no clean stop logged"
     );
 }

@@ -453,11 +453,9 @@ async fn a_call_whose_details_keep_answering_malformed_is_read_after_a_growing_p
         .filter(|r| (reads[0]..=reads[5]).contains(&r["seq"].as_u64().unwrap_or(0)))
         .count();
     assert!(polls >= 8, "{polls} polls for 6 reads: read at every poll");
-    let warned = daemon
-        .json_logs()
-        .into_iter()
-        .filter(|l| common::daemon::message(l).starts_with("reading call details failed"))
-        .count();
+    let warning = |l: &Value| common::daemon::message(l).starts_with("reading call details failed");
+    assert!(daemon.wait_log(warning).await.is_some(), "no warning");
+    let warned = daemon.json_logs().into_iter().filter(warning).count();
     assert_eq!(warned, 1, "warned once for the call");
 }
 

@@ -161,11 +161,15 @@ async fn an_echoed_token_appears_nowhere() {
         error.contains("X-Auth-Token"),
         "no poll error in /status: {error}"
     );
-    let logged = daemon.logs().join("\n");
     assert!(
-        logged.contains("X-Auth-Token"),
-        "no poll error logged: {logged}"
+        daemon
+            .wait_log(|l| l.to_string().contains("X-Auth-Token"))
+            .await
+            .is_some(),
+        "no poll error logged: {:#?}",
+        daemon.logs()
     );
+    let logged = daemon.logs().join("\n");
 
     assert!(!error.contains(TOKEN), "/status leaks the token: {error}");
     assert!(!logged.contains(TOKEN), "stderr leaks the token: {logged}");

@@ -4,8 +4,9 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use crate::config::parse_cases;
 use crate::config::{self, Config, Diagnostic, Environment, Severity};
-use crate::policy::cases::{decide, parse_cases, Case, CaseSettings, Expected};
+use crate::policy::cases::{decide, Case, CaseSettings, Expected};
 
 use super::{EXIT_ERROR, EXIT_OK, EXIT_USAGE};
 

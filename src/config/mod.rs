@@ -6,6 +6,7 @@
 //! accepts is exactly what the daemon runs.
 
 mod accounts;
+mod cases;
 mod diagnostic;
 mod environment;
 mod files;
@@ -24,6 +25,7 @@ use crate::policy::{ExplainSettings, Policy};
 use crate::vobiz::Secret;
 
 pub use accounts::CREDENTIAL_NAME;
+pub use cases::parse_cases;
 pub(crate) use diagnostic::FileDiagnostics;
 pub use diagnostic::{CheckReport, Diagnostic, Diagnostics, Severity};
 pub use environment::Environment;

@@ -237,7 +237,6 @@ async fn reload(
     notify(&[sd_notify::NotifyState::Reloading]);
     match config::load(config_path, env) {
         Err(diagnostics) => {
-            metrics.reload(false);
             for diagnostic in &diagnostics {
                 tracing::error!("{diagnostic}");
             }
@@ -245,6 +244,9 @@ async fn reload(
                 errors = diagnostics.iter().filter(|d| d.is_error()).count(),
                 "reload failed: the old config and policies stay in force"
             );
+            // Counted after the log lines, so whoever sees the counter move
+            // (an alert, a test) finds the reason already logged.
+            metrics.reload(false);
         }
         Ok(loaded) => {
             for warning in &loaded.warnings {
@@ -270,8 +272,8 @@ async fn reload(
                         .await;
                 }
             }
-            metrics.reload(true);
             tracing::info!(files = loaded.files.len(), "reloaded config and policies");
+            metrics.reload(true);
         }
     }
     notify(&[sd_notify::NotifyState::Ready]);

@@ -323,6 +323,21 @@ impl Daemon {
         self.lines.lock().unwrap().clone()
     }
 
+    /// The first JSON log line for which `wanted` holds, waiting up to
+    /// [`LIMIT`] for it: stderr is read on a task of its own, so a line the
+    /// daemon wrote before some other sign (a metric, an exit) may not have
+    /// been taken in yet.
+    pub async fn wait_log(&self, wanted: impl Fn(&Value) -> bool) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + LIMIT;
+        loop {
+            let found = self.json_logs().into_iter().find(|l| wanted(l));
+            if found.is_some() || tokio::time::Instant::now() >= deadline {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The stderr lines that are JSON objects.
     pub fn json_logs(&self) -> Vec<Value> {
         self.logs()
