@@ -36,11 +36,11 @@ import time
 
 from slow_disk import AUTH_ID, TOKEN, http, pct, start_sim, ts
 
-LIMIT_S = 5.0
+LIMIT_S = 20.0
 POLICY = """
 [[rule]]
-name = "limit-5s"
-max_duration = "5s"
+name = "limit-20s"
+max_duration = "20s"
 measure_from = "start"
 [rule.match]
 direction = ["outbound"]

@@ -66,8 +66,9 @@ pub(super) struct Supervisor {
     pub(super) settings: Settings,
     /// What every engine shares; each engine gets its own fence.
     pub(super) shared: Shared,
-    /// What the local audit log said at start.
-    pub(super) replay: Arc<audit::Replay>,
+    /// What the local audit log said at start: for the first engine only,
+    /// as later ones would re-close what the first closed.
+    pub(super) replay: Option<Arc<audit::Replay>>,
     /// This node.
     pub(super) node: Arc<Node>,
 }
@@ -151,7 +152,7 @@ impl Supervisor {
     }
 
     /// Loads what the previous leader left and starts an engine at `epoch`.
-    async fn start(&self, epoch: i64) -> anyhow::Result<Running> {
+    async fn start(&mut self, epoch: i64) -> anyhow::Result<Running> {
         let account = self.account.as_str();
         let (pending, pardons, first_seen) = self
             .node
@@ -218,7 +219,7 @@ impl Supervisor {
             Arc::clone(&self.policy),
             self.settings.clone(),
             shared,
-            &self.replay,
+            &self.replay.take().unwrap_or_default(),
         );
         engine.take_over(takeover);
         let (commands, commands_rx) = mpsc::channel(64);

@@ -89,7 +89,7 @@ pub async fn run(
                     policy,
                     settings: settings.clone(),
                     shared: shared.clone(),
-                    replay: Arc::clone(&replay),
+                    replay: Some(Arc::clone(&replay)),
                     node: Arc::clone(node),
                 };
                 engines.push(tokio::spawn(supervisor.run(

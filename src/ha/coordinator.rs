@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use super::db::{self, LeaseOutcome};
 use super::fence::SelfFence;
-use super::link::Link;
+use super::link::{Link, LinkError};
 use super::plan::{self, LeaseView, Step};
 use super::rendezvous::preferred_member;
 use super::schema;
@@ -151,19 +151,20 @@ impl Node {
                 () = &mut shutdown => break,
                 _ = ticks.tick() => {}
             }
-            let up = self.tick().await;
-            if database_up != Some(up) {
-                if up {
-                    tracing::info!(node_id = %self.node_id(), "HA database reachable");
-                }
-                database_up = Some(up);
+            let result = self.tick().await;
+            // Logged when it changes, not at every tick of an outage.
+            match (&result, database_up) {
+                (Ok(()), Some(true)) | (Err(_), Some(false)) => {}
+                (Ok(()), _) => tracing::info!(node_id = %self.node_id(), "HA database reachable"),
+                (Err(error), _) => tracing::warn!(node_id = %self.node_id(), %error,
+                    "HA database unreachable: accounts led here stop at their self-fence"),
             }
+            database_up = Some(result.is_ok());
         }
     }
 
-    /// One round: heartbeat, then a step per account. Returns whether the
-    /// database answered.
-    async fn tick(&self) -> bool {
+    /// One round: heartbeat, then a step per account.
+    async fn tick(&self) -> Result<(), LinkError> {
         let me = self.node_id();
         let ttl = self.settings.lease_ttl;
         let patience_ms = millis(self.settings.renew_every * 2);
@@ -229,16 +230,14 @@ impl Node {
                 for (account, next) in decided {
                     self.apply(&account, next);
                 }
-                true
+                Ok(())
             }
             Err(error) => {
                 self.metrics.ha_database_up.set(0);
-                tracing::warn!(node_id = %me, %error,
-                    "HA database unreachable: accounts led here stop at their self-fence");
-                for account in self.accounts.keys().cloned().collect::<Vec<_>>() {
-                    self.lost_database(&account);
+                for account in self.accounts.keys() {
+                    self.lost_database(account);
                 }
-                false
+                Err(error)
             }
         }
     }
