@@ -433,36 +433,19 @@ impl<A: VobizApi> Engine<A> {
                 return;
             }
             // With [ha], nothing is done that is not committed under the
-            // lease either. A refusal is a failed hangup: retried later,
-            // by this node if it still leads, else by the new leader.
-            let claim = match &fence {
-                None => None,
-                // One decision per call whatever the scope, so two rules
-                // can never both act on it.
-                Some(fence) => match fence.admit(&job.uuid, "hangup").await {
-                    Ok(claim) => Some(claim),
-                    Err(reason) => {
-                        let refused = HangupResult::Failed {
-                            attempts: 0,
-                            reason: format!("not sent: {reason}"),
-                        };
-                        let results = vec![(job.uuid.clone(), refused)];
-                        let _ = tx.send(Event::HungUp { job, results });
-                        return;
-                    }
-                },
+            // lease either; a refusal is a failed hangup, retried later.
+            let claim = match fence::admit(fence.as_ref(), &job.uuid).await {
+                Ok(claim) => claim,
+                Err(refused) => {
+                    let results = vec![(job.uuid.clone(), refused)];
+                    let _ = tx.send(Event::HungUp { job, results });
+                    return;
+                }
             };
             let mut results = Vec::with_capacity(targets.len());
             for target in targets {
-                if fence.as_ref().is_some_and(|fence| !fence.still_held()) {
-                    let reason = "not sent: this node's lease ran out".to_owned();
-                    results.push((
-                        target,
-                        HangupResult::Failed {
-                            attempts: 0,
-                            reason,
-                        },
-                    ));
+                if let Some(refused) = fence::lease_ran_out(fence.as_ref()) {
+                    results.push((target, refused));
                     break;
                 }
                 let result = actions::hang_up(&*api, &target, &retrier).await;
@@ -472,9 +455,7 @@ impl<A: VobizApi> Engine<A> {
                     break;
                 }
             }
-            if let (Some(fence), Some(claim)) = (&fence, claim) {
-                fence.settle(claim, fence::outcome_of(&results)).await;
-            }
+            fence::settle(fence.as_ref(), claim, &results).await;
             let _ = tx.send(Event::HungUp { job, results });
         });
     }

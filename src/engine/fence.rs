@@ -4,6 +4,7 @@
 //! Without `[ha]` there is no fence and nothing here runs.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
@@ -41,6 +42,48 @@ pub trait Fence: Send + Sync {
     /// has ended), and when each tracked call was first seen in progress,
     /// so a new leader times them from then.
     fn polled(&self, live: &HashSet<CallUuid>, first_seen: Vec<(CallUuid, DateTime<Utc>)>);
+}
+
+/// Asks `fence` (when there is one) to admit the hangup of `call`. One
+/// decision per call whatever the scope, so two rules never both act on
+/// it. `Err` is the result to report instead: nothing was sent.
+pub(super) async fn admit(
+    fence: Option<&Arc<dyn Fence>>,
+    call: &CallUuid,
+) -> Result<Option<Claim>, HangupResult> {
+    let Some(fence) = fence else {
+        return Ok(None);
+    };
+    fence
+        .admit(call, "hangup")
+        .await
+        .map(Some)
+        .map_err(|reason| HangupResult::Failed {
+            attempts: 0,
+            reason: format!("not sent: {reason}"),
+        })
+}
+
+/// The result for a leg whose DELETE may no longer leave, checked before
+/// each leg: the lease can run out while earlier legs are hung up.
+pub(super) fn lease_ran_out(fence: Option<&Arc<dyn Fence>>) -> Option<HangupResult> {
+    fence
+        .filter(|fence| !fence.still_held())
+        .map(|_| HangupResult::Failed {
+            attempts: 0,
+            reason: "not sent: this node's lease ran out".to_owned(),
+        })
+}
+
+/// Records the outcome of an admitted hangup in the fence's database.
+pub(super) async fn settle(
+    fence: Option<&Arc<dyn Fence>>,
+    claim: Option<Claim>,
+    results: &[(CallUuid, HangupResult)],
+) {
+    if let (Some(fence), Some(claim)) = (fence, claim) {
+        fence.settle(claim, outcome_of(results)).await;
+    }
 }
 
 /// The outcome of one hangup's DELETEs, in the words of the decisions table.
