@@ -22,6 +22,10 @@ use crate::engine::{HaRole, HaStatus};
 use crate::metrics::{AccountLabel, Metrics};
 use crate::vobiz::Secret;
 
+/// How long after a lease's expiry a waiting member looks again: the
+/// database clock and this host's timers need not agree to the millisecond.
+const EXPIRY_SLACK_MS: i64 = 50;
+
 /// What the coordinator needs from `[ha]`, resolved.
 #[derive(Debug, Clone)]
 pub struct NodeSettings {
@@ -143,15 +147,24 @@ impl Node {
     /// [`Node::leave`], so engines can finish their hangups first.
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let mut ticks = tokio::time::interval(self.settings.renew_every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut database_up: Option<bool> = None;
+        let mut next = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
-                _ = ticks.tick() => {}
+                () = tokio::time::sleep_until(next) => {}
             }
+            let started = tokio::time::Instant::now();
             let result = self.tick().await;
+            // Every `renew_every`, or sooner when a lease this node may
+            // take runs out before that, so a failover waits for the
+            // lease and not for the next tick too.
+            let wait = result.as_ref().ok().copied().flatten();
+            next = started
+                + wait.map_or(self.settings.renew_every, |w| {
+                    w.min(self.settings.renew_every)
+                });
+            let result = result.map(|_| ());
             // Logged when it changes, not at every tick of an outage.
             match (&result, database_up) {
                 (Ok(()), Some(true)) | (Err(_), Some(false)) => {}
@@ -163,8 +176,9 @@ impl Node {
         }
     }
 
-    /// One round: heartbeat, then a step per account.
-    async fn tick(&self) -> Result<(), LinkError> {
+    /// One round: heartbeat, then a step per account. Returns how soon a
+    /// lease another member holds runs out, when that is worth waking for.
+    async fn tick(&self) -> Result<Option<Duration>, LinkError> {
         let me = self.node_id();
         let ttl = self.settings.lease_ttl;
         let patience_ms = millis(self.settings.renew_every * 2);
@@ -180,6 +194,7 @@ impl Node {
                 let members = db::live_members(client).await?;
                 let leases = db::leases(client).await?;
                 let mut decided = Vec::with_capacity(self.accounts.len());
+                let mut wake: Option<Duration> = None;
                 for account in self.accounts.keys() {
                     let lease = leases.iter().find(|l| &l.account == account);
                     let view = lease.map(|l| LeaseView {
@@ -219,18 +234,27 @@ impl Node {
                         }
                         Step::Wait => follow,
                     };
+                    if let Some(l) = lease.filter(|l| l.holder != me) {
+                        // Just after it would expire, or after the
+                        // patience of a member that is not preferred.
+                        let preferred_is_me = preferred.is_none_or(|p| p == me);
+                        let due_ms = if preferred_is_me { 0 } else { patience_ms };
+                        let in_ms = (due_ms - l.expired_for_ms).max(0) + EXPIRY_SLACK_MS;
+                        let at = Duration::from_millis(u64::try_from(in_ms).unwrap_or(0));
+                        wake = Some(wake.map_or(at, |w| w.min(at)));
+                    }
                     decided.push((account.clone(), next));
                 }
-                Ok(decided)
+                Ok((decided, wake))
             })
             .await;
         match result {
-            Ok(decided) => {
+            Ok((decided, wake)) => {
                 self.metrics.ha_database_up.set(1);
                 for (account, next) in decided {
                     self.apply(&account, next);
                 }
-                Ok(())
+                Ok(wake)
             }
             Err(error) => {
                 self.metrics.ha_database_up.set(0);
