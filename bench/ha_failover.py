@@ -254,6 +254,8 @@ def main():
     parser.add_argument("--lease-ttl", default="6s")
     parser.add_argument("--renew-every", default="2s")
     args = parser.parse_args()
+    # A SIGTERM unwinds through the `finally`s: no server or node is left.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("stopped by SIGTERM"))
     work = tempfile.mkdtemp(prefix="callwarden-ha-bench-")
     pg = Postgres()
     sim, base_url, root = start_sim(args.bin, work)
@@ -264,6 +266,7 @@ def main():
     finally:
         sim.terminate()
         pg.stop()
+        shutil.rmtree(work, ignore_errors=True)
     print(f"| measure | p50 | p99 / max |\n|---|---|---|")
     if times:
         print(

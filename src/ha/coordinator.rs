@@ -235,10 +235,13 @@ impl Node {
                         Step::Wait => follow,
                     };
                     if let Some(l) = lease.filter(|l| l.holder != me) {
-                        // Just after it would expire, or after the
-                        // patience of a member that is not preferred.
-                        let preferred_is_me = preferred.is_none_or(|p| p == me);
-                        let due_ms = if preferred_is_me { 0 } else { patience_ms };
+                        // Just after it would expire when this member is
+                        // the one preferred once the holder is gone, else
+                        // after the patience.
+                        let others: Vec<&String> =
+                            members.iter().filter(|m| **m != l.holder).collect();
+                        let next_is_me = preferred_member(account, &others).is_none_or(|p| p == me);
+                        let due_ms = if next_is_me { 0 } else { patience_ms };
                         let in_ms = (due_ms - l.expired_for_ms).max(0) + EXPIRY_SLACK_MS;
                         let at = Duration::from_millis(u64::try_from(in_ms).unwrap_or(0));
                         wake = Some(wake.map_or(at, |w| w.min(at)));
