@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use super::db::{self, LeaseOutcome};
 use super::fence::SelfFence;
-use super::link::{Link, LinkError};
+use super::link::{Link, LinkError, Links};
 use super::plan::{self, LeaseView, Step};
 use super::rendezvous::preferred_member;
 use super::schema;
@@ -25,6 +25,9 @@ use crate::vobiz::Secret;
 /// How long after a lease's expiry a waiting member looks again: the
 /// database clock and this host's timers need not agree to the millisecond.
 const EXPIRY_SLACK_MS: i64 = 50;
+
+/// Connections of the data path (intents, outcomes, pardons, takeovers).
+const DATA_CONNECTIONS: usize = 4;
 
 /// What the coordinator needs from `[ha]`, resolved.
 #[derive(Debug, Clone)]
@@ -60,9 +63,10 @@ pub struct Node {
     settings: NodeSettings,
     fence: SelfFence,
     control: Link,
-    /// The connection for intents, outcomes, pardons and takeovers, so
-    /// that a burst of hangups never delays a renewal.
-    pub data: Link,
+    /// The connections for intents, outcomes, pardons and takeovers, apart
+    /// from the coordinator's, so that a burst of hangups never delays a
+    /// renewal.
+    pub data: Links,
     accounts: BTreeMap<String, AccountLease>,
     metrics: Arc<Metrics>,
     /// Whether this run has brought the schema up to date yet.
@@ -108,7 +112,7 @@ impl Node {
         Arc::new(Self {
             fence: SelfFence::new(settings.lease_ttl),
             control: Link::new(settings.url.clone(), dead_after),
-            data: Link::new(settings.url.clone(), dead_after),
+            data: Links::new(&settings.url, dead_after, DATA_CONNECTIONS),
             settings,
             accounts,
             metrics,

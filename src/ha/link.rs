@@ -2,6 +2,7 @@
 //! every use bounded by a timeout, and dropped after any error so that the
 //! next use connects afresh (a restarted server, a dead TCP connection).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Mutex;
@@ -69,5 +70,35 @@ impl Link {
                 Err(LinkError::Timeout(limit))
             }
         }
+    }
+}
+
+/// A few links used in turn, so that hangups falling due together record
+/// their intents side by side instead of queueing behind one connection
+/// (PostgreSQL commits them together).
+pub struct Links {
+    links: Vec<Link>,
+    next: AtomicUsize,
+}
+
+impl Links {
+    /// `count` links (at least one) to `url`.
+    pub fn new(url: &Secret, dead_after: Duration, count: usize) -> Self {
+        Self {
+            links: (0..count.max(1))
+                .map(|_| Link::new(url.clone(), dead_after))
+                .collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// [`Link::run`] on the next link in turn.
+    pub async fn run<T>(
+        &self,
+        limit: Duration,
+        work: impl AsyncFnOnce(&mut Client) -> Result<T, HaError>,
+    ) -> Result<T, LinkError> {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.links.len();
+        self.links[index].run(limit, work).await
     }
 }
