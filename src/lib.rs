@@ -15,7 +15,10 @@
 //! - [`policy`]: compiled rules, matchers, windows, evaluation.
 //! - [`vobiz`]: the API client, response parsers, and [`vobiz::Metered`],
 //!   which counts every request the engine makes in the metrics.
-//! - [`engine`]: discovery, deadlines, enforcement.
+//! - [`engine`]: one task per account composing parts that each own their
+//!   state: tracked calls, discovery, deadlines (winning rule, timers,
+//!   pardons), decisions (never twice), breaker, clocks, and rules whose ids
+//!   carry the policy generation; `once` drives it through one cycle.
 //! - [`ha`]: high availability on PostgreSQL: the per-node coordinator
 //!   (members, leases, self-fence) and the fence every hangup passes.
 //! - [`audit`]: the durable decision log.

@@ -7,9 +7,12 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+use crate::call::Call;
 
 pub mod writer;
 
@@ -115,10 +118,42 @@ pub struct Record {
     pub reason: String,
     /// The call details from the last fetch.
     #[serde(default)]
-    pub call: Option<serde_json::Value>,
+    pub call: Option<CallDetails>,
     /// With `[ha]`: the lease epoch the decision was taken under.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<i64>,
+}
+
+/// The call details a record carries: written from the engine's tracked
+/// call, shared rather than copied, and read back as JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallDetails {
+    /// The call the engine tracks; its API answer is written as it is.
+    Tracked(Arc<Call>),
+    /// Read back from the log.
+    Read(serde_json::Value),
+}
+
+impl CallDetails {
+    /// The API's answer, as JSON.
+    pub fn json(&self) -> &serde_json::Value {
+        match self {
+            Self::Tracked(call) => &call.raw,
+            Self::Read(json) => json,
+        }
+    }
+}
+
+impl Serialize for CallDetails {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.json().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for CallDetails {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde_json::Value::deserialize(deserializer).map(Self::Read)
+    }
 }
 
 /// What the log says about earlier runs.

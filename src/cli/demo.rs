@@ -242,6 +242,7 @@ fn describe(record: &Record, start: DateTime<Utc>) -> Option<String> {
         .call
         .as_ref()
         .map(|c| {
+            let c = c.json();
             let field = |a: &str, b: &str| {
                 c.get(a)
                     .or_else(|| c.get(b))

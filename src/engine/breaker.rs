@@ -6,9 +6,12 @@
 //! interval saw (the live calls plus those already ended in it), so it can
 //! never exceed 100 %.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::hash::Hash;
 
+use chrono::{DateTime, TimeDelta, Utc};
+
+use crate::call::CallUuid;
 use crate::config::SafetySettings;
 
 /// What the breaker judges: calls due in the interval, and the fleet.
@@ -41,6 +44,116 @@ pub fn exceeds_limits(counts: Counts, safety: &SafetySettings) -> bool {
         && counts.fleet >= safety.breaker_min_live_calls
         && counts.fleet > 0
         && (counts.due as u128) * 100 > percent * counts.fleet as u128
+}
+
+/// The breaker of one account: whether it is open, the calls it holds,
+/// those an operator let through, and the recent fires it counts.
+#[derive(Debug, Default)]
+pub struct Breaker {
+    open: bool,
+    held: HashSet<CallUuid>,
+    /// Let through once by an operator: not held again.
+    overridden: HashSet<CallUuid>,
+    /// Calls fired by the breaker-guarded timers, with when.
+    recent_fires: VecDeque<(DateTime<Utc>, CallUuid)>,
+}
+
+impl Breaker {
+    /// Whether the breaker holds hangups.
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// Opens the breaker.
+    pub fn open(&mut self) {
+        self.open = true;
+    }
+
+    /// Closes the breaker; returns the calls it held, to be scheduled now.
+    pub fn close(&mut self) -> Vec<CallUuid> {
+        self.open = false;
+        self.held.drain().collect()
+    }
+
+    /// Lets the held calls through once (an operator's override); returns them.
+    pub fn release(&mut self) -> Vec<CallUuid> {
+        let held: Vec<CallUuid> = self.held.drain().collect();
+        self.overridden.extend(held.iter().cloned());
+        held
+    }
+
+    /// Whether the open breaker must hold `uuid`: not let through by an
+    /// operator. Holds it; the bool says whether it was newly held.
+    pub fn hold(&mut self, uuid: &CallUuid) -> Option<bool> {
+        if !self.open || self.overridden.contains(uuid) {
+            return None;
+        }
+        Some(self.held.insert(uuid.clone()))
+    }
+
+    /// Whether `uuid` is held.
+    pub fn holds(&self, uuid: &CallUuid) -> bool {
+        self.held.contains(uuid)
+    }
+
+    /// The held calls.
+    pub fn held(&self) -> impl Iterator<Item = &CallUuid> {
+        self.held.iter()
+    }
+
+    /// Whether any call is held.
+    pub fn holds_any(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// No longer holds `uuid` (decided, pardoned, or asked for by hand).
+    pub fn unhold(&mut self, uuid: &CallUuid) {
+        self.held.remove(uuid);
+    }
+
+    /// The hangup of `uuid` went ahead: an override is used up.
+    pub fn acted(&mut self, uuid: &CallUuid) {
+        self.overridden.remove(uuid);
+    }
+
+    /// Drops every trace of an ended call.
+    pub fn forget(&mut self, uuid: &CallUuid) {
+        self.held.remove(uuid);
+        self.overridden.remove(uuid);
+    }
+
+    /// Records the calls the guarded timers fired at `now`.
+    pub fn fired<'a>(&mut self, now: DateTime<Utc>, uuids: impl Iterator<Item = &'a CallUuid>) {
+        self.recent_fires
+            .extend(uuids.map(|uuid| (now, uuid.clone())));
+    }
+
+    /// Calls due within one `window` (fired in the last window, held, and
+    /// `scheduled` for the next), each once, against the `live` fleet.
+    pub fn due_within<'a>(
+        &'a mut self,
+        now: DateTime<Utc>,
+        window: TimeDelta,
+        scheduled: impl Iterator<Item = &'a CallUuid>,
+        live: &'a HashSet<CallUuid>,
+    ) -> Counts {
+        while self
+            .recent_fires
+            .front()
+            .is_some_and(|(at, _)| *at < now - window)
+        {
+            self.recent_fires.pop_front();
+        }
+        let this: &'a Self = self;
+        let due = this
+            .recent_fires
+            .iter()
+            .map(|(_, uuid)| uuid)
+            .chain(self.held.iter())
+            .chain(scheduled);
+        let live: HashSet<&CallUuid> = live.iter().collect();
+        count(due, &live)
+    }
 }
 
 #[cfg(test)]

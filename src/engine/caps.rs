@@ -10,15 +10,18 @@ use chrono::{DateTime, Utc};
 
 use crate::call::CallUuid;
 
-/// Calls beyond a cap: per call, `(rule index, found at)`.
+use super::rules::RuleId;
+
+/// Calls beyond a cap: per call, `(rule, found at)`. A rule of older rules
+/// never matches a rule in force.
 #[derive(Debug, Default)]
 pub struct Caps {
-    beyond: HashMap<CallUuid, Vec<(usize, DateTime<Utc>)>>,
+    beyond: HashMap<CallUuid, Vec<(RuleId, DateTime<Utc>)>>,
 }
 
 impl Caps {
     /// When `uuid` was found beyond the cap of rule `rule`, if it is.
-    pub fn since(&self, uuid: &CallUuid, rule: usize) -> Option<DateTime<Utc>> {
+    pub fn since(&self, uuid: &CallUuid, rule: RuleId) -> Option<DateTime<Utc>> {
         self.beyond
             .get(uuid)?
             .iter()
@@ -31,10 +34,10 @@ impl Caps {
     /// changed, which must be re-evaluated.
     pub fn update(
         &mut self,
-        selected: Vec<(CallUuid, usize)>,
+        selected: Vec<(CallUuid, RuleId)>,
         now: DateTime<Utc>,
     ) -> Vec<CallUuid> {
-        let mut next: HashMap<CallUuid, Vec<(usize, DateTime<Utc>)>> = HashMap::new();
+        let mut next: HashMap<CallUuid, Vec<(RuleId, DateTime<Utc>)>> = HashMap::new();
         for (uuid, rule) in selected {
             let since = self.since(&uuid, rule).unwrap_or(now);
             next.entry(uuid).or_default().push((rule, since));
@@ -62,7 +65,7 @@ impl Caps {
         self.beyond.remove(uuid);
     }
 
-    /// Drops everything (new rules: rule indices changed).
+    /// Drops everything (new rules: the selection is made afresh).
     pub fn clear(&mut self) {
         self.beyond.clear();
     }
@@ -78,18 +81,20 @@ mod tests {
 
     #[test]
     fn instants_are_kept_while_a_call_stays_beyond_the_cap() {
+        let rules = crate::engine::rules::Rules::new(std::sync::Arc::default());
+        let (r0, r1) = (rules.id(0), rules.id(1));
         let t0 = DateTime::from_timestamp(1_750_000_000, 0).unwrap();
         let t1 = t0 + chrono::Duration::seconds(5);
         let mut caps = Caps::default();
-        let changed = caps.update(vec![(uuid("a"), 0), (uuid("b"), 0)], t0);
+        let changed = caps.update(vec![(uuid("a"), r0), (uuid("b"), r0)], t0);
         assert_eq!(changed.len(), 2);
         // `a` stays, `b` leaves (an older call ended), `c` arrives.
-        let mut changed = caps.update(vec![(uuid("a"), 0), (uuid("c"), 0)], t1);
+        let mut changed = caps.update(vec![(uuid("a"), r0), (uuid("c"), r0)], t1);
         changed.sort();
         assert_eq!(changed, vec![uuid("b"), uuid("c")]);
-        assert_eq!(caps.since(&uuid("a"), 0), Some(t0));
-        assert_eq!(caps.since(&uuid("c"), 0), Some(t1));
-        assert_eq!(caps.since(&uuid("b"), 0), None);
-        assert_eq!(caps.since(&uuid("a"), 1), None);
+        assert_eq!(caps.since(&uuid("a"), r0), Some(t0));
+        assert_eq!(caps.since(&uuid("c"), r0), Some(t1));
+        assert_eq!(caps.since(&uuid("b"), r0), None);
+        assert_eq!(caps.since(&uuid("a"), r1), None);
     }
 }

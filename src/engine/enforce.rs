@@ -1,175 +1,37 @@
-//! Enforcement: evaluating calls into deadline timers, and at each deadline
-//! re-reading the call, re-evaluating it, planning the legs and hanging up;
-//! warnings too.
+//! Enforcement: at each deadline, re-reading the call, re-evaluating it,
+//! planning the legs and hanging up, with the intent on disk before any
+//! DELETE; and what the DELETEs' answers decide.
 
 use super::*;
 
 impl<A: VobizApi> Engine<A> {
-    /// Evaluates a tracked call on the skew-corrected timeline, so every caller judges calls the
-    /// same way.
-    pub(super) fn evaluate_tracked(
-        &self,
-        tracked: &Tracked,
-        now: DateTime<Utc>,
-    ) -> policy::Evaluation {
-        let timeline =
-            tracked.timeline(self.skew_now().unwrap_or(NO_SKEW), self.mismatch.is_some());
-        let mut evaluation = policy::evaluate(
-            &self.policy,
-            &tracked.call,
-            &self.account,
-            &timeline,
-            now,
-            self.settings.enforce.grace,
-        );
-        evaluation.apply_caps(&self.policy, |rule| {
-            self.caps.since(&tracked.call.uuid, rule)
-        });
-        evaluation
-    }
-
-    /// Re-selects the calls beyond the cap of each fraud-guard rule, from
-    /// the tracked calls of the latest list, and re-evaluates those whose
-    /// state changed. Run once a poll's reads are complete.
-    pub(super) fn check_caps(&mut self) {
-        let now = self.now();
-        let selected: Vec<(CallUuid, usize)> = if self.policy.has_concurrency_rules() {
-            let skew = self.skew_now().unwrap_or(NO_SKEW);
-            let mismatch = self.mismatch.is_some();
-            // Calls hung up but still listed, and calls the latest list left
-            // out (kept live one more poll so that they are not ended by
-            // mistake), hold no place in a group: a newer call must not be
-            // ended for them.
-            let members: Vec<(&Tracked, policy::Timeline)> = self
-                .calls
-                .iter()
-                .filter(|(uuid, _)| {
-                    self.live.contains(*uuid)
-                        && !self.missing.contains_key(*uuid)
-                        && !self.hung_up.contains(*uuid)
-                })
-                .map(|(_, tracked)| (tracked, seniority_timeline(tracked, skew, mismatch)))
-                .collect();
-            let live: Vec<policy::LiveCall<'_>> = members
-                .iter()
-                .map(|(tracked, timeline)| policy::LiveCall {
-                    call: &tracked.call,
-                    account: &self.account,
-                    timeline,
-                })
-                .collect();
-            policy::calls_beyond_caps(&self.policy, &live, now)
-                .into_iter()
-                .map(|(member, rule)| (members[member].0.call.uuid.clone(), rule))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        for uuid in self.caps.update(selected, now) {
-            self.evaluate(&uuid);
-        }
-    }
-
-    /// Re-evaluates one call and (re)schedules its timers.
-    pub(super) fn evaluate(&mut self, uuid: &CallUuid) {
-        let now = self.now();
-        let Some(tracked) = self.calls.get(uuid) else {
-            return;
-        };
-        let evaluation = self.evaluate_tracked(tracked, now);
-        let winner = evaluation.effective(&self.policy, self.settings.enforce.dry_run);
-        let dry: Vec<(usize, DateTime<Utc>)> = evaluation.dry_run_due(&self.policy).collect();
-        let watched = evaluation
-            .matched()
-            .any(|v| matches!(self.policy.rules[v.rule].limit, Limit::IdleTimeout(_)));
-        if let Some(tracked) = self.calls.get_mut(uuid) {
-            tracked.watched_by_idle_rule = watched;
-        }
-
-        self.enforce_timers.cancel(uuid);
-        self.bypass_timers.cancel(uuid);
-        self.warn_timers.cancel(uuid);
-        for index in dry_run_rules(&self.policy) {
-            if !dry.iter().any(|(i, _)| *i == index) {
-                self.dry_timers.cancel(&(uuid.clone(), index));
-            }
-        }
-        for (index, deadline) in dry {
-            if !self.dry_done.contains(&(uuid.clone(), index)) {
-                self.dry_timers.schedule((uuid.clone(), index), deadline);
-            }
-        }
-        let Some((index, deadline)) = winner else {
-            self.winners.remove(uuid);
-            self.held.remove(uuid);
-            return;
-        };
-        self.winners.insert(uuid.clone(), (index, deadline));
-        if self.finished.contains(uuid) || self.hung_up.contains(uuid) {
-            return;
-        }
-        let deadline = match self.pardons.get(uuid) {
-            Some(None) => return,
-            Some(Some(until)) if *until > deadline => *until,
-            _ => deadline,
-        };
-        let rule = &self.policy.rules[index];
-        let in_batch = self.batch_started.is_some_and(|started| {
-            self.calls
-                .get(uuid)
-                .is_some_and(|t| t.first_seen >= started)
-        });
-        if rule.action.bypass_breaker {
-            self.bypass_timers.schedule(uuid.clone(), deadline);
-        } else if in_batch && deadline <= now && self.once.is_none() {
-            self.batch_due.push(uuid.clone());
-        } else {
-            self.enforce_timers.schedule(uuid.clone(), deadline);
-        }
-        if let Some(warning) = &rule.action.warn {
-            if !self.warned.contains(uuid) && self.once.is_none() {
-                let warn_at = deadline - TimeDelta::from_std(warning.before).unwrap_or_default();
-                if warn_at >= now || deadline - now >= MIN_LATE_WARNING {
-                    self.warn_timers.schedule(uuid.clone(), warn_at.max(now));
-                } else if deadline > now {
-                    self.warned.insert(uuid.clone());
-                    if let Some(job) = self.warn_job(uuid) {
-                        self.audit_outcome(
-                            &job,
-                            AuditEvent::Warn,
-                            Outcome::Skipped,
-                            0,
-                            "less than 5 s left when first judged",
-                        );
-                    }
-                }
-            }
-        }
-    }
-
     /// Acts on every timer that is due: the loop calls this when its sleep ends.
     pub(super) fn fire_due(&mut self) {
         let now = self.now();
-        if self.batch_release_at().is_some_and(|at| at <= now) {
-            self.release_batch();
+        if self
+            .discovery
+            .batch_release_at(self.poll_interval(), now)
+            .is_some_and(|at| at <= now)
+        {
+            let due = self.discovery.release_batch();
+            self.release_batch(due);
         }
-        for (uuid, _) in self.warn_timers.pop_due(now) {
+        let due = self.deadlines.pop_due(now);
+        for uuid in due.warnings {
             self.fire_warning(&uuid);
         }
-        for ((uuid, index), _) in self.dry_timers.pop_due(now) {
-            self.start_reread(uuid, Purpose::DryRunRule(index));
+        for (uuid, rule) in due.dry_runs {
+            self.start_reread(uuid, Purpose::DryRunRule(rule));
         }
-        for (uuid, _) in self.bypass_timers.pop_due(now) {
+        for uuid in due.bypassing {
             self.start_reread(uuid, Purpose::Enforce);
         }
-        let due = self.enforce_timers.pop_due(now);
-        if due.is_empty() {
+        if due.guarded.is_empty() {
             return;
         }
-        self.recent_fires
-            .extend(due.iter().map(|(uuid, _)| (now, uuid.clone())));
+        self.breaker.fired(now, due.guarded.iter());
         self.check_breaker();
-        for (uuid, _) in due {
+        for uuid in due.guarded {
             if self.held_by_breaker(&uuid) {
                 continue;
             }
@@ -179,21 +41,19 @@ impl<A: VobizApi> Engine<A> {
 
     /// Re-reads a due call before acting, so a hangup never relies on a stale snapshot.
     pub(super) fn start_reread(&mut self, uuid: CallUuid, purpose: Purpose) {
-        if self.unhealthy.is_some() || self.busy.contains(&uuid) {
+        if self.unhealthy.is_some() || self.decisions.is_busy(&uuid) {
             return;
         }
         // A timer set while the hangup was in flight (a re-evaluation after
         // a skew update) must not start another round for a decided call.
-        if purpose == Purpose::Enforce
-            && (self.finished.contains(&uuid) || self.hung_up.contains(&uuid))
-        {
+        if purpose == Purpose::Enforce && self.decisions.is_decided(&uuid) {
             return;
         }
         let Some(tracked) = self.calls.get(&uuid) else {
             return;
         };
-        self.busy.insert(uuid.clone());
         let queued = tracked.queued;
+        self.decisions.start(&uuid);
         let api = Arc::clone(&self.api);
         let retrier = Arc::clone(&self.retrier);
         let tx = self.events_tx.clone();
@@ -214,33 +74,26 @@ impl<A: VobizApi> Engine<A> {
         purpose: Purpose,
         result: Result<Fetched<Call>, ApiError>,
     ) {
-        self.busy.remove(&uuid);
+        self.decisions.stop(&uuid);
         let now = self.now();
         match result {
             Ok(fetched) => {
                 self.observe_skew(&fetched);
-                let legs = self.leg_count(&uuid);
                 let seen_at = fetched.received_at;
-                if !self.refresh_tracked(&uuid, fetched.value, seen_at, legs) {
+                if !self.calls.refresh(&uuid, fetched.value, seen_at) {
                     self.manual_failed(&uuid, Outcome::Gone, "the call had already ended");
                     return;
                 }
-                let Some(call) = self.calls.get(&uuid).map(|t| t.call.clone()) else {
-                    return;
-                };
-                self.act(&uuid, purpose, call, now);
+                self.act(&uuid, purpose, now);
             }
             Err(ApiError::NotFound) => {
-                match self.calls.get_mut(&uuid).filter(|t| t.queued) {
+                if self.calls.get(&uuid).is_some_and(|t| t.queued) {
                     // No longer queued, maybe answered: re-read it as live.
-                    Some(tracked) => {
-                        tracked.queued = false;
-                        self.start_reread(uuid, purpose);
-                    }
-                    None => {
-                        self.manual_failed(&uuid, Outcome::Gone, "the call had already ended");
-                        self.forget(&uuid);
-                    }
+                    self.calls.set_queued(&uuid, false);
+                    self.start_reread(uuid, purpose);
+                } else {
+                    self.manual_failed(&uuid, Outcome::Gone, "the call had already ended");
+                    self.forget(&uuid);
                 }
             }
             Err(error @ (ApiError::Unauthorized | ApiError::Forbidden)) => {
@@ -254,7 +107,9 @@ impl<A: VobizApi> Engine<A> {
                     now + TimeDelta::from_std(self.settings.retry.max_backoff).unwrap_or_default();
                 match purpose {
                     Purpose::Enforce => self.reschedule_enforce(&uuid, retry_at),
-                    Purpose::DryRunRule(index) => self.dry_timers.schedule((uuid, index), retry_at),
+                    Purpose::DryRunRule(rule) => {
+                        self.deadlines.schedule_dry_run(&uuid, rule, retry_at)
+                    }
                     Purpose::Manual => self.manual_failed(
                         &uuid,
                         Outcome::Failed,
@@ -267,63 +122,56 @@ impl<A: VobizApi> Engine<A> {
 
     /// Puts a deadline in the right queue, so breaker-exempt rules never wait behind the breaker.
     pub(super) fn reschedule_enforce(&mut self, uuid: &CallUuid, at: DateTime<Utc>) {
-        if self.bypasses_breaker(uuid) {
-            self.bypass_timers.schedule(uuid.clone(), at);
-        } else {
-            self.enforce_timers.schedule(uuid.clone(), at);
-        }
+        let bypass = self.bypasses_breaker(uuid);
+        self.deadlines.schedule_hangup(uuid, at, bypass);
     }
 
-    /// Re-evaluates `call` with fresh details and, if still due, acts.
-    pub(super) fn act(
-        &mut self,
-        uuid: &CallUuid,
-        purpose: Purpose,
-        call: Call,
-        now: DateTime<Utc>,
-    ) {
+    /// Re-evaluates the tracked call with its fresh details and, if still
+    /// due, acts: the details are the tracked call's own, shared with the
+    /// job and its audit records, never copied.
+    pub(super) fn act(&mut self, uuid: &CallUuid, purpose: Purpose, now: DateTime<Utc>) {
+        let Some(tracked) = self.calls.get(uuid) else {
+            return;
+        };
+        let call = Arc::clone(&tracked.call);
         if purpose == Purpose::Manual {
             self.act_manual(uuid, call);
             return;
         }
-        let Some(tracked) = self.calls.get(uuid) else {
-            return;
-        };
-        if purpose == Purpose::Enforce
-            && (self.finished.contains(uuid) || self.hung_up.contains(uuid))
-        {
+        if purpose == Purpose::Enforce && self.decisions.is_decided(uuid) {
             return;
         }
         let evaluation = self.evaluate_tracked(tracked, now);
-        let matched: Vec<String> = evaluation
-            .matched()
-            .map(|v| self.policy.rules[v.rule].name.clone())
-            .collect();
-        let (index, deadline) = match purpose {
-            Purpose::Enforce => {
-                match evaluation.effective(&self.policy, self.settings.enforce.dry_run) {
-                    Some((index, deadline)) if deadline <= now => (index, deadline),
-                    _ => {
-                        // No longer due (answered later, state changed, window
-                        // closed, rules reloaded): schedule afresh.
-                        self.evaluate(uuid);
-                        return;
-                    }
-                }
-            }
-            Purpose::DryRunRule(index) => {
-                match evaluation.verdicts.get(index).map(|v| &v.outcome) {
-                    Some(RuleOutcome::Due { deadline }) if *deadline <= now => (index, *deadline),
-                    _ => {
-                        self.evaluate(uuid);
-                        return;
-                    }
-                }
-            }
+        let policy = self.rules.policy();
+        let due = match purpose {
+            Purpose::Enforce => evaluation
+                .effective(policy, self.settings.enforce.dry_run)
+                .filter(|(_, deadline)| *deadline <= now),
+            // A dry-run rule of older rules decides nothing: the call is
+            // evaluated afresh under the rules in force.
+            Purpose::DryRunRule(rule) => self.rules.index(rule).and_then(|index| match evaluation
+                .verdicts
+                .get(index)
+                .map(|v| &v.outcome)
+            {
+                Some(RuleOutcome::Due { deadline }) if *deadline <= now => Some((index, *deadline)),
+                _ => None,
+            }),
             // Handled above, before any rule is evaluated.
             Purpose::Manual => return,
         };
-        let rule = &self.policy.rules[index];
+        let Some((index, deadline)) = due else {
+            // No longer due (answered later, state changed, window closed,
+            // rules reloaded): schedule afresh.
+            self.evaluate(uuid);
+            return;
+        };
+        let matched: Vec<String> = evaluation
+            .matched()
+            .map(|v| policy.rules[v.rule].name.clone())
+            .collect();
+        let rule = &policy.rules[index];
+        let scope = rule.action.hangup;
         let dry_run = match purpose {
             Purpose::Enforce => self.settings.enforce.dry_run || rule.action.dry_run,
             Purpose::DryRunRule(_) => true,
@@ -342,16 +190,16 @@ impl<A: VobizApi> Engine<A> {
             uuid: uuid.clone(),
             rule: Some(rule.name.clone()),
             rules: matched,
-            action: Some(format!("hangup:{}", scope_word(rule.action.hangup))),
+            action: Some(format!("hangup:{}", scope_word(scope))),
             deadline,
             dry_run,
             reason,
-            call: call.raw.clone(),
+            call: Some(Arc::clone(&call)),
         };
-        if let Purpose::DryRunRule(index) = purpose {
-            self.dry_done.insert((uuid.clone(), index));
+        if let Purpose::DryRunRule(rule) = purpose {
+            self.decisions.dry_run_done(uuid, rule);
         }
-        let targets = match self.plan(&call, rule.action.hangup) {
+        let targets = match self.plan(&call, scope) {
             Plan::End(targets) => targets,
             Plan::Protected { leg, number } => {
                 self.finish(uuid, purpose);
@@ -380,23 +228,20 @@ impl<A: VobizApi> Engine<A> {
             Plan::UnknownLeg(leg) => {
                 tracing::info!(account = %self.account, call = %uuid, %leg,
                     "a leg to end is not known yet; trying after the next poll");
-                let retry_at =
-                    now + TimeDelta::from_std(self.settings.poll_interval).unwrap_or_default();
+                let retry_at = now + self.poll_interval();
                 self.reschedule_enforce(uuid, retry_at);
                 return;
             }
         };
-        if let Some(until) = self.pardons.get(uuid) {
-            if until.is_none_or(|until| until > now) {
-                self.audit_outcome(
-                    &job,
-                    AuditEvent::Outcome,
-                    Outcome::Pardoned,
-                    0,
-                    "pardoned by an operator",
-                );
-                return;
-            }
+        if self.deadlines.pardoned_at(uuid, now) {
+            self.audit_outcome(
+                &job,
+                AuditEvent::Outcome,
+                Outcome::Pardoned,
+                0,
+                "pardoned by an operator",
+            );
+            return;
         }
         let reason = job.reason.clone();
         let durable = self.audit_intent(&job, &reason);
@@ -409,18 +254,19 @@ impl<A: VobizApi> Engine<A> {
             self.audit_outcome(&job, AuditEvent::Outcome, Outcome::DryRun, 0, &reason);
             return;
         }
-        self.overridden.remove(uuid);
+        self.breaker.acted(uuid);
         self.hang_up_targets(job, targets, durable);
     }
 
-    /// Sends the DELETEs of one decided hangup once its intent is durable.
+    /// Sends the DELETEs of one decided hangup once its intent is durable:
+    /// the one place where an intent on disk turns into DELETEs.
     pub(super) fn hang_up_targets(
         &mut self,
         job: Job,
         targets: Vec<CallUuid>,
         durable: audit::Durable,
     ) {
-        self.busy.insert(job.uuid.clone());
+        self.decisions.start(&job.uuid);
         let api = Arc::clone(&self.api);
         let retrier = Arc::clone(&self.retrier);
         let tx = self.events_tx.clone();
@@ -462,7 +308,7 @@ impl<A: VobizApi> Engine<A> {
 
     /// The intent of a hangup did not reach the disk: no DELETE was sent.
     pub(super) fn on_intent_lost(&mut self, job: Job, error: audit::WriteError) {
-        self.busy.remove(&job.uuid);
+        self.decisions.stop(&job.uuid);
         tracing::error!(account = %self.account, call = %job.uuid, rule = %job.rule.as_deref().unwrap_or_default(), %error,
             "the hangup intent is not on disk: not hanging up; trying again later");
         if job.rule.as_deref() == Some(MANUAL_RULE) {
@@ -471,32 +317,34 @@ impl<A: VobizApi> Engine<A> {
             self.audit_outcome(&job, AuditEvent::Outcome, Outcome::Failed, 0, &reason);
             return;
         }
-        let retry_at =
-            self.now() + TimeDelta::from_std(self.settings.poll_interval).unwrap_or_default();
+        let retry_at = self.now() + self.poll_interval();
         self.reschedule_enforce(&job.uuid, retry_at);
     }
 
     /// Which legs a hangup of `call` would end, with the safety checks.
     pub(super) fn plan(&self, call: &Call, scope: HangupScope) -> Plan {
-        plan::plan_hangup(call, scope, self, &self.settings.safety.protected_numbers)
+        plan::plan_hangup(
+            call,
+            scope,
+            &self.calls,
+            &self.settings.safety.protected_numbers,
+        )
     }
 
     /// Marks a call decided and cancels its timers, so nothing fires for it again.
     pub(super) fn finish(&mut self, uuid: &CallUuid, purpose: Purpose) {
         if purpose == Purpose::Enforce {
-            self.finished.insert(uuid.clone());
-            self.held.remove(uuid);
-            self.warn_timers.cancel(uuid);
-            self.enforce_timers.cancel(uuid);
-            self.bypass_timers.cancel(uuid);
+            self.decisions.finish(uuid);
+            self.breaker.unhold(uuid);
+            self.deadlines.cancel(uuid);
         }
     }
 
     /// Records the DELETE results: audit, metrics, and whether to try again.
     pub(super) fn on_hung_up(&mut self, job: Job, results: Vec<(CallUuid, HangupResult)>) {
         let uuid = job.uuid.clone();
-        self.busy.remove(&uuid);
-        self.resumed.remove(&uuid);
+        self.decisions.stop(&uuid);
+        self.decisions.close_resumed(&uuid);
         let attempts = results
             .iter()
             .map(|(_, r)| match r {
@@ -511,7 +359,7 @@ impl<A: VobizApi> Engine<A> {
         for (target, result) in &results {
             match result {
                 HangupResult::Done { at, .. } => {
-                    self.hung_up.insert(target.clone());
+                    self.decisions.hung_up(target);
                     let lag = (*at - job.deadline).num_microseconds().unwrap_or(0) as f64 / 1e6;
                     self.shared.metrics.enforcement_lag.observe(lag.max(0.0));
                 }
@@ -555,109 +403,5 @@ impl<A: VobizApi> Engine<A> {
         {
             self.mark_unhealthy(reason.clone());
         }
-    }
-
-    /// The job a warning is audited under, when the call still has a winning rule.
-    pub(super) fn warn_job(&self, uuid: &CallUuid) -> Option<Job> {
-        let (index, deadline) = *self.winners.get(uuid)?;
-        let rule = self.policy.rules.get(index)?;
-        let tracked = self.calls.get(uuid)?;
-        Some(Job {
-            uuid: uuid.clone(),
-            rule: Some(rule.name.clone()),
-            rules: vec![rule.name.clone()],
-            action: Some("warn".to_owned()),
-            deadline,
-            dry_run: self.settings.enforce.dry_run || rule.action.dry_run,
-            reason: String::new(),
-            call: tracked.call.raw.clone(),
-        })
-    }
-
-    /// Whether the winning rule speaks a warning, so its timer is only set when needed.
-    pub(super) fn has_warning(&self, uuid: &CallUuid) -> bool {
-        self.winners
-            .get(uuid)
-            .is_some_and(|(index, _)| self.policy.rules[*index].action.warn.is_some())
-    }
-
-    /// Speaks the winning rule's warning once, unless the call is protected or dry-run.
-    pub(super) fn fire_warning(&mut self, uuid: &CallUuid) {
-        if self.unhealthy.is_some() || !self.warned.insert(uuid.clone()) {
-            return;
-        }
-        let Some(job) = self.warn_job(uuid) else {
-            return;
-        };
-        let Some((text, scope)) = self
-            .winners
-            .get(uuid)
-            .map(|(index, _)| &self.policy.rules[*index].action)
-            .and_then(|action| Some((action.warn.as_ref()?.text.clone(), action.hangup)))
-        else {
-            return;
-        };
-        let Some(call) = self.calls.get(uuid).map(|t| t.call.clone()) else {
-            return;
-        };
-        if let Plan::Protected { leg, number } = self.plan(&call, scope) {
-            // Never tell a caller their call will end when it will not.
-            let reason = format!("leg {leg} has protected number {number}: no hangup, no warning");
-            self.audit_outcome(&job, AuditEvent::Warn, Outcome::Skipped, 0, &reason);
-            return;
-        }
-        if job.dry_run {
-            self.audit_outcome(&job, AuditEvent::Warn, Outcome::DryRun, 0, &text);
-            return;
-        }
-        let api = Arc::clone(&self.api);
-        let tx = self.events_tx.clone();
-        tokio::spawn(async move {
-            let result = api.speak(&job.uuid, &text, SpeakLegs::Both).await;
-            let _ = tx.send(Event::Spoke {
-                job,
-                result: result.map(|_| ()),
-            });
-        });
-    }
-
-    /// Audits how a warning went; a failed one never delays the hangup.
-    pub(super) fn on_spoke(&mut self, job: Job, result: Result<(), ApiError>) {
-        match result {
-            Ok(()) => self.audit_outcome(&job, AuditEvent::Warn, Outcome::Ok, 1, "warning spoken"),
-            Err(error) => {
-                // A failed warning never delays the hangup.
-                tracing::warn!(account = %self.account, call = %job.uuid, %error, "warning failed");
-                self.audit_outcome(
-                    &job,
-                    AuditEvent::Warn,
-                    Outcome::Failed,
-                    1,
-                    &error.to_string(),
-                );
-            }
-        }
-    }
-}
-
-/// The timeline a call's seniority in a fraud-guard group is judged by.
-///
-/// A call first seen already answered, with no answer time from the API
-/// (the flat shape), was answered at some unknown instant before it was
-/// seen: its start stands in, so calls seen in the same poll are ordered
-/// by their real age, not by the order their details were read.
-fn seniority_timeline(tracked: &Tracked, skew: SkewEstimate, mismatch: bool) -> policy::Timeline {
-    let timeline = tracked.timeline(skew, mismatch);
-    let seen_answered_at_first_sight = tracked.call.answered_at.is_none()
-        && tracked
-            .answered_seen
-            .is_some_and(|seen| seen <= tracked.first_seen);
-    if seen_answered_at_first_sight && timeline.started.is_some() {
-        policy::Timeline {
-            answered: timeline.started,
-            ..timeline
-        }
-    } else {
-        timeline
     }
 }

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 
 use super::actions::HangupResult;
-use super::{memory, Engine};
+use super::Engine;
 use crate::call::CallUuid;
 use crate::vobiz::VobizApi;
 
@@ -122,21 +122,12 @@ impl<A: VobizApi> Engine<A> {
     /// call is re-read before any DELETE), pardons apply at once, and
     /// first-seen times win over later local ones.
     pub fn take_over(&mut self, takeover: Takeover) {
-        self.resumed.extend(takeover.pending);
-        self.pardons.extend(takeover.pardons);
+        self.decisions.resume_more(takeover.pending);
+        for (uuid, until) in takeover.pardons {
+            self.deadlines.add_pardon(uuid, until);
+        }
         for (uuid, at) in takeover.first_seen {
-            let entry = self
-                .remembered
-                .entry(uuid.to_string())
-                .or_insert(memory::Remembered {
-                    first_seen: at,
-                    answered_seen: Some(at),
-                    last_change: at,
-                    state_key: 0,
-                    first_sight_only: false,
-                });
-            entry.first_seen = entry.first_seen.min(at);
-            entry.answered_seen = Some(entry.answered_seen.map_or(at, |seen| seen.min(at)));
+            self.calls.remember_first_seen(&uuid, at);
         }
     }
 
@@ -148,7 +139,7 @@ impl<A: VobizApi> Engine<A> {
                 .iter()
                 .filter_map(|(uuid, tracked)| Some((uuid.clone(), tracked.answered_seen?)))
                 .collect();
-            fence.polled(&self.live, seen);
+            fence.polled(self.discovery.live(), seen);
         }
     }
 }

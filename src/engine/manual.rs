@@ -88,7 +88,7 @@ impl<A: VobizApi> Engine<A> {
             Selection::Calls(uuids) => (
                 uuids
                     .iter()
-                    .filter(|uuid| self.calls.contains_key(*uuid))
+                    .filter(|uuid| self.calls.contains(uuid))
                     .cloned()
                     .collect::<Vec<_>>(),
                 true,
@@ -109,9 +109,9 @@ impl<A: VobizApi> Engine<A> {
         let mut decisions = Vec::new();
         let mut candidates = Vec::new();
         for uuid in selected {
-            if self.hung_up.contains(&uuid) {
+            if self.decisions.is_hung_up(&uuid) {
                 decisions.push(decide("already_ended", &uuid, "already hung up".into()));
-            } else if self.busy.contains(&uuid) {
+            } else if self.decisions.is_busy(&uuid) {
                 decisions.push(decide(
                     "in_progress",
                     &uuid,
@@ -130,7 +130,7 @@ impl<A: VobizApi> Engine<A> {
         // Protection first: a protected call is reported, never counted.
         let mut to_end = Vec::new();
         for uuid in candidates {
-            let Some(call) = self.calls.get(&uuid).map(|t| t.call.clone()) else {
+            let Some(call) = self.calls.get(&uuid).map(|t| Arc::clone(&t.call)) else {
                 continue;
             };
             match self.plan(&call, HangupScope::Call) {
@@ -155,8 +155,7 @@ impl<A: VobizApi> Engine<A> {
             }
         }
         if !explicit && !request.force && !to_end.is_empty() {
-            let live: HashSet<&CallUuid> = self.live.iter().collect();
-            let counts = breaker::count(to_end.iter(), &live);
+            let counts = breaker::count(to_end.iter(), &self.discovery.live().iter().collect());
             if breaker::exceeds_limits(counts, &self.settings.safety) {
                 let detail = format!(
                     "breaker: the selector would end {} of {} live calls, beyond [safety] limits; send it again with force to end them",
@@ -210,10 +209,8 @@ impl<A: VobizApi> Engine<A> {
                 continue;
             }
             // The manual hangup replaces any rule timer and overrides a pardon.
-            self.enforce_timers.cancel(&uuid);
-            self.bypass_timers.cancel(&uuid);
-            self.warn_timers.cancel(&uuid);
-            self.held.remove(&uuid);
+            self.deadlines.cancel(&uuid);
+            self.breaker.unhold(&uuid);
             self.manual_jobs.insert(uuid.clone(), job);
             self.start_reread(uuid.clone(), Purpose::Manual);
             decisions.push(decide(
@@ -234,13 +231,13 @@ impl<A: VobizApi> Engine<A> {
         limit: Option<usize>,
         now: DateTime<Utc>,
     ) -> Vec<CallUuid> {
-        let skew = self.skew_now().unwrap_or(NO_SKEW);
-        let mismatch = self.mismatch.is_some();
+        let skew = self.clocks.skew(now);
+        let mismatch = self.clocks.mismatch().is_some();
         let older_than = older_than.and_then(|d| TimeDelta::from_std(d).ok());
         let mut found: Vec<(DateTime<Utc>, CallUuid)> = self
             .calls
             .iter()
-            .filter(|(uuid, _)| self.live.contains(*uuid))
+            .filter(|(uuid, _)| self.discovery.is_live(uuid))
             .filter(|(_, tracked)| {
                 matcher
                     .first_mismatch(&FieldValues::new(&tracked.call, &self.account))
@@ -281,21 +278,17 @@ impl<A: VobizApi> Engine<A> {
             deadline: now,
             dry_run: false,
             reason,
-            call: self
-                .calls
-                .get(uuid)
-                .map(|t| t.call.raw.clone())
-                .unwrap_or(serde_json::Value::Null),
+            call: self.calls.get(uuid).map(|t| Arc::clone(&t.call)),
         }
     }
 
     /// After the re-read: end the call if it is still live and unprotected.
-    pub(super) fn act_manual(&mut self, uuid: &CallUuid, call: Call) {
+    pub(super) fn act_manual(&mut self, uuid: &CallUuid, call: Arc<Call>) {
         let Some(mut job) = self.manual_jobs.remove(uuid) else {
             return;
         };
-        job.call = call.raw.clone();
-        if self.hung_up.contains(uuid) {
+        job.call = Some(Arc::clone(&call));
+        if self.decisions.is_hung_up(uuid) {
             return;
         }
         let targets = match self.plan(&call, HangupScope::Call) {

@@ -7,26 +7,58 @@
 //! list → new UUIDs → details → [`Tracked`] → policy evaluation → deadline
 //! timers → (timer fires) re-read → re-evaluate → [`plan::plan_hangup`] →
 //! audit intent → DELETE with retries → audit outcome.
+//!
+//! The state lives in parts, each owning its data and the invariants over
+//! it behind a small API; [`Engine`] composes them and passes data between
+//! them:
+//!
+//! - `calls`: the tracked calls (each stored once, shared with the jobs
+//!   that act on it), the B-leg index, the memory across restarts.
+//! - `discovery`: the list in flight, the live set, the detail-read queue
+//!   and reads in flight, the discovery batch, malformed-answer pauses.
+//! - `deadlines`: each call's winning rule and deadline, its timers, pardons.
+//! - `decisions`: the never-twice bookkeeping (in flight, decided, hung up,
+//!   resumed intents, warnings spoken, dry-run rules audited).
+//! - [`breaker`]: open or not, held calls, overrides, recent fires.
+//! - `clocks`: the server-clock skew bound, probes, a clock/zone mismatch.
+//! - [`rules`]: the policy in force and [`rules::RuleId`]s that carry its
+//!   generation, so no reference to a rule survives a reload unchecked.
+//! - [`caps`]: the fraud guard's calls beyond a cap.
+//!
+//! The event handling that moves data between them is split by flow: `poll`
+//! (list and details), `evaluate` (verdicts into timers), `enforce`
+//! (re-read, act, DELETE), `warnings`, `safety` (breaker, pardons, health,
+//! reloads), `manual`, `prober`, `report` (audit, metrics, `/status`), and
+//! `once`, the driver of a single cycle.
 
 pub mod actions;
 pub mod backoff;
 pub mod breaker;
+mod calls;
 pub mod caps;
+mod clocks;
+mod deadlines;
+mod decisions;
 mod discovery;
 mod enforce;
+mod evaluate;
 pub mod fence;
 mod manual;
 pub mod memory;
+mod once;
 pub mod plan;
+mod poll;
 mod prober;
 mod report;
+pub mod rules;
 mod safety;
 pub mod skew;
 pub mod status;
 pub mod timers;
 pub mod tracker;
+mod warnings;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,7 +66,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::audit::{self, AuditLog, Event as AuditEvent, Outcome, Record};
+use crate::audit::{self, AuditLog, CallDetails, Event as AuditEvent, Outcome, Record};
 use crate::call::{Call, CallUuid};
 use crate::clock::SharedClock;
 use crate::config::{Config, EnforceSettings, RetrySettings, SafetySettings};
@@ -44,22 +76,23 @@ use crate::vobiz::{Error as ApiError, Fetched, Metered, SpeakLegs, VobizApi};
 
 use actions::{HangupResult, Retrier};
 use backoff::Jitter;
+use breaker::Breaker;
+use calls::Calls;
+use clocks::Clocks;
+use deadlines::{Deadlines, Winner};
+use decisions::Decisions;
+use discovery::{Discovery, Fetch};
 pub use manual::{is_refusal, ManualDecision, ManualRequest, Selection, MANUAL_RULE};
+use once::Note;
+pub use once::{OnceOutcome, OnceReport};
 use plan::Plan;
-use skew::{Mismatch, SkewEstimate, SkewTracker, NO_SKEW};
+use rules::{RuleId, Rules};
+use skew::{Mismatch, SkewEstimate};
 pub use status::{AccountStatus, HaRole, HaStatus};
-use timers::TimerQueue;
 pub use tracker::Tracked;
 
 /// A warning is still spoken late only if at least this much time remains.
 const MIN_LATE_WARNING: TimeDelta = TimeDelta::seconds(5);
-
-/// A change of the clock-skew lower bound that re-times every tracked call.
-const SKEW_REEVALUATE: TimeDelta = TimeDelta::milliseconds(20);
-
-/// How many consecutive complete lists must leave a tracked call out before
-/// it is taken as ended.
-const MISSING_POLLS_TO_END: u8 = 2;
 
 /// How many calls must break the new-call age bound at once before the
 /// whole account is timed from first sight (fewer are timed so alone).
@@ -194,21 +227,12 @@ enum Purpose {
     /// The winning rule's hangup.
     Enforce,
     /// A rule-level dry-run rule's own deadline.
-    DryRunRule(usize),
+    DryRunRule(RuleId),
     /// A manual hangup (its job waits in `manual_jobs`).
     Manual,
 }
 
-/// Why details are being fetched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fetch {
-    Discover {
-        new_since: Option<DateTime<Utc>>,
-        queued: bool,
-    },
-    Refresh,
-}
-
+/// What the spawned requests report back to the engine's task.
 enum Event {
     Listed {
         sent_at: DateTime<Utc>,
@@ -241,6 +265,7 @@ enum Event {
     },
 }
 
+/// One poll's answer: the live list and, when rules need it, the queued one.
 struct Listing {
     live: Fetched<Vec<CallUuid>>,
     queued: Vec<CallUuid>,
@@ -259,117 +284,37 @@ struct Job {
     deadline: DateTime<Utc>,
     dry_run: bool,
     reason: String,
-    call: serde_json::Value,
+    /// The details acted on, shared with the tracked call (`None`: not tracked).
+    call: Option<Arc<Call>>,
 }
 
-/// What `once` reports.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct OnceReport {
-    /// Account name.
-    pub account: String,
-    /// Calls listed.
-    pub live_calls: usize,
-    /// Calls whose details were read.
-    pub evaluated: usize,
-    /// Calls past a deadline, by outcome.
-    pub outcomes: Vec<OnceOutcome>,
-    /// Idle rules that need history and were not evaluated.
-    pub not_evaluated: Vec<String>,
-    /// Errors that made the cycle partial.
-    pub errors: Vec<String>,
-    /// Whether the breaker held the hangups.
-    pub breaker_held: bool,
-}
-
-/// One call's outcome in `once`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct OnceOutcome {
-    /// The call.
-    pub call_uuid: String,
-    /// The winning rule.
-    pub rule: String,
-    /// The outcome word.
-    pub outcome: String,
-    /// Why.
-    pub reason: String,
-}
-
-/// The engine of one account.
+/// The engine of one account: it composes the parts that own the state
+/// and passes data between them.
 pub struct Engine<A: VobizApi> {
     account: String,
     /// The client, counting every request in the metrics.
     api: Arc<Metered<A>>,
-    policy: Arc<Policy>,
+    rules: Rules,
     settings: Settings,
     shared: Shared,
     retrier: Arc<Retrier>,
-
-    calls: HashMap<CallUuid, Tracked>,
-    /// B-legs by parent A-leg, kept exact as calls come and go.
-    children: HashMap<CallUuid, std::collections::BTreeSet<CallUuid>>,
-    winners: HashMap<CallUuid, (usize, DateTime<Utc>)>,
-    enforce_timers: TimerQueue<CallUuid>,
-    bypass_timers: TimerQueue<CallUuid>,
-    warn_timers: TimerQueue<CallUuid>,
-    dry_timers: TimerQueue<(CallUuid, usize)>,
-
-    detail_queue: VecDeque<(CallUuid, Fetch)>,
-    detail_queued: HashSet<CallUuid>,
-    /// Discovery fetches not yet answered, and when that batch began.
-    discovering: usize,
-    batch_started: Option<DateTime<Utc>>,
-    /// Newly discovered calls already overdue, held until their batch is
-    /// read so the breaker sees the whole batch at once.
-    batch_due: Vec<CallUuid>,
-    details_in_flight: usize,
-    list_in_flight: bool,
-    live: HashSet<CallUuid>,
-    /// Tracked calls missing from the latest complete list(s), and how many
-    /// lists in a row left them out.
-    missing: HashMap<CallUuid, u8>,
-    /// Calls whose detail answers were malformed: failures in a row, and
-    /// when they may be read again.
-    detail_backoff: HashMap<CallUuid, (u32, DateTime<Utc>)>,
-    last_poll: Option<DateTime<Utc>>,
-    last_poll_error: Option<String>,
-
-    busy: HashSet<CallUuid>,
-    finished: HashSet<CallUuid>,
-    hung_up: HashSet<CallUuid>,
-    resumed: HashSet<CallUuid>,
-    warned: HashSet<CallUuid>,
-    dry_done: HashSet<(CallUuid, usize)>,
-    pardons: HashMap<CallUuid, Option<DateTime<Utc>>>,
-    /// When a refused pardon was last logged (at most once a poll interval).
-    pardon_refusal_logged: Option<DateTime<Utc>>,
-
+    calls: Calls,
+    discovery: Discovery,
+    deadlines: Deadlines,
+    decisions: Decisions,
+    breaker: Breaker,
+    clocks: Clocks,
     /// Calls beyond the cap of a fraud-guard rule.
     caps: caps::Caps,
     /// Manual hangups waiting for their re-read.
     manual_jobs: HashMap<CallUuid, Job>,
-
-    breaker_open: bool,
-    held: HashSet<CallUuid>,
-    overridden: HashSet<CallUuid>,
-    /// Calls fired by the breaker-guarded timers, with when.
-    recent_fires: VecDeque<(DateTime<Utc>, CallUuid)>,
-
-    remembered: HashMap<String, memory::Remembered>,
-    memory_dirty: bool,
-    memory_writes: Arc<Mutex<u64>>,
-    memory_generation: u64,
-
-    skew: SkewTracker,
-    /// The skew lower bound the tracked calls were last timed with.
-    skew_evaluated_low: Option<TimeDelta>,
-    probes_in_flight: usize,
-    mismatch: Option<Mismatch>,
+    /// Why enforcement stopped (refused credentials), until a reload.
     unhealthy: Option<String>,
-
     events_tx: mpsc::UnboundedSender<Event>,
     events_rx: mpsc::UnboundedReceiver<Event>,
     status_tx: watch::Sender<AccountStatus>,
-    once: Option<OnceReport>,
+    /// Who hears of every decision and error as it happens (`once`'s report).
+    observer: Option<mpsc::UnboundedSender<Note>>,
 }
 
 impl<A: VobizApi> Engine<A> {
@@ -398,64 +343,30 @@ impl<A: VobizApi> Engine<A> {
             settings: settings.retry,
             jitter: Mutex::new(Jitter::new(settings.jitter_seed)),
         });
-        let remembered = shared
+        let memory_path = shared
             .state_dir
             .as_deref()
-            .map(|dir| memory::load(&memory::path(dir, &account)))
-            .unwrap_or_default();
+            .map(|dir| memory::path(dir, &account));
         let engine = Self {
-            remembered,
-            memory_dirty: false,
-            memory_writes: Arc::new(Mutex::new(0)),
-            memory_generation: 0,
-            hung_up: mine(&replay.hung_up),
-            resumed: mine(&replay.pending),
+            calls: Calls::new(memory_path),
+            decisions: Decisions::resume(mine(&replay.hung_up), mine(&replay.pending)),
             account,
             api: Arc::new(Metered::new(api, Arc::clone(&shared.metrics))),
-            policy,
+            rules: Rules::new(policy),
             settings,
             shared,
             retrier,
-            calls: HashMap::new(),
-            children: HashMap::new(),
-            winners: HashMap::new(),
-            enforce_timers: TimerQueue::default(),
-            bypass_timers: TimerQueue::default(),
-            warn_timers: TimerQueue::default(),
-            dry_timers: TimerQueue::default(),
-            detail_queue: VecDeque::new(),
-            detail_queued: HashSet::new(),
-            discovering: 0,
-            batch_started: None,
-            batch_due: Vec::new(),
-            details_in_flight: 0,
-            list_in_flight: false,
-            live: HashSet::new(),
-            missing: HashMap::new(),
-            detail_backoff: HashMap::new(),
-            last_poll: None,
-            last_poll_error: None,
-            busy: HashSet::new(),
-            finished: HashSet::new(),
-            warned: HashSet::new(),
-            dry_done: HashSet::new(),
-            pardons: HashMap::new(),
-            pardon_refusal_logged: None,
+            discovery: Discovery::default(),
+            deadlines: Deadlines::default(),
+            breaker: Breaker::default(),
+            clocks: Clocks::default(),
             caps: caps::Caps::default(),
             manual_jobs: HashMap::new(),
-            breaker_open: false,
-            held: HashSet::new(),
-            overridden: HashSet::new(),
-            recent_fires: VecDeque::new(),
-            skew: SkewTracker::default(),
-            skew_evaluated_low: None,
-            probes_in_flight: 0,
-            mismatch: None,
             unhealthy: None,
             events_tx,
             events_rx,
             status_tx,
-            once: None,
+            observer: None,
         };
         engine.publish_rules();
         // Every per-account gauge exists from the start, so alerts and
@@ -509,97 +420,38 @@ impl<A: VobizApi> Engine<A> {
         self.drain().await;
     }
 
-    /// One cycle for `callwarden once`: list, read every call, hang up those
-    /// already past their deadline (breaker, dry-run and safety apply),
-    /// audit warnings as skipped, and report.
-    pub async fn run_once(mut self) -> OnceReport {
-        self.once = Some(OnceReport {
-            account: self.account.clone(),
-            not_evaluated: self
-                .policy
-                .rules
-                .iter()
-                .filter(|r| matches!(r.limit, Limit::IdleTimeout(_)))
-                .map(|r| r.name.clone())
-                .collect(),
-            ..OnceReport::default()
-        });
-        self.start_poll();
-        // Discovery: until the list and every detail have come back.
-        while self.list_in_flight || self.details_in_flight > 0 || !self.detail_queue.is_empty() {
-            match self.events_rx.recv().await {
-                Some(event) => self.handle(event),
-                None => break,
-            }
-        }
-        let now = self.now();
-        let due: Vec<CallUuid> = self
-            .enforce_timers
-            .pop_due(now)
-            .into_iter()
-            .chain(self.bypass_timers.pop_due(now))
-            .map(|(uuid, _)| uuid)
-            .collect();
-        let subject = due.iter().filter(|uuid| !self.bypasses_breaker(uuid));
-        let live: HashSet<&CallUuid> = self.live.iter().collect();
-        let counts = breaker::count(subject, &live);
-        if breaker::exceeds_limits(counts, &self.settings.safety) {
-            self.trip_breaker(counts);
-        }
-        for (key, _) in self.dry_timers.pop_due(now) {
-            let (uuid, rule) = key;
-            if let Some(call) = self.calls.get(&uuid).map(|t| t.call.clone()) {
-                self.act(&uuid, Purpose::DryRunRule(rule), call, now);
-            }
-        }
-        for uuid in due {
-            if let Some(job) = self.warn_job(&uuid).filter(|_| self.has_warning(&uuid)) {
-                self.audit_outcome(
-                    &job,
-                    AuditEvent::Warn,
-                    Outcome::Skipped,
-                    0,
-                    "once does not wait to warn",
-                );
-            }
-            if self.held_by_breaker(&uuid) {
-                continue;
-            }
-            if let Some(call) = self.calls.get(&uuid).map(|t| t.call.clone()) {
-                self.act(&uuid, Purpose::Enforce, call, now);
-            }
-        }
-        while !self.busy.is_empty() {
-            match self.events_rx.recv().await {
-                Some(event) => self.handle(event),
-                None => break,
-            }
-        }
-        let mut report = self.once.take().unwrap_or_default();
-        report.live_calls = self.live.len();
-        report.evaluated = self.calls.len();
-        report.breaker_held = !self.held.is_empty();
-        report
-    }
-
     /// The injected clock's time, so tests control every instant the engine sees.
-    pub(super) fn now(&self) -> DateTime<Utc> {
+    fn now(&self) -> DateTime<Utc> {
         self.shared.clock.now()
     }
 
+    /// One poll interval, as a time span.
+    fn poll_interval(&self) -> TimeDelta {
+        TimeDelta::from_std(self.settings.poll_interval).unwrap_or_default()
+    }
+
+    /// Handles events until `done` says the engine has settled (or no
+    /// sender is left): the `once` cycle's waits.
+    async fn settle(&mut self, done: impl Fn(&Self) -> bool) {
+        while !done(self) {
+            match self.events_rx.recv().await {
+                Some(event) => self.handle(event),
+                None => break,
+            }
+        }
+    }
+
     fn sleep_until_next_timer(&self) -> tokio::time::Sleep {
+        let now = self.now();
         let next = [
-            self.batch_release_at(),
-            self.enforce_timers.next_at(),
-            self.bypass_timers.next_at(),
-            self.warn_timers.next_at(),
-            self.dry_timers.next_at(),
+            self.discovery.batch_release_at(self.poll_interval(), now),
+            self.deadlines.next_at(),
         ]
         .into_iter()
         .flatten()
         .min();
         let wait = match next {
-            Some(at) => (at - self.now()).to_std().unwrap_or(Duration::ZERO),
+            Some(at) => (at - now).to_std().unwrap_or(Duration::ZERO),
             // Nothing scheduled: wake rarely; events and ticks wake us anyway.
             None => Duration::from_secs(3600),
         };
@@ -608,25 +460,22 @@ impl<A: VobizApi> Engine<A> {
 
     async fn drain(&mut self) {
         let deadline = tokio::time::Instant::now() + self.settings.stop_grace;
-        while !self.busy.is_empty() {
+        while self.decisions.in_flight() > 0 {
             match tokio::time::timeout_at(deadline, self.events_rx.recv()).await {
                 Ok(Some(event)) => match event {
                     Event::HungUp { job, results } => self.on_hung_up(job, results),
                     Event::IntentLost { job, error } => self.on_intent_lost(job, error),
-                    Event::Reread { uuid, .. } => {
-                        self.busy.remove(&uuid);
-                    }
+                    Event::Reread { uuid, .. } => self.decisions.stop(&uuid),
                     _ => {}
                 },
                 _ => {
-                    tracing::warn!(account = %self.account, in_flight = self.busy.len(),
+                    tracing::warn!(account = %self.account, in_flight = self.decisions.in_flight(),
                         "stopping with hangups still in flight; they resume on the next start");
                     break;
                 }
             }
         }
-        self.memory_dirty = true;
-        if let Some(write) = self.memory_snapshot() {
+        if let Some(write) = self.calls.memory_snapshot(self.discovery.live(), true) {
             // Synchronously: the runtime may be going away.
             write();
         }
@@ -652,29 +501,6 @@ impl<A: VobizApi> Engine<A> {
             Event::IntentLost { job, error } => self.on_intent_lost(job, error),
         }
     }
-}
-
-impl<A: VobizApi> plan::Legs for Engine<A> {
-    fn call(&self, uuid: &CallUuid) -> Option<&Call> {
-        self.calls.get(uuid).map(|t| &t.call)
-    }
-
-    fn children(&self, parent: &CallUuid) -> Vec<CallUuid> {
-        self.children
-            .get(parent)
-            .map(|legs| legs.iter().cloned().collect())
-            .unwrap_or_default()
-    }
-}
-
-/// Indices of the rules that are dry-run by their own action.
-fn dry_run_rules(policy: &Policy) -> impl Iterator<Item = usize> + '_ {
-    policy
-        .rules
-        .iter()
-        .enumerate()
-        .filter(|(_, rule)| rule.action.dry_run)
-        .map(|(index, _)| index)
 }
 
 fn scope_word(scope: HangupScope) -> &'static str {

@@ -6,10 +6,11 @@ use super::*;
 impl<A: VobizApi> Engine<A> {
     /// A job for a call from what the engine knows now, for audits outside the normal path.
     pub(super) fn bare_job(&self, uuid: &CallUuid) -> Job {
-        let (rule, deadline) = match self.winners.get(uuid) {
-            Some((index, deadline)) => (Some(self.policy.rules[*index].name.clone()), *deadline),
-            None => (None, self.now()),
-        };
+        let winner = self.deadlines.winner(uuid);
+        let rule = winner
+            .and_then(|w| self.rules.name(w.rule))
+            .map(str::to_owned);
+        let deadline = winner.map_or_else(|| self.now(), |w| w.deadline);
         Job {
             uuid: uuid.clone(),
             rules: rule.iter().cloned().collect(),
@@ -18,11 +19,7 @@ impl<A: VobizApi> Engine<A> {
             deadline,
             dry_run: self.settings.enforce.dry_run,
             reason: String::new(),
-            call: self
-                .calls
-                .get(uuid)
-                .map(|t| t.call.raw.clone())
-                .unwrap_or(serde_json::Value::Null),
+            call: self.calls.get(uuid).map(|t| Arc::clone(&t.call)),
         }
     }
 
@@ -46,7 +43,7 @@ impl<A: VobizApi> Engine<A> {
             attempts,
             dry_run: job.dry_run,
             reason: reason.to_owned(),
-            call: Some(job.call.clone()),
+            call: job.call.clone().map(CallDetails::Tracked),
             epoch: self.shared.fence.as_ref().map(|fence| fence.epoch()),
         }
     }
@@ -83,18 +80,20 @@ impl<A: VobizApi> Engine<A> {
                 outcome: outcome.as_str().to_owned(),
             });
         }
-        if let Some(report) = &mut self.once {
-            if matches!(event, AuditEvent::Outcome | AuditEvent::Breaker) {
-                report.outcomes.push(OnceOutcome {
-                    call_uuid: job.uuid.to_string(),
-                    rule: job.rule.clone().unwrap_or_default(),
-                    outcome: outcome.as_str().to_owned(),
-                    reason: reason.to_owned(),
-                });
-                if outcome == Outcome::Failed {
-                    report.errors.push(format!("{}: {reason}", job.uuid));
-                }
-            }
+        if matches!(event, AuditEvent::Outcome | AuditEvent::Breaker) {
+            self.note(Note::Decided(OnceOutcome {
+                call_uuid: job.uuid.to_string(),
+                rule: job.rule.clone().unwrap_or_default(),
+                outcome: outcome.as_str().to_owned(),
+                reason: reason.to_owned(),
+            }));
+        }
+    }
+
+    /// Tells the observer, if one listens (`once` does).
+    pub(super) fn note(&self, note: Note) {
+        if let Some(observer) = &self.observer {
+            let _ = observer.send(note);
         }
     }
 
@@ -123,7 +122,7 @@ impl<A: VobizApi> Engine<A> {
             .metrics
             .policy_rules
             .get_or_create(&self.label())
-            .set(self.policy.rules.len() as i64);
+            .set(self.rules.policy().rules.len() as i64);
     }
 
     /// Publishes the account status for `/status`, systemd and the watchdog.
@@ -131,18 +130,18 @@ impl<A: VobizApi> Engine<A> {
         if self.status_tx.receiver_count() == 0 {
             return;
         }
+        // A timer without a winning rule (none is expected) is not listed:
+        // every listed deadline names its rule.
         let next_deadlines = self
-            .enforce_timers
+            .deadlines
             .earliest(STATUS_DEADLINES)
-            .chain(self.bypass_timers.earliest(STATUS_DEADLINES))
-            .map(|(uuid, deadline)| status::DeadlineStatus {
-                call_uuid: uuid.to_string(),
-                rule: self
-                    .winners
-                    .get(uuid)
-                    .map(|(i, _)| self.policy.rules[*i].name.clone())
-                    .unwrap_or_default(),
-                deadline,
+            .filter_map(|(uuid, deadline)| {
+                let winner = self.deadlines.winner(uuid)?;
+                Some(status::DeadlineStatus {
+                    call_uuid: uuid.to_string(),
+                    rule: self.rules.name(winner.rule)?.to_owned(),
+                    deadline,
+                })
             })
             .collect();
         let far_future = DateTime::<Utc>::MAX_UTC;
@@ -153,27 +152,36 @@ impl<A: VobizApi> Engine<A> {
                 call_uuid: uuid.to_string(),
                 first_seen: t.first_seen,
                 answered_seen: t.answered_seen,
-                pardoned_until: self.pardons.get(uuid).map(|u| u.unwrap_or(far_future)),
-                held: self.held.contains(uuid),
+                pardoned_until: self.deadlines.pardon(uuid).map(|u| u.unwrap_or(far_future)),
+                held: self.breaker.holds(uuid),
             })
             .collect();
         self.status_tx.send_replace(AccountStatus {
             account: self.account.clone(),
             healthy: self.unhealthy.is_none(),
             unhealthy_reason: self.unhealthy.clone(),
-            last_poll_ok: self.last_poll,
-            last_poll_error: self.last_poll_error.clone(),
-            live_calls: self.live.len(),
+            last_poll_ok: self.discovery.last_poll(),
+            last_poll_error: self.discovery.last_poll_error().map(str::to_owned),
+            live_calls: self.discovery.live().len(),
             tracked_calls: self.calls.len(),
-            pending_details: self.detail_queue.len() + self.details_in_flight,
-            breaker_open: self.breaker_open,
-            held_calls: self.held.iter().map(ToString::to_string).collect(),
-            clock_mismatch: self.mismatch.as_ref().map(ToString::to_string),
-            clock_skew: self.skew_now().map(|bound| status::ClockSkew {
-                low_ms: millis(bound.low),
-                high_ms: millis(bound.high),
-            }),
-            rules: self.policy.rules.iter().map(|r| r.name.clone()).collect(),
+            pending_details: self.discovery.pending_reads(),
+            breaker_open: self.breaker.is_open(),
+            held_calls: self.breaker.held().map(ToString::to_string).collect(),
+            clock_mismatch: self.clocks.mismatch().map(ToString::to_string),
+            clock_skew: self
+                .clocks
+                .bound(self.now())
+                .map(|bound| status::ClockSkew {
+                    low_ms: millis(bound.low),
+                    high_ms: millis(bound.high),
+                }),
+            rules: self
+                .rules
+                .policy()
+                .rules
+                .iter()
+                .map(|r| r.name.clone())
+                .collect(),
             next_deadlines,
             calls,
             ha: None,

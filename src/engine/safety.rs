@@ -6,66 +6,54 @@ use super::*;
 impl<A: VobizApi> Engine<A> {
     /// Whether the call's winning rule may act while the breaker holds others.
     pub(super) fn bypasses_breaker(&self, uuid: &CallUuid) -> bool {
-        self.winners
-            .get(uuid)
-            .and_then(|(index, _)| self.policy.rules.get(*index))
+        self.deadlines
+            .winner(uuid)
+            .and_then(|winner| self.rules.get(winner.rule))
             .is_some_and(|rule| rule.action.bypass_breaker)
     }
 
     /// Calls due within one poll interval (fired in the last interval,
     /// held, and scheduled for the next), each once, against the fleet the
     /// interval saw.
-    pub(super) fn due_within_interval(&mut self) -> breaker::Counts {
+    fn due_within_interval(&mut self) -> breaker::Counts {
         let now = self.now();
-        let window = TimeDelta::from_std(self.settings.poll_interval).unwrap_or_default();
-        while self
-            .recent_fires
-            .front()
-            .is_some_and(|(at, _)| *at < now - window)
-        {
-            self.recent_fires.pop_front();
-        }
+        let window = self.poll_interval();
+        let live = self.discovery.live();
         let cap = self.settings.safety.max_hangups_per_cycle.saturating_add(1);
-        let cap = cap.max(self.live.len());
-        let due = self
-            .recent_fires
-            .iter()
-            .map(|(_, uuid)| uuid)
-            .chain(self.held.iter())
-            .chain(self.enforce_timers.keys_until(now + window, cap));
-        let live: HashSet<&CallUuid> = self.live.iter().collect();
-        breaker::count(due, &live)
+        let scheduled = self
+            .deadlines
+            .guarded_until(now + window, cap.max(live.len()));
+        self.breaker.due_within(now, window, scheduled, live)
     }
 
     /// Opens or closes the breaker from the hangups due within one poll interval.
     pub(super) fn check_breaker(&mut self) {
         let counts = self.due_within_interval();
         let exceeds = breaker::exceeds_limits(counts, &self.settings.safety);
-        if exceeds && !self.breaker_open {
+        if exceeds && !self.breaker.is_open() {
             self.trip_breaker(counts);
-        } else if !exceeds && self.breaker_open {
+        } else if !exceeds && self.breaker.is_open() {
             tracing::warn!(account = %self.account, due = counts.due, fleet = counts.fleet,
                 "breaker closed: the excess cleared");
-            self.breaker_open = false;
+            let held = self.breaker.close();
             self.set_breaker_metric();
             let now = self.now();
-            let held: Vec<CallUuid> = self.held.drain().collect();
             for uuid in held {
-                self.enforce_timers.schedule(uuid, now);
+                self.deadlines.schedule_hangup(&uuid, now, false);
             }
         }
     }
 
     /// Opens the breaker and says why, so an operator can judge the held batch.
     pub(super) fn trip_breaker(&mut self, counts: breaker::Counts) {
-        self.breaker_open = true;
+        self.breaker.open();
         self.set_breaker_metric();
         let safety = &self.settings.safety;
         tracing::error!(
             account = %self.account,
             due = counts.due,
             fleet = counts.fleet,
-            live = self.live.len(),
+            live = self.discovery.live().len(),
             max_per_cycle = safety.max_hangups_per_cycle,
             max_percent = safety.max_hangups_percent,
             "breaker open: too many hangups due at once; holding them (SIGUSR1 lets this batch through)"
@@ -78,15 +66,18 @@ impl<A: VobizApi> Engine<A> {
             .metrics
             .breaker_open
             .get_or_create(&self.label())
-            .set(i64::from(self.breaker_open));
+            .set(i64::from(self.breaker.is_open()));
     }
 
     /// Whether the breaker holds `uuid` now; holds (and audits) it if so.
     pub(super) fn held_by_breaker(&mut self, uuid: &CallUuid) -> bool {
-        if !self.breaker_open || self.overridden.contains(uuid) || self.bypasses_breaker(uuid) {
+        if self.bypasses_breaker(uuid) {
             return false;
         }
-        if self.held.insert(uuid.clone()) {
+        let Some(newly) = self.breaker.hold(uuid) else {
+            return false;
+        };
+        if newly {
             let mut job = self.bare_job(uuid);
             job.action = Some("hangup".to_owned());
             self.audit_outcome(
@@ -103,7 +94,7 @@ impl<A: VobizApi> Engine<A> {
     /// Lets the held batch through once, on an operator's SIGUSR1.
     pub(super) fn release_breaker(&mut self) {
         let now = self.now();
-        let held: Vec<CallUuid> = self.held.drain().collect();
+        let held = self.breaker.release();
         tracing::warn!(account = %self.account, calls = held.len(), "operator override: letting the held batch through once");
         for uuid in held {
             let job = self.bare_job(&uuid);
@@ -114,31 +105,25 @@ impl<A: VobizApi> Engine<A> {
                 0,
                 "operator override (SIGUSR1): held hangup released",
             );
-            self.overridden.insert(uuid.clone());
-            self.enforce_timers.schedule(uuid, now);
+            self.deadlines.schedule_hangup(&uuid, now, false);
         }
     }
 
     fn is_tracked(&self, uuid: &CallUuid) -> bool {
-        self.calls.contains_key(uuid) || self.live.contains(uuid)
+        self.calls.contains(uuid) || self.discovery.is_live(uuid)
     }
 
     fn pardon(&mut self, uuid: CallUuid, until: Option<DateTime<Utc>>) -> PardonReply {
         let tracked = self.is_tracked(&uuid);
-        if !tracked && !self.pardons.contains_key(&uuid) && self.untracked_pardons_full() {
+        if !tracked && self.deadlines.pardon(&uuid).is_none() && self.untracked_pardons_full() {
             let now = self.now();
-            let interval = TimeDelta::from_std(self.settings.poll_interval).unwrap_or_default();
-            if self
-                .pardon_refusal_logged
-                .is_none_or(|at| now - at >= interval)
-            {
-                self.pardon_refusal_logged = Some(now);
+            if self.deadlines.log_refusal(now, self.poll_interval()) {
                 tracing::warn!(account = %self.account, call = %uuid, max = MAX_UNTRACKED_PARDONS,
                     "refusing pardons of calls callwarden does not track: too many kept until the next poll");
             }
             return PardonReply::Refused;
         }
-        self.pardons.insert(uuid.clone(), until);
+        self.deadlines.add_pardon(uuid.clone(), until);
         let mut job = self.bare_job(&uuid);
         job.action = Some("pardon".to_owned());
         let reason = match until {
@@ -146,7 +131,7 @@ impl<A: VobizApi> Engine<A> {
             None => "pardoned for good".to_owned(),
         };
         self.audit_outcome(&job, AuditEvent::Pardon, Outcome::Pardoned, 0, &reason);
-        self.held.remove(&uuid);
+        self.breaker.unhold(&uuid);
         self.evaluate(&uuid);
         if tracked {
             PardonReply::Tracked
@@ -157,10 +142,10 @@ impl<A: VobizApi> Engine<A> {
 
     // Counted only near the cap, so a pardon costs a scan only in a flood.
     fn untracked_pardons_full(&self) -> bool {
-        self.pardons.len() >= MAX_UNTRACKED_PARDONS
+        self.deadlines.pardon_count() >= MAX_UNTRACKED_PARDONS
             && self
-                .pardons
-                .keys()
+                .deadlines
+                .pardoned()
                 .filter(|uuid| !self.is_tracked(uuid))
                 .count()
                 >= MAX_UNTRACKED_PARDONS
@@ -186,54 +171,43 @@ impl<A: VobizApi> Engine<A> {
     /// counted again. A rule renamed, removed or switched in or out of
     /// dry-run decides afresh; so does every call not hung up when the
     /// protected numbers changed (a call spared as protected may not be now).
-    pub(super) fn keep_decisions(
-        &mut self,
-        old_policy: &Policy,
-        old_dry_run: bool,
-        protected_changed: bool,
-    ) {
+    fn keep_decisions(&mut self, old: &Rules, old_dry_run: bool, protected_changed: bool) {
         let new_dry_run = self.settings.enforce.dry_run;
-        let by_name: HashMap<&str, usize> = self
-            .policy
-            .rules
-            .iter()
-            .enumerate()
-            .map(|(index, rule)| (rule.name.as_str(), index))
-            .collect();
-        let renumber = |old_index: usize| -> Option<(usize, bool, bool)> {
-            let old_rule = old_policy.rules.get(old_index)?;
-            let new_index = *by_name.get(old_rule.name.as_str())?;
-            let new_rule = &self.policy.rules[new_index];
-            Some((new_index, old_rule.action.dry_run, new_rule.action.dry_run))
+        let rules = &self.rules;
+        let by_name: HashMap<&str, RuleId> = rules.named().collect();
+        // The rule of an old id in the new rules: same name, and whether
+        // each is dry-run by its own action.
+        let renew = |id: RuleId| -> Option<(RuleId, bool, bool)> {
+            let old_rule = old.get(id)?;
+            let new_id = *by_name.get(old_rule.name.as_str())?;
+            let new_rule = rules.get(new_id)?;
+            Some((new_id, old_rule.action.dry_run, new_rule.action.dry_run))
         };
         // Every tracked call is evaluated again right after, which also
-        // renews `winners` under the new rule indices.
+        // renews the winners under the new rules.
         let stale: Vec<CallUuid> = self
-            .finished
-            .iter()
+            .decisions
+            .finished()
             .filter(|uuid| {
-                if protected_changed && !self.hung_up.contains(*uuid) {
+                if protected_changed && !self.decisions.is_hung_up(uuid) {
                     return true;
                 }
-                let Some((old_index, _)) = self.winners.get(*uuid) else {
+                let Some(winner) = self.deadlines.winner(uuid) else {
                     return false;
                 };
-                !renumber(*old_index).is_some_and(|(_, old_rule_dry, new_rule_dry)| {
+                !renew(winner.rule).is_some_and(|(_, old_rule_dry, new_rule_dry)| {
                     (old_dry_run || old_rule_dry) == (new_dry_run || new_rule_dry)
                 })
             })
             .cloned()
             .collect();
         for uuid in stale {
-            self.finished.remove(&uuid);
+            self.decisions.undecide(&uuid);
         }
-        self.dry_done = std::mem::take(&mut self.dry_done)
-            .into_iter()
-            .filter_map(|(uuid, old_index)| match renumber(old_index) {
-                Some((new_index, true, true)) => Some((uuid, new_index)),
-                _ => None,
-            })
-            .collect();
+        self.decisions.renew_dry_runs(|id| match renew(id) {
+            Some((new_id, true, true)) => Some(new_id),
+            _ => None,
+        });
     }
 
     /// Applies an operator command; returns a new poll interval if it changed.
@@ -256,7 +230,7 @@ impl<A: VobizApi> Engine<A> {
             Command::Reload { policy, settings } => {
                 let interval = (settings.poll_interval != self.settings.poll_interval)
                     .then_some(settings.poll_interval);
-                let old_policy = std::mem::replace(&mut self.policy, policy);
+                let old_rules = self.rules.replace(policy);
                 let old_dry_run = self.settings.enforce.dry_run;
                 let protected_changed =
                     self.settings.safety.protected_numbers != settings.safety.protected_numbers;
@@ -270,21 +244,18 @@ impl<A: VobizApi> Engine<A> {
                     .api_unauthorized
                     .get_or_create(&self.label())
                     .set(0);
-                self.mismatch = None;
+                self.clocks.clear_mismatch();
                 self.shared
                     .metrics
                     .clock_mismatch
                     .get_or_create(&self.label())
                     .set(0);
-                self.keep_decisions(&old_policy, old_dry_run, protected_changed);
-                self.dry_timers = TimerQueue::default();
-                // Rule indices changed: select the calls beyond caps afresh.
+                self.keep_decisions(&old_rules, old_dry_run, protected_changed);
+                self.deadlines.clear_dry_runs();
+                // The caps' rule ids are of the old rules: select afresh.
                 self.caps.clear();
                 self.publish_rules();
-                let uuids: Vec<CallUuid> = self.calls.keys().cloned().collect();
-                for uuid in uuids {
-                    self.evaluate(&uuid);
-                }
+                self.evaluate_all();
                 self.check_caps();
                 interval
             }

@@ -4,6 +4,7 @@
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
@@ -15,8 +16,9 @@ use super::skew::SkewEstimate;
 /// One tracked call.
 #[derive(Debug, Clone)]
 pub struct Tracked {
-    /// The latest details.
-    pub call: Call,
+    /// The latest details, shared (not copied) with the jobs and audit
+    /// records that act on them.
+    pub call: Arc<Call>,
     /// Local time the call was first seen in a list.
     pub first_seen: DateTime<Utc>,
     /// Local time of the first answer that showed the call in progress
@@ -48,7 +50,7 @@ impl Tracked {
         let state_key = state_key(&call, 0);
         let answered_seen = is_answered(&call).then_some(seen_at);
         Self {
-            call,
+            call: Arc::new(call),
             first_seen: seen_at,
             answered_seen,
             last_change: seen_at,
@@ -94,7 +96,7 @@ impl Tracked {
         if self.answered_seen.is_none() && is_answered(&call) {
             self.answered_seen = Some(seen_at);
         }
-        self.call = call;
+        self.call = Arc::new(call);
         let changed = key != self.state_key;
         if changed {
             self.state_key = key;

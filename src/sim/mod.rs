@@ -9,6 +9,7 @@
 mod api;
 mod control;
 pub mod faults;
+mod model;
 mod render;
 pub mod state;
 

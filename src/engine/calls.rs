@@ -1,0 +1,237 @@
+//! The tracked calls: every live call whose details were read, stored once;
+//! the index of B-legs by parent, kept exact as calls come and go; and the
+//! memory of their times across restarts, marked changed whenever they are.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+
+use crate::call::{Call, CallUuid};
+
+use super::memory::{self, Remembered};
+use super::plan;
+use super::tracker::Tracked;
+
+/// The tracked calls of one account.
+pub(super) struct Calls {
+    calls: HashMap<CallUuid, Tracked>,
+    /// B-legs by parent A-leg: changed only with `calls`.
+    children: HashMap<CallUuid, BTreeSet<CallUuid>>,
+    memory: Memory,
+}
+
+/// The remembered call times and their writes.
+struct Memory {
+    /// The file (`None`: remember nothing).
+    path: Option<PathBuf>,
+    remembered: HashMap<String, Remembered>,
+    /// A tracked call's times changed since the last write.
+    dirty: bool,
+    /// The generation of the newest snapshot written, shared with writers.
+    written: Arc<Mutex<u64>>,
+    generation: u64,
+}
+
+impl Calls {
+    /// No calls yet; the times an earlier run remembered in `memory_path`.
+    pub(super) fn new(memory_path: Option<PathBuf>) -> Self {
+        let remembered = memory_path.as_deref().map(memory::load).unwrap_or_default();
+        Self {
+            calls: HashMap::new(),
+            children: HashMap::new(),
+            memory: Memory {
+                path: memory_path,
+                remembered,
+                dirty: false,
+                written: Arc::new(Mutex::new(0)),
+                generation: 0,
+            },
+        }
+    }
+
+    /// A tracked call.
+    pub(super) fn get(&self, uuid: &CallUuid) -> Option<&Tracked> {
+        self.calls.get(uuid)
+    }
+
+    /// Whether `uuid` is tracked.
+    pub(super) fn contains(&self, uuid: &CallUuid) -> bool {
+        self.calls.contains_key(uuid)
+    }
+
+    /// How many calls are tracked.
+    pub(super) fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Every tracked call.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&CallUuid, &Tracked)> {
+        self.calls.iter()
+    }
+
+    /// The tracked UUIDs, for passes that change other parts call by call.
+    pub(super) fn uuids(&self) -> Vec<CallUuid> {
+        self.calls.keys().cloned().collect()
+    }
+
+    /// Takes the time another leader first saw `uuid` in progress (high
+    /// availability takeover); the earlier of it and what is known wins.
+    pub(super) fn remember_first_seen(&mut self, uuid: &CallUuid, at: DateTime<Utc>) {
+        let entry = self
+            .memory
+            .remembered
+            .entry(uuid.to_string())
+            .or_insert(Remembered {
+                first_seen: at,
+                answered_seen: Some(at),
+                last_change: at,
+                state_key: 0,
+                first_sight_only: false,
+            });
+        entry.first_seen = entry.first_seen.min(at);
+        entry.answered_seen = Some(entry.answered_seen.map_or(at, |seen| seen.min(at)));
+    }
+
+    /// What an earlier run remembered of `uuid`.
+    pub(super) fn remembered(&self, uuid: &CallUuid) -> Option<&Remembered> {
+        self.memory.remembered.get(uuid.as_str())
+    }
+
+    /// How many tracked calls are timed from first sight on their own.
+    pub(super) fn first_sight_only(&self) -> usize {
+        self.calls.values().filter(|t| t.first_sight_only).count()
+    }
+
+    /// Starts tracking `uuid`.
+    pub(super) fn insert(&mut self, uuid: CallUuid, tracked: Tracked) {
+        let parent = tracked.call.parent_call_uuid.clone();
+        if let Some(old) = self.calls.insert(uuid.clone(), tracked) {
+            self.index_parent(&uuid, old.call.parent_call_uuid.clone(), None);
+        }
+        self.index_parent(&uuid, None, parent);
+        self.memory.dirty = true;
+    }
+
+    /// Takes fresh details of a tracked call; false if it is not tracked.
+    pub(super) fn refresh(&mut self, uuid: &CallUuid, call: Call, seen_at: DateTime<Utc>) -> bool {
+        let legs = self.leg_count(uuid);
+        let Some(tracked) = self.calls.get_mut(uuid) else {
+            return false;
+        };
+        let old_parent = tracked.call.parent_call_uuid.clone();
+        let new_parent = call.parent_call_uuid.clone();
+        self.memory.dirty |= tracked.refresh(call, seen_at, legs);
+        self.index_parent(uuid, old_parent, new_parent);
+        true
+    }
+
+    /// Records whether the call's details come from the queued list.
+    pub(super) fn set_queued(&mut self, uuid: &CallUuid, queued: bool) {
+        if let Some(tracked) = self.calls.get_mut(uuid) {
+            tracked.queued = queued;
+        }
+    }
+
+    /// Records whether an idle rule watches the call (re-read at each poll).
+    pub(super) fn set_watched(&mut self, uuid: &CallUuid, watched: bool) {
+        if let Some(tracked) = self.calls.get_mut(uuid) {
+            tracked.watched_by_idle_rule = watched;
+        }
+    }
+
+    /// Stops tracking `uuid`.
+    pub(super) fn remove(&mut self, uuid: &CallUuid) -> Option<Tracked> {
+        let tracked = self.calls.remove(uuid)?;
+        self.index_parent(uuid, tracked.call.parent_call_uuid.clone(), None);
+        Some(tracked)
+    }
+
+    /// How many B-legs a parent has now, for rules and scopes that count legs.
+    pub(super) fn leg_count(&self, parent: &CallUuid) -> usize {
+        self.children.get(parent).map_or(0, BTreeSet::len)
+    }
+
+    /// Updates idle tracking from the current legs.
+    pub(super) fn observe_legs(&mut self, now: DateTime<Utc>) {
+        for (uuid, tracked) in &mut self.calls {
+            let legs = self.children.get(uuid).map_or(0, BTreeSet::len);
+            tracked.observe_legs(legs, now);
+        }
+    }
+
+    /// Moves `uuid` in the parent index from `old` to `new` parent.
+    fn index_parent(&mut self, uuid: &CallUuid, old: Option<CallUuid>, new: Option<CallUuid>) {
+        if old == new {
+            return;
+        }
+        if let Some(old) = old {
+            if let Some(legs) = self.children.get_mut(&old) {
+                legs.remove(uuid);
+                if legs.is_empty() {
+                    self.children.remove(&old);
+                }
+            }
+        }
+        if let Some(new) = new {
+            self.children.entry(new).or_default().insert(uuid.clone());
+        }
+    }
+
+    /// The pending write of the remembered call times, if they changed
+    /// (or `always`). Calls no longer `live` are dropped; one writer at a
+    /// time, and never an older snapshot over a newer one.
+    pub(super) fn memory_snapshot(
+        &mut self,
+        live: &HashSet<CallUuid>,
+        always: bool,
+    ) -> Option<impl FnOnce() + Send + 'static> {
+        let path = self.memory.path.clone()?;
+        let memory = &mut self.memory;
+        if !always && !memory.dirty && memory.remembered.len() == self.calls.len() {
+            return None;
+        }
+        memory.dirty = false;
+        // Calls still waiting for their details keep what an earlier run knew.
+        memory
+            .remembered
+            .retain(|uuid, _| CallUuid::parse(uuid).is_ok_and(|uuid| live.contains(&uuid)));
+        for (uuid, tracked) in &self.calls {
+            memory
+                .remembered
+                .insert(uuid.to_string(), tracked.remembered());
+        }
+        let snapshot = memory.remembered.clone();
+        memory.generation += 1;
+        let generation = memory.generation;
+        let written = Arc::clone(&memory.written);
+        Some(move || {
+            let Ok(mut last) = written.lock() else {
+                return;
+            };
+            if *last >= generation {
+                return;
+            }
+            match memory::save(&path, &snapshot) {
+                Ok(()) => *last = generation,
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "cannot save call memory")
+                }
+            }
+        })
+    }
+}
+
+impl plan::Legs for Calls {
+    fn call(&self, uuid: &CallUuid) -> Option<&Call> {
+        self.calls.get(uuid).map(|t| &*t.call)
+    }
+
+    fn children(&self, parent: &CallUuid) -> Vec<CallUuid> {
+        self.children
+            .get(parent)
+            .map(|legs| legs.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
