@@ -21,7 +21,8 @@
 //!   state: tracked calls, discovery, deadlines (winning rule, timers,
 //!   pardons), decisions (never twice), breaker, clocks, and rules whose ids
 //!   carry the policy generation; `once` drives it through one cycle.
-//! - [`ha`]: high availability on PostgreSQL (lease, fencing, members).
+//! - [`ha`]: high availability on PostgreSQL: the per-node coordinator
+//!   (members, leases, self-fence) and the fence every hangup passes.
 //! - [`audit`]: the durable decision log.
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`sim`]: the bundled Vobiz API simulator.

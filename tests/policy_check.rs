@@ -364,6 +364,7 @@ fn environment_overrides_tokens_and_paths() {
         base_url: Some("http://127.0.0.1:8089/api/v1/".into()),
         credentials_directory: Some(creds.path().to_path_buf()),
         state_directory: Some("/run/state".into()),
+        postgres_url: None,
     };
     let config = load(&dir, &env).unwrap().config;
     assert_eq!(config.accounts[0].auth_id, "MAENV");

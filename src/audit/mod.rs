@@ -119,6 +119,9 @@ pub struct Record {
     /// The call details from the last fetch.
     #[serde(default)]
     pub call: Option<CallDetails>,
+    /// With `[ha]`: the lease epoch the decision was taken under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<i64>,
 }
 
 /// The call details a record carries: written from the engine's tracked
@@ -463,6 +466,7 @@ mod tests {
             dry_run: false,
             reason: String::new(),
             call: None,
+            epoch: None,
         }
     }
 
