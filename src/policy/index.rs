@@ -96,7 +96,7 @@ impl RuleSet {
     }
 
     /// Becomes a copy of `other` (a set of as many rules).
-    pub(super) fn copy_from(&mut self, other: &RuleSet) {
+    fn copy_from(&mut self, other: &RuleSet) {
         for (word, other) in self.words_mut().iter_mut().zip(other.words()) {
             *word = *other;
         }
