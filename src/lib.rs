@@ -7,7 +7,9 @@
 //! deadlines in a timer queue, and at each deadline re-checks the call and
 //! hangs it up, writing every decision to the [`audit`] log first.
 //!
-//! - [`call`]: the normalized call and number normalization.
+//! - [`call`]: the normalized call, its packed raw answer, and number
+//!   normalization.
+//! - [`text`]: [`text::InlineStr`], short strings kept inline.
 //! - [`clock`]: wall-clock time behind a trait, so tests control it.
 //! - [`config`]: config and policy files, validation with positions; each
 //!   section a type with one `Default`; loading split into environment,
@@ -45,4 +47,5 @@ pub mod metrics;
 pub mod policy;
 pub mod sim;
 pub mod startup;
+pub mod text;
 pub mod vobiz;

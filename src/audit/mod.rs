@@ -135,11 +135,12 @@ pub enum CallDetails {
 }
 
 impl CallDetails {
-    /// The API's answer, as JSON.
-    pub fn json(&self) -> &serde_json::Value {
+    /// The API's answer, as JSON (a tracked call's is unpacked here, only
+    /// when a record is written or read).
+    pub fn json(&self) -> std::borrow::Cow<'_, serde_json::Value> {
         match self {
-            Self::Tracked(call) => &call.raw,
-            Self::Read(json) => json,
+            Self::Tracked(call) => std::borrow::Cow::Owned(call.raw_value()),
+            Self::Read(json) => std::borrow::Cow::Borrowed(json),
         }
     }
 }

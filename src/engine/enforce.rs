@@ -150,8 +150,8 @@ impl<A: VobizApi> Engine<A> {
             // A dry-run rule of older rules decides nothing: the call is
             // evaluated afresh under the rules in force.
             Purpose::DryRunRule(rule) => self.rules.index(rule).and_then(|index| match evaluation
-                .verdicts
-                .get(index)
+                .matched()
+                .find(|v| v.rule == index)
                 .map(|v| &v.outcome)
             {
                 Some(RuleOutcome::Due { deadline }) if *deadline <= now => Some((index, *deadline)),
