@@ -530,27 +530,34 @@ def run_size(args, n, budget):
     calls = call_set(n, hold, args.seed, args.overdue)
     initial = [c["uuid"] for c in calls]
     results = {"size": n, "budget_rps": budget, "hold_s": hold, "interval_s": args.interval, "work": work}
-    baseline_kib = args.baseline_kib
     sim = Sim(args.bin, work)
-    sim_cpu0 = cpu_s(sim.proc.pid)
     try:
-        # --- callwarden
-        sim.load(calls, churn)
-        proc, t0 = run_daemon(args.bin, sim, work, budget, args.interval, 0)
-        sampler, follower = Sampler(proc.pid), LogFollower(sim, initial, 2 * args.interval)
-        print(f"[{n}] callwarden: start-up, then {args.duration:.0f} s (budget {budget} rps)", file=sys.stderr)
-        watch(proc, sampler, follower, args.duration + args.interval, t0 + args.max_run_s)
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
-        t1 = time.time()
-        sim.stop_churn()
-        follower.follow()
-        sim_cpu1 = cpu_s(sim.proc.pid)
-        results["callwarden"] = analyse(
-            "callwarden", follower.records, sim.calls(), initial, t0, t1, sampler, args.interval, baseline_kib, work
-        )
-        results["callwarden"]["sim_cpu_s"] = sim_cpu1 - sim_cpu0
-        print(json.dumps(results["callwarden"], indent=1), file=sys.stderr)
+        # --- callwarden, and the earlier build when one is given: same calls, same churn
+        contenders = [("callwarden", args.bin, args.baseline_kib)]
+        if args.before:
+            contenders.insert(0, ("callwarden_before", args.before, args.before_baseline_kib))
+        for name, binary, baseline_kib in contenders:
+            sim.load(calls, churn)
+            sim_cpu0 = cpu_s(sim.proc.pid)
+            # Each its own state and audit log: the later run must not
+            # start from what the earlier one remembered.
+            home = os.path.join(work, name)
+            os.makedirs(home, exist_ok=True)
+            proc, t0 = run_daemon(binary, sim, home, budget, args.interval, 0)
+            sampler, follower = Sampler(proc.pid), LogFollower(sim, initial, 2 * args.interval)
+            print(f"[{n}] {name}: start-up, then {args.duration:.0f} s (budget {budget} rps)", file=sys.stderr)
+            watch(proc, sampler, follower, args.duration + args.interval, t0 + args.max_run_s)
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+            t1 = time.time()
+            sim.stop_churn()
+            follower.follow()
+            sim_cpu1 = cpu_s(sim.proc.pid)
+            results[name] = analyse(
+                name, follower.records, sim.calls(), initial, t0, t1, sampler, args.interval, baseline_kib, work
+            )
+            results[name]["sim_cpu_s"] = sim_cpu1 - sim_cpu0
+            print(json.dumps(results[name], indent=1), file=sys.stderr)
 
         if args.skip_naive:
             return results
@@ -600,6 +607,7 @@ def python_baseline(python):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--bin", required=True)
+    p.add_argument("--before", help="an earlier callwarden build, run first against the same calls")
     p.add_argument("--python", required=True)
     p.add_argument("--sizes", default="1000,10000,100000")
     p.add_argument("--budgets", default="1000:10", help="SIZE:RPS pairs; other sizes get --raised-budget")
@@ -618,7 +626,9 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     work = tempfile.mkdtemp(prefix="callwarden-bench-base-")
     args.baseline_kib = baseline_rss(args.bin, work, args.interval)
-    args.python_baseline_kib = python_baseline(args.python)
+    if args.before:
+        args.before_baseline_kib = baseline_rss(args.before, work, args.interval)
+    args.python_baseline_kib = python_baseline(args.python) if not args.skip_naive else None
     print(f"baseline RSS: daemon {args.baseline_kib} KiB, python+SDK {args.python_baseline_kib} KiB", file=sys.stderr)
     for n in [int(s) for s in args.sizes.split(",") if s]:
         budget = budgets.get(n, args.raised_budget)

@@ -84,6 +84,30 @@ def table(data):
     return "\n".join(lines)
 
 
+def compare(data):
+    """callwarden before and after, same calls, same run (`--before`)."""
+    before, after = data["callwarden_before"], data["callwarden"]
+    lines = [
+        f'### {data["size"]:,} live calls, before and after (budget {data["budget_rps"]:,} req/s, '
+        f'poll {data["interval_s"]:g} s, mean hold {data["hold_s"]:g} s)',
+        "",
+        "| figure | before | after | before / after |",
+        "|---|---:|---:|---:|",
+    ]
+    for label, key, unit, digits in ROWS:
+        a, b = cell(before, key, digits), cell(after, key, digits)
+        if isinstance(a, str):
+            lines.append(f"| {label} | {a} | {b} | |")
+            continue
+        lines.append(f"| {label} | {fmt(a, unit, digits)} | {fmt(b, unit, digits)} | {ratio(a, b)} |")
+    lines.append("")
+    lines.append(
+        f'Live calls at the end: {before["live_at_end"]:,} before, {after["live_at_end"]:,} after. '
+        f'Steady polls measured: {before["steady_polls"]} vs {after["steady_polls"]}.'
+    )
+    return "\n".join(lines)
+
+
 def main():
     paths = sorted(glob.glob(os.path.join(sys.argv[1], "*.json")), key=lambda p: int(os.path.basename(p)[:-5]))
     for path in paths:
@@ -91,6 +115,9 @@ def main():
             data = json.load(f)
         if "callwarden" in data and "naive" in data:
             print(table(data))
+            print()
+        if "callwarden" in data and "callwarden_before" in data:
+            print(compare(data))
             print()
 
 

@@ -93,20 +93,16 @@ fn calls(count: usize) -> Vec<(Call, Timeline)> {
                 } else {
                     Direction::Outbound
                 },
-                from: normalize_number(&from),
-                to: normalize_number(&to),
-                caller_name: if r % 50 == 0 {
-                    "NOC x".into()
-                } else {
-                    String::new()
-                },
+                from: normalize_number(&from).into(),
+                to: normalize_number(&to).into(),
+                caller_name: if r % 50 == 0 { "NOC x" } else { "" }.into(),
                 status,
                 started_at: Some(started),
                 answered_at: answered,
                 duration_s: None,
                 parent_call_uuid: None,
                 shape: Shape::Legacy,
-                raw: serde_json::Value::Null,
+                raw: Default::default(),
             };
             let timeline = Timeline {
                 started: Some(started),

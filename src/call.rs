@@ -1,18 +1,38 @@
 //! The normalized call: one type for both documented API shapes, shared by
 //! the client, the policy evaluator and the engine.
+//!
+//! A daemon tracks up to 100,000 calls at once, so a [`Call`] is kept
+//! small: the UUID is shared by every map that holds it, numbers and names
+//! are inline, and the raw answer is packed ([`RawAnswer`]) until an audit
+//! record needs it.
+
+mod raw;
 
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+
+pub use raw::RawAnswer;
+
+use crate::text::InlineStr;
 
 /// A validated Vobiz call UUID, safe to put in a URL path.
 ///
 /// An empty UUID in `DELETE /Call/{uuid}/` can mean "every call of the
 /// account", so a DELETE is only ever built from this type.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct CallUuid(String);
+///
+/// The text is shared: the engine keys several maps and timers by a call's
+/// UUID, and each clone costs a reference count, not a copy.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallUuid(Arc<str>);
+
+impl Serialize for CallUuid {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
 
 /// Why a string was refused as a call UUID.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,7 +63,7 @@ impl CallUuid {
         {
             return Err(InvalidUuid::BadCharacter(bad));
         }
-        Ok(Self(raw.to_owned()))
+        Ok(Self(Arc::from(raw)))
     }
 
     /// The UUID as sent to and received from the API.
@@ -110,7 +130,7 @@ pub enum CallStatus {
     /// Answered and connected.
     InProgress,
     /// Any other word the API used (`completed`, `busy`, ...), lower-cased.
-    Other(String),
+    Other(Box<str>),
 }
 
 impl CallStatus {
@@ -122,7 +142,7 @@ impl CallStatus {
             "ringing" => Self::Ringing,
             "early-media" => Self::EarlyMedia,
             "in-progress" | "inprogress" | "answered" | "active" => Self::InProgress,
-            _ => Self::Other(word),
+            _ => Self::Other(word.into()),
         }
     }
 
@@ -159,18 +179,18 @@ pub enum Shape {
 /// Instants are the *latest* instant consistent with the API's field: a
 /// whole-second timestamp `09:03:43` is read as `09:03:44`, so a call always
 /// looks younger, never older, than it is.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Call {
     /// The call's own UUID.
     pub uuid: CallUuid,
     /// Inbound or outbound.
     pub direction: Direction,
     /// Calling number, normalized with [`normalize_number`].
-    pub from: String,
+    pub from: InlineStr,
     /// Called number, normalized with [`normalize_number`].
-    pub to: String,
+    pub to: InlineStr,
     /// Caller name as given (empty when absent).
-    pub caller_name: String,
+    pub caller_name: InlineStr,
     /// Normalized status.
     pub status: CallStatus,
     /// When the session started (`session_start` / `initiation_time`), if given.
@@ -183,8 +203,16 @@ pub struct Call {
     pub parent_call_uuid: Option<CallUuid>,
     /// The response shape it was parsed from.
     pub shape: Shape,
-    /// The call object exactly as received, for the audit log.
-    pub raw: serde_json::Value,
+    /// The call object exactly as received, for the audit log: read it
+    /// with [`Call::raw_value`].
+    pub raw: RawAnswer,
+}
+
+impl Call {
+    /// The call object exactly as received, as JSON (for an audit record).
+    pub fn raw_value(&self) -> serde_json::Value {
+        self.raw.to_value(self.uuid.as_str())
+    }
 }
 
 /// What a `to`/`from` value holds once read as a phone number.

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::call::CallUuid;
 use crate::clock::SharedClock;
-use crate::engine::{AccountStatus, Command, PardonReply, MAX_UNTRACKED_PARDONS};
+use crate::engine::{AccountStatus, Command, HaRole, PardonReply, MAX_UNTRACKED_PARDONS};
 use crate::metrics::Metrics;
 
 /// One account's engine as the listener sees it.
@@ -346,16 +346,79 @@ impl HttpState {
     }
 }
 
+impl HttpState {
+    /// With `[ha]`: the accounts this node does not lead, each with the
+    /// member that does (when known), for answers that send a caller there.
+    pub fn led_elsewhere(&self) -> Vec<LedElsewhere> {
+        self.accounts
+            .iter()
+            .filter_map(|a| {
+                let status = a.status.borrow();
+                let ha = status.ha.as_ref()?;
+                (ha.role != HaRole::Leader).then(|| LedElsewhere {
+                    account: status.account.clone(),
+                    leader: ha.leader.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// An account another member leads, as answers name it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LedElsewhere {
+    /// The account.
+    pub account: String,
+    /// Its leader's `node_id`, when one holds the lease.
+    pub leader: Option<String>,
+}
+
+/// `account (leader X)` pairs in words, for refusals.
+pub fn describe_leaders(elsewhere: &[LedElsewhere]) -> String {
+    elsewhere
+        .iter()
+        .map(|e| {
+            format!(
+                "`{}` is led by {}",
+                e.account,
+                e.leader.as_deref().unwrap_or("no member yet")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Ready: polled recently; with `[ha]` a standby is ready while it reaches
+/// the database (it is ready to take over), and a node that cannot is not.
 fn is_ready(account: &AccountStatus, now: DateTime<Utc>, window: TimeDelta) -> bool {
-    account.healthy && account.last_poll_ok.is_some_and(|at| now - at <= window)
+    match account.ha.as_ref().map(|ha| ha.role) {
+        Some(HaRole::Standby) => true,
+        Some(HaRole::NoDatabase) => false,
+        Some(HaRole::Leader) | None => {
+            account.healthy && account.last_poll_ok.is_some_and(|at| now - at <= window)
+        }
+    }
 }
 
 async fn readyz(State(state): State<HttpState>) -> Response {
-    if state.document().ready {
-        (StatusCode::OK, "ready\n").into_response()
+    let document = state.document();
+    let roles: Vec<String> = document
+        .accounts
+        .iter()
+        .filter_map(|a| Some(format!("{}: {}", a.account, a.ha.as_ref()?.role.as_str())))
+        .collect();
+    let word = if document.ready { "ready" } else { "not ready" };
+    let body = if roles.is_empty() {
+        format!("{word}\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
-    }
+        format!("{word} ({})\n", roles.join(", "))
+    };
+    let code = if document.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, body).into_response()
 }
 
 async fn status(State(state): State<HttpState>) -> Json<StatusDocument> {
@@ -449,6 +512,19 @@ async fn pardon(
             ),
         )
             .into_response();
+    }
+    let elsewhere = state.led_elsewhere();
+    if !tracked && !elsewhere.is_empty() {
+        let body = serde_json::json!({
+            "call_uuid": uuid.as_str(),
+            "tracked": false,
+            "error": format!(
+                "no account this node leads tracks the call; send the pardon to the leader: {}",
+                describe_leaders(&elsewhere)
+            ),
+            "led_elsewhere": elsewhere,
+        });
+        return (StatusCode::CONFLICT, Json(body)).into_response();
     }
     let body = serde_json::json!({
         "call_uuid": uuid.as_str(),

@@ -7,7 +7,9 @@
 //! deadlines in a timer queue, and at each deadline re-checks the call and
 //! hangs it up, writing every decision to the [`audit`] log first.
 //!
-//! - [`call`]: the normalized call and number normalization.
+//! - [`call`]: the normalized call, its packed raw answer, and number
+//!   normalization.
+//! - [`text`]: [`text::InlineStr`], short strings kept inline.
 //! - [`clock`]: wall-clock time behind a trait, so tests control it.
 //! - [`config`]: config and policy files, validation with positions; each
 //!   section a type with one `Default`; loading split into environment,
@@ -19,7 +21,8 @@
 //!   state: tracked calls, discovery, deadlines (winning rule, timers,
 //!   pardons), decisions (never twice), breaker, clocks, and rules whose ids
 //!   carry the policy generation; `once` drives it through one cycle.
-//! - [`ha`]: high availability on PostgreSQL (lease, fencing, members).
+//! - [`ha`]: high availability on PostgreSQL: the per-node coordinator
+//!   (members, leases, self-fence) and the fence every hangup passes.
 //! - [`audit`]: the durable decision log.
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`sim`]: the bundled Vobiz API simulator.
@@ -44,4 +47,5 @@ pub mod metrics;
 pub mod policy;
 pub mod sim;
 pub mod startup;
+pub mod text;
 pub mod vobiz;

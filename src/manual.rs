@@ -272,6 +272,19 @@ pub async fn handle(
         Ok(request) => request,
         Err(message) => return (StatusCode::BAD_REQUEST, format!("{message}\n")).into_response(),
     };
+    // With [ha], a node that leads no account acts on nothing: the answer
+    // names the leaders instead.
+    let elsewhere = state.led_elsewhere();
+    if !elsewhere.is_empty() && elsewhere.len() == state.accounts.len() {
+        let body = serde_json::json!({
+            "error": format!(
+                "this node is a standby for every account; send the request to the leader: {}",
+                crate::http::describe_leaders(&elsewhere)
+            ),
+            "led_elsewhere": elsewhere,
+        });
+        return (StatusCode::CONFLICT, Json(body)).into_response();
+    }
     // One request at a time: a replay waits for the first to be answered.
     let mut remembered = state.hangups.inner.lock().await;
     if let Some(id) = &request.request_id {
@@ -307,8 +320,14 @@ pub async fn handle(
                     call_uuid: uuid.to_string(),
                     account: None,
                     decision: "not_found".to_owned(),
-                    detail: "no account tracks this call (ended, or not seen by a poll yet)"
-                        .to_owned(),
+                    detail: if elsewhere.is_empty() {
+                        "no account tracks this call (ended, or not seen by a poll yet)".to_owned()
+                    } else {
+                        format!(
+                            "no account this node leads tracks this call; if it belongs to another, send the request to its leader: {}",
+                            crate::http::describe_leaders(&elsewhere)
+                        )
+                    },
                 });
             }
         }

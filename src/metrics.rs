@@ -101,6 +101,12 @@ pub struct Metrics {
     pub config_last_reload_successful: Gauge,
     /// The audit writer's failures and syncs.
     pub audit: crate::audit::Health,
+    /// 1 while this node enforces the account (always, without `[ha]`).
+    pub leader: Family<AccountLabel, Gauge>,
+    /// The account's lease epoch as this node last saw it (0 without `[ha]`).
+    pub lease_epoch: Family<AccountLabel, Gauge>,
+    /// With `[ha]`: 1 while the database answers this node, else 0.
+    pub ha_database_up: Gauge,
 }
 
 impl Default for Metrics {
@@ -211,6 +217,24 @@ impl Metrics {
             "1 when the last reload succeeded (or there was none), 0 while the old config stays in force after a failed one",
             config_last_reload_successful.clone(),
         );
+        let leader = Family::default();
+        let lease_epoch = Family::default();
+        let ha_database_up = Gauge::default();
+        registry.register(
+            "callwarden_leader",
+            "1 while this node enforces the account (holds its lease; always 1 without [ha])",
+            leader.clone(),
+        );
+        registry.register(
+            "callwarden_lease_epoch",
+            "The account's lease epoch as this node last saw it (0 without [ha])",
+            lease_epoch.clone(),
+        );
+        registry.register(
+            "callwarden_ha_database_up",
+            "With [ha]: 1 while the HA database answers this node; 0 means it enforces nothing",
+            ha_database_up.clone(),
+        );
         let audit = crate::audit::Health::default();
         registry.register(
             "callwarden_audit_write_errors",
@@ -235,6 +259,9 @@ impl Metrics {
         Self {
             registry,
             audit,
+            leader,
+            lease_epoch,
+            ha_database_up,
             live_calls,
             polls,
             api_requests,

@@ -107,6 +107,7 @@ pub fn open_state(
     Ok(OpenState {
         shared: Shared {
             state_dir: Some(dir.clone()),
+            fence: None,
             audit: Arc::new(audit),
             metrics,
             clock,

@@ -323,6 +323,7 @@ fn every_hostile_torn_log_is_closed_off_and_the_next_intent_replays() {
             dry_run: false,
             reason: String::new(),
             call: None,
+            epoch: None,
         };
         log.commit(&intent).wait().unwrap();
         drop(log);

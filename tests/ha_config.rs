@@ -1,6 +1,5 @@
 //! `[ha]` through the real binary: its keys are parsed and validated with
-//! positions, and any `[ha]` section is refused by `check` and `run` because
-//! this build does not fence enforcement with the lease yet.
+//! positions, and the PostgreSQL URL is never shown.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -53,31 +52,47 @@ fn text(out: &Output) -> String {
 const FULL: &str = "[ha]\npostgres_url_file = \"pg-url\"\nnode_id = \"ops-host-1\"\nlease_ttl = \"6s\"\nrenew_every = \"2s\"\n";
 
 #[test]
-fn a_valid_ha_section_is_refused_as_unavailable_by_check() {
+fn a_valid_ha_section_passes_check() {
     let (_dir, path) = config(FULL);
     let out = callwarden(&path, "check");
     let shown = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{shown}");
-    assert!(at(&shown, 8, "error: `[ha]`"), "{shown}");
-    assert!(
-        shown.contains("high availability is not available in this build"),
-        "{shown}"
-    );
-    assert!(!shown.contains("unknown key"), "{shown}");
-    // Exactly one error: the keys themselves are valid.
-    assert_eq!(shown.matches(": error:").count(), 1, "{shown}");
+    assert_eq!(out.status.code(), Some(0), "{shown}");
+    assert!(!shown.contains("s3cret"), "{shown}");
 }
 
 #[test]
-fn run_refuses_to_start_with_ha() {
-    let (_dir, path) = config(FULL);
+fn run_without_a_postgres_url_says_where_to_give_it() {
+    let (_dir, path) = config("[ha]\nnode_id = \"ops-host-1\"\n");
     let out = callwarden(&path, "run");
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(1), "{shown}");
+    for source in [
+        "CALLWARDEN_POSTGRES_URL",
+        "postgres_url_file",
+        "credential `postgres-url`",
+    ] {
+        assert!(shown.contains(source), "{source}: {shown}");
+    }
+}
+
+#[test]
+fn a_bad_url_in_the_environment_is_named_without_its_contents() {
+    let (_dir, path) = config("[ha]\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_callwarden"))
+        .arg("--config")
+        .arg(&path)
+        .arg("check")
+        .env("CALLWARDEN_POSTGRES_URL", "s3cret=\"unterminated")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .expect("callwarden runs");
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
     assert!(
-        shown.contains("high availability is not available in this build"),
+        shown.contains("CALLWARDEN_POSTGRES_URL does not hold a valid PostgreSQL URL"),
         "{shown}"
     );
+    assert!(!shown.contains("s3cret"), "{shown}");
 }
 
 #[test]

@@ -208,7 +208,7 @@ async fn a_stale_holder_cannot_record_an_intent() {
 }
 
 #[tokio::test]
-async fn one_intent_per_call_and_action() {
+async fn one_decision_per_call_and_action_final_once_the_call_ended() {
     let Some(server) = PgServer::start() else {
         return;
     };
@@ -216,32 +216,62 @@ async fn one_intent_per_call_and_action() {
     acquire_lease(&client, "acct", "node-a", LONG)
         .await
         .unwrap();
-    let first = insert_intent(&mut client, "acct", "node-a", 1, "call-1", "hangup")
-        .await
-        .unwrap();
-    assert!(matches!(first, IntentOutcome::Recorded { .. }));
-    let again = insert_intent(&mut client, "acct", "node-a", 1, "call-1", "hangup")
-        .await
-        .unwrap();
-    assert_eq!(again, IntentOutcome::Duplicate);
-    // A new leader does not get a second intent for the same call either.
+    let IntentOutcome::Recorded { id } =
+        insert_intent(&mut client, "acct", "node-a", 1, "call-1", "hangup")
+            .await
+            .unwrap()
+    else {
+        panic!("intent not recorded")
+    };
+    // The leader died before the answer: a new leader claims the same row
+    // (after re-reading the call), and the old one can no longer settle it.
     expire(&client, "acct").await;
     acquire_lease(&client, "acct", "node-b", LONG)
         .await
         .unwrap();
-    let after_takeover = insert_intent(&mut client, "acct", "node-b", 2, "call-1", "hangup")
+    let claimed = insert_intent(&mut client, "acct", "node-b", 2, "call-1", "hangup")
         .await
         .unwrap();
-    assert_eq!(after_takeover, IntentOutcome::Duplicate);
-    // Another action on the same call is its own intent.
+    assert_eq!(claimed, IntentOutcome::Recorded { id });
+    assert!(!record_outcome(&client, id, "node-a", 1, "failed")
+        .await
+        .unwrap());
+    // A failed DELETE may be tried again; once the call ended, it is final.
+    assert!(record_outcome(&client, id, "node-b", 2, "failed")
+        .await
+        .unwrap());
+    let again = insert_intent(&mut client, "acct", "node-b", 2, "call-1", "hangup")
+        .await
+        .unwrap();
+    assert_eq!(again, IntentOutcome::Recorded { id });
+    assert!(record_outcome(&client, id, "node-b", 2, "ok")
+        .await
+        .unwrap());
+    let after_ok = insert_intent(&mut client, "acct", "node-b", 2, "call-1", "hangup")
+        .await
+        .unwrap();
+    assert_eq!(
+        after_ok,
+        IntentOutcome::Duplicate {
+            holder: "node-b".into(),
+            outcome: "ok".into()
+        }
+    );
+    // Another action on the same call is its own decision.
     let other_action = insert_intent(&mut client, "acct", "node-b", 2, "call-1", "warn")
         .await
         .unwrap();
     assert!(matches!(other_action, IntentOutcome::Recorded { .. }));
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM ha_decision", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 2);
 }
 
 #[tokio::test]
-async fn concurrent_intents_for_one_call_record_once() {
+async fn concurrent_intents_for_one_call_leave_one_row() {
     let Some(server) = PgServer::start() else {
         return;
     };
@@ -254,12 +284,15 @@ async fn concurrent_intents_for_one_call_record_once() {
             insert_intent(&mut a, "acct", "node-a", 1, &call, "hangup"),
             insert_intent(&mut b, "acct", "node-a", 1, &call, "hangup")
         );
-        let recorded = [ra.unwrap(), rb.unwrap()]
-            .iter()
-            .filter(|r| matches!(r, IntentOutcome::Recorded { .. }))
-            .count();
-        assert_eq!(recorded, 1, "{call}");
+        let (ra, rb) = (ra.unwrap(), rb.unwrap());
+        assert_eq!(ra, rb, "{call}: both name the one row");
     }
+    let rows: i64 = a
+        .query_one("SELECT count(*) FROM ha_decision", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 20);
 }
 
 #[tokio::test]
@@ -312,7 +345,7 @@ async fn a_new_leader_sees_pending_intents_pardons_and_first_seen_times() {
     else {
         panic!("intent not recorded")
     };
-    record_outcome(&old, done, "ended").await.unwrap();
+    assert!(record_outcome(&old, done, "node-a", 1, "ok").await.unwrap());
     insert_intent(&mut old, "acct", "node-a", 1, "call-2", "hangup")
         .await
         .unwrap();

@@ -7,7 +7,7 @@ use std::time::Duration;
 use callwarden::call::{normalize_number, Call, CallStatus, CallUuid, Direction, Shape};
 use callwarden::config::{self, check, load, load_policy_files, Environment, Severity};
 use callwarden::policy::{
-    deadline_only, evaluate, is_protected, MatchField, Policy, RuleOutcome, Timeline,
+    deadline_only, evaluate, evaluate_rule, is_protected, MatchField, Policy, RuleOutcome, Timeline,
 };
 use chrono::{DateTime, Utc};
 use proptest::prelude::*;
@@ -364,6 +364,7 @@ fn environment_overrides_tokens_and_paths() {
         base_url: Some("http://127.0.0.1:8089/api/v1/".into()),
         credentials_directory: Some(creds.path().to_path_buf()),
         state_directory: Some("/run/state".into()),
+        postgres_url: None,
     };
     let config = load(&dir, &env).unwrap().config;
     assert_eq!(config.accounts[0].auth_id, "MAENV");
@@ -476,16 +477,16 @@ fn call(direction: Direction, from: &str, to: &str, status: CallStatus) -> Call 
     Call {
         uuid: CallUuid::parse("c1").unwrap(),
         direction,
-        from: normalize_number(from),
-        to: normalize_number(to),
-        caller_name: String::new(),
+        from: normalize_number(from).into(),
+        to: normalize_number(to).into(),
+        caller_name: "".into(),
         status,
         started_at: None,
         answered_at: None,
         duration_s: None,
         parent_call_uuid: None,
         shape: Shape::Legacy,
-        raw: serde_json::Value::Null,
+        raw: Default::default(),
     }
 }
 
@@ -512,19 +513,19 @@ fn premium_rate_beats_the_general_outbound_limit() {
     let premium = index(&policy, "premium-rate-10m");
     let outbound = index(&policy, "outbound-60m");
     assert_eq!(
-        eval.verdicts[premium].outcome,
+        eval.outcome(premium).unwrap(),
         RuleOutcome::Due {
             deadline: utc("2026-06-01T12:05:00Z")
         }
     );
     assert_eq!(
-        eval.verdicts[outbound].outcome,
+        eval.outcome(outbound).unwrap(),
         RuleOutcome::Due {
             deadline: utc("2026-06-01T12:55:00Z")
         }
     );
     assert_eq!(
-        eval.verdicts[index(&policy, "inbound-support-4h")].outcome,
+        eval.outcome(index(&policy, "inbound-support-4h")).unwrap(),
         RuleOutcome::NotMatched {
             field: MatchField::Direction,
             value: "outbound".into()
@@ -574,7 +575,7 @@ fn unanswered_calls_are_not_due_from_answer() {
     };
     let eval = evaluate(&policy, &c, "default", &timeline, now(), Duration::ZERO);
     assert_eq!(
-        eval.verdicts[index(&policy, "outbound-60m")].outcome,
+        eval.outcome(index(&policy, "outbound-60m")).unwrap(),
         RuleOutcome::NotMatched {
             field: MatchField::Status,
             value: "ringing".into()
@@ -594,7 +595,7 @@ fn unanswered_calls_are_not_due_from_answer() {
     );
     let eval = evaluate(&policy, &c, "default", &timeline, now(), Duration::ZERO);
     assert_eq!(
-        eval.verdicts[index(&policy, "outbound-60m")].outcome,
+        eval.outcome(index(&policy, "outbound-60m")).unwrap(),
         RuleOutcome::NotDue {
             reason: "not answered yet".into()
         }
@@ -612,9 +613,9 @@ fn unless_exempts_when_any_field_matches() {
         last_change: utc("2026-06-01T06:00:00Z"),
     };
     let check = |c: &Call| {
-        evaluate(&policy, c, "default", &timeline, now(), Duration::ZERO).verdicts[rule]
-            .outcome
-            .clone()
+        evaluate(&policy, c, "default", &timeline, now(), Duration::ZERO)
+            .outcome(rule)
+            .unwrap()
     };
     let plain = call(
         Direction::Inbound,
@@ -709,7 +710,7 @@ fn a_window_that_closed_never_makes_a_call_overdue() {
     };
     let eval = evaluate(&policy, &c, "default", &timeline, now(), Duration::ZERO);
     assert_eq!(
-        eval.verdicts[maintenance].outcome,
+        eval.outcome(maintenance).unwrap(),
         RuleOutcome::Due {
             deadline: utc("2026-06-02T01:00:00Z")
         }
@@ -806,7 +807,7 @@ fn arb_call() -> impl Strategy<Value = Call> {
     )
         .prop_map(|(direction, to, from, status, caller_name)| {
             let mut c = call(direction, &from, &to, status);
-            c.caller_name = caller_name;
+            c.caller_name = caller_name.into();
             c
         })
 }
@@ -834,10 +835,14 @@ proptest! {
         let a = evaluate(&policy, &c, "default", &timeline, at, grace);
         let b = evaluate(&policy, &c, "default", &timeline, at, grace);
         prop_assert_eq!(&a, &b);
-        prop_assert_eq!(a.verdicts.len(), policy.rules.len());
+        prop_assert_eq!(a.verdicts().count(), policy.rules.len());
+        // The compact evaluation says what the plain scan of each rule says.
+        for (index, rule) in policy.rules.iter().enumerate() {
+            let scanned = evaluate_rule(rule, &c, "default", &timeline, at, grace);
+            prop_assert_eq!(a.outcome(index), Some(scanned));
+        }
         let minimum = a
-            .verdicts
-            .iter()
+            .verdicts()
             .filter(|v| !policy.rules[v.rule].action.dry_run)
             .filter_map(|v| v.outcome.deadline())
             .min();
@@ -846,7 +851,7 @@ proptest! {
             deadline_only(&policy, &c, "default", &timeline, at, grace),
             a.effective(&policy, false)
         );
-        for v in &a.verdicts {
+        for v in a.verdicts() {
             if let Some(deadline) = v.outcome.deadline() {
                 // Never earlier than the limit allows.
                 let rule = &policy.rules[v.rule];

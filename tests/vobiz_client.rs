@@ -55,7 +55,7 @@ async fn lists_and_reads_flat_calls() {
     assert_eq!(call.from, "14155550100");
     assert_eq!(call.to, "919148227303");
     assert_eq!(call.caller_name, "Alice");
-    assert_eq!(call.raw["call_uuid"], uuids[0].as_str());
+    assert_eq!(call.raw_value()["call_uuid"], uuids[0].as_str());
     // Never older than the truth: µs rendering rounded up by one µs.
     let truth = sim.state().call(&uuids[0]).unwrap().started_at;
     let started = call.started_at.unwrap();

@@ -22,6 +22,9 @@ _callwarden() {
             callwarden,check)
                 cmd="callwarden__subcmd__check"
                 ;;
+            callwarden,cluster)
+                cmd="callwarden__subcmd__cluster"
+                ;;
             callwarden,demo)
                 cmd="callwarden__subcmd__demo"
                 ;;
@@ -54,6 +57,9 @@ _callwarden() {
                 ;;
             callwarden__subcmd__help,check)
                 cmd="callwarden__subcmd__help__subcmd__check"
+                ;;
+            callwarden__subcmd__help,cluster)
+                cmd="callwarden__subcmd__help__subcmd__cluster"
                 ;;
             callwarden__subcmd__help,demo)
                 cmd="callwarden__subcmd__help__subcmd__demo"
@@ -89,7 +95,7 @@ _callwarden() {
 
     case "${cmd}" in
         callwarden)
-            opts="-v -h -V --config --log-format --verbose --help --version run check once explain calls pardon hangup test sim demo help"
+            opts="-v -h -V --config --log-format --verbose --help --version run check once explain calls pardon hangup test cluster sim demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -143,6 +149,28 @@ _callwarden() {
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "auto json pretty" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        callwarden__subcmd__cluster)
+            opts="-v -h -V --json --config --log-format --verbose --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -253,7 +281,7 @@ _callwarden() {
             return 0
             ;;
         callwarden__subcmd__help)
-            opts="run check once explain calls pardon hangup test sim demo help"
+            opts="run check once explain calls pardon hangup test cluster sim demo help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -281,6 +309,20 @@ _callwarden() {
             return 0
             ;;
         callwarden__subcmd__help__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        callwarden__subcmd__help__subcmd__cluster)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

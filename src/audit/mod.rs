@@ -119,6 +119,9 @@ pub struct Record {
     /// The call details from the last fetch.
     #[serde(default)]
     pub call: Option<CallDetails>,
+    /// With `[ha]`: the lease epoch the decision was taken under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<i64>,
 }
 
 /// The call details a record carries: written from the engine's tracked
@@ -132,11 +135,12 @@ pub enum CallDetails {
 }
 
 impl CallDetails {
-    /// The API's answer, as JSON.
-    pub fn json(&self) -> &serde_json::Value {
+    /// The API's answer, as JSON (a tracked call's is unpacked here, only
+    /// when a record is written or read).
+    pub fn json(&self) -> std::borrow::Cow<'_, serde_json::Value> {
         match self {
-            Self::Tracked(call) => &call.raw,
-            Self::Read(json) => json,
+            Self::Tracked(call) => std::borrow::Cow::Owned(call.raw_value()),
+            Self::Read(json) => std::borrow::Cow::Borrowed(json),
         }
     }
 }
@@ -462,6 +466,7 @@ mod tests {
             dry_run: false,
             reason: String::new(),
             call: None,
+            epoch: None,
         }
     }
 

@@ -310,8 +310,8 @@ impl Row {
             account: account.to_owned(),
             call_uuid: call.uuid.to_string(),
             direction: call.direction.as_str().to_owned(),
-            from: call.from.clone(),
-            to: call.to.clone(),
+            from: call.from.to_string(),
+            to: call.to.to_string(),
             status: call.status.as_str().to_owned(),
             age_s: call.started_at.map(|s| (now - s).num_seconds()),
             rules: explanation

@@ -3,6 +3,7 @@
 
 mod calls;
 mod check;
+mod cluster;
 mod demo;
 mod generate;
 mod hangup;
@@ -40,7 +41,7 @@ pub const EXIT_PARTIAL: u8 = 3;
 const AFTER_LONG_HELP: &str = "\
 Exit codes:
   0  success (check: valid, warnings allowed)
-  1  error: bad config, call not found, API or daemon unreachable
+  1  error: bad config, call not found, API, daemon or HA database unreachable
   2  usage error
   3  once: some hangups failed or were held by the breaker
 
@@ -53,6 +54,7 @@ Environment:
   CALLWARDEN_CONFIG                 the config file when --config is not given
   VOBIZ_AUTH_ID, VOBIZ_AUTH_TOKEN   the single account's auth id and token
   VOBIZ_BASE_URL                    the API base URL
+  CALLWARDEN_POSTGRES_URL           the [ha] database (also postgres_url_file, credential postgres-url)
   RUST_LOG                          log filter, e.g. callwarden=debug
 
 Documentation: /usr/share/doc/callwarden/ (README.md and docs/).";
@@ -136,6 +138,12 @@ pub enum Command {
     Test {
         /// A case file, or a directory of *.toml case files.
         path: Option<PathBuf>,
+    },
+    /// With [ha]: members, each account's leader, epoch and lease expiry, pending intents.
+    Cluster {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Run the bundled Vobiz API simulator.
     Sim(SimArgs),
@@ -227,6 +235,7 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Hangup(args) => hangup::run(&cli.config, &env, args).await,
         Command::Pardon { uuid, for_ } => pardon::run(&cli.config, &env, &uuid, for_).await,
         Command::Demo { duration } => demo::run(duration).await,
+        Command::Cluster { json } => cluster::run(&cli.config, &env, json).await,
     };
     match result {
         Ok(code) => code,

@@ -27,7 +27,11 @@ pub(super) struct RawAccount {
 }
 
 /// A systemd credential, when present; a present but unusable one is an error.
-fn read_credential(env: &Environment, name: &str, extra: &mut Vec<Diagnostic>) -> Option<Secret> {
+pub(super) fn read_credential(
+    env: &Environment,
+    name: &str,
+    extra: &mut Vec<Diagnostic>,
+) -> Option<Secret> {
     let path = env.credentials_directory.as_ref()?.join(name);
     if std::fs::symlink_metadata(&path).is_err() {
         return None;

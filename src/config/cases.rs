@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use toml::de::DeValue;
 
 use super::{parse_toml, Diagnostics, FileDiagnostics, Reader, Table};
-use crate::call::{normalize_number, Call, CallStatus, CallUuid, Direction, Shape};
+use crate::call::{normalize_number, Call, CallStatus, CallUuid, Direction, RawAnswer, Shape};
 use crate::policy::cases::{Case, Expected, SignedDuration, DEFAULT_AT};
 use crate::policy::Timeline;
 
@@ -282,16 +282,16 @@ fn parse_call(r: &mut Reader<'_>, table: &Table<'_>) -> Option<RawCall> {
     let call = Call {
         uuid: uuid?,
         direction: Direction::from_api(&direction?),
-        from: normalize_number(&from),
-        to: normalize_number(&to),
-        caller_name,
+        from: normalize_number(&from).into(),
+        to: normalize_number(&to).into(),
+        caller_name: caller_name.into(),
         status: CallStatus::from_api(&status?),
         started_at: None,
         answered_at: None,
         duration_s: None,
         parent_call_uuid: parent?,
         shape: Shape::Flat,
-        raw: serde_json::Value::Null,
+        raw: RawAnswer::default(),
     };
     Some(RawCall {
         call,

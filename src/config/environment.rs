@@ -16,6 +16,8 @@ pub struct Environment {
     pub credentials_directory: Option<PathBuf>,
     /// `STATE_DIRECTORY`: wins over `[state] dir`.
     pub state_directory: Option<PathBuf>,
+    /// `CALLWARDEN_POSTGRES_URL`: the `[ha]` database, before any file.
+    pub postgres_url: Option<String>,
 }
 
 impl Environment {
@@ -30,6 +32,7 @@ impl Environment {
             // systemd may list several directories separated by ':'; ours is the first.
             state_directory: var("STATE_DIRECTORY")
                 .and_then(|v| v.split(':').next().map(PathBuf::from)),
+            postgres_url: var("CALLWARDEN_POSTGRES_URL"),
         }
     }
 }

@@ -1,11 +1,12 @@
-//! `[ha]`: parsed and validated so mistakes show up in `check`, then refused
-//! as a whole, because enforcement is not yet fenced by the lease and a
-//! config that asks for HA must not run as if it were.
+//! `[ha]`: the PostgreSQL-backed multi-host mode, read and validated so
+//! mistakes show up in `check` with their positions.
 
 use std::path::Path;
 use std::time::Duration;
 
+use super::accounts::read_credential;
 use super::diagnostic::Diagnostic;
+use super::environment::Environment;
 use super::files::{read_secret, readable_by_others, resolve};
 use super::load::keys_in;
 use super::settings::duration_or;
@@ -17,11 +18,15 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(6);
 /// The default `[ha] renew_every`.
 pub const DEFAULT_RENEW_EVERY: Duration = Duration::from_secs(2);
 
+/// The systemd credential holding the PostgreSQL URL.
+pub const POSTGRES_URL_CREDENTIAL: &str = "postgres-url";
+
 /// `[ha]`: the PostgreSQL-backed multi-host mode, as validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HaSettings {
-    /// The PostgreSQL URL read from `postgres_url_file` (redacted in `Debug`:
-    /// it may hold a password).
+    /// The PostgreSQL URL, from `CALLWARDEN_POSTGRES_URL`, `postgres_url_file`
+    /// or the `postgres-url` credential, in that order (redacted in `Debug`:
+    /// it may hold a password). `check` runs without it, `run` needs it.
     pub postgres_url: Option<Secret>,
     /// This member's name; `None` means the hostname.
     pub node_id: Option<String>,
@@ -31,22 +36,53 @@ pub struct HaSettings {
     pub renew_every: Duration,
 }
 
-/// Reads `[ha]` when present, reporting its problems, then the refusal.
+impl HaSettings {
+    /// The database URL, or where to give it: `run` and `cluster` need one.
+    pub fn require_url(&self) -> Result<&Secret, String> {
+        self.postgres_url.as_ref().ok_or_else(|| {
+            format!(
+                "no PostgreSQL URL for high availability: set CALLWARDEN_POSTGRES_URL, [ha] postgres_url_file, or the systemd credential `{POSTGRES_URL_CREDENTIAL}`"
+            )
+        })
+    }
+}
+
+/// Reads `[ha]` when present, reporting its problems; `None` without it.
 pub(super) fn check_ha(
     r: &mut Reader<'_>,
     doc: &Table<'_>,
     base_dir: &Path,
+    env: &Environment,
     extra: &mut Vec<Diagnostic>,
-) {
-    if let Some((table, span)) = r.table(doc, "ha") {
-        r.unknown_keys(table, &keys_in("ha"));
-        let _ = read_ha(r, table, base_dir, extra);
-        r.diags.error(span, HA_UNAVAILABLE);
+) -> Option<HaSettings> {
+    let (table, _) = r.table(doc, "ha")?;
+    r.unknown_keys(table, &keys_in("ha"));
+    let mut ha = read_ha(r, table, base_dir, extra);
+    // The environment and the credential stand in for a file that is not
+    // configured; a configured file that is broken stays an error.
+    let fallback = if let Some(url) = &env.postgres_url {
+        Some((
+            Secret::new(url.trim()),
+            "CALLWARDEN_POSTGRES_URL".to_owned(),
+        ))
+    } else if r.string(table, "postgres_url_file").is_none() {
+        read_credential(env, POSTGRES_URL_CREDENTIAL, extra)
+            .map(|url| (url, format!("credential `{POSTGRES_URL_CREDENTIAL}`")))
+    } else {
+        None
+    };
+    if let Some((url, source)) = fallback {
+        if is_postgres_url(&url) {
+            ha.postgres_url = Some(url);
+        } else {
+            r.diags.error(
+                0..0,
+                format!("{source} does not hold a valid PostgreSQL URL (contents not shown)"),
+            );
+        }
     }
+    Some(ha)
 }
-
-/// The error for any `[ha]` section while HA is not wired into enforcement.
-pub const HA_UNAVAILABLE: &str = "`[ha]`: high availability is not available in this build (leases are not yet wired into enforcement); remove the section to run single-node, see docs/ha.md";
 
 /// Reads and validates `[ha]`.
 fn read_ha(
@@ -69,7 +105,7 @@ fn read_ha(
             };
             extra.extend(readable_by_others(&path));
             // The contents are never shown: the URL may hold a password.
-            if url.expose().parse::<tokio_postgres::Config>().is_err() {
+            if !is_postgres_url(&url) {
                 r.diags.error(
                     span,
                     format!(
@@ -119,8 +155,13 @@ fn read_ha(
     }
 }
 
+/// Whether `url` parses as a PostgreSQL connection string.
+fn is_postgres_url(url: &Secret) -> bool {
+    url.expose().parse::<tokio_postgres::Config>().is_ok()
+}
+
 /// Whether `id` is usable as a member name: hostname-like, no spaces.
-fn valid_node_id(id: &str) -> bool {
+pub fn valid_node_id(id: &str) -> bool {
     (1..=253).contains(&id.len())
         && id
             .chars()

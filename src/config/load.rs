@@ -239,6 +239,7 @@ fn load_at(config_path: &Path, env: &Environment, now: DateTime<Utc>) -> Outcome
             state_dir: settings.state_dir,
             http: settings.http,
             log_format: settings.log_format,
+            ha: settings.ha,
         });
     }
     outcome

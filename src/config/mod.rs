@@ -31,7 +31,9 @@ pub use diagnostic::{CheckReport, Diagnostic, Diagnostics, Severity};
 pub use environment::Environment;
 pub(crate) use files::parse_toml;
 pub use files::MAX_FILE_BYTES;
-pub use ha::{HaSettings, DEFAULT_LEASE_TTL, DEFAULT_RENEW_EVERY, HA_UNAVAILABLE};
+pub use ha::{
+    valid_node_id, HaSettings, DEFAULT_LEASE_TTL, DEFAULT_RENEW_EVERY, POSTGRES_URL_CREDENTIAL,
+};
 pub use load::{check, load, load_policy_files, Loaded, CONFIG_KEYS};
 pub use rules::policy_keys;
 pub use sections::{
@@ -64,6 +66,8 @@ pub struct Config {
     pub http: HttpSettings,
     /// `[log] format`.
     pub log_format: LogFormat,
+    /// `[ha]`: several hosts, one enforcer per account (`None`: single-node).
+    pub ha: Option<HaSettings>,
 }
 
 /// One Vobiz account and the rules that apply to it.

@@ -36,6 +36,8 @@ pub(super) struct Settings {
     pub(super) http: HttpSettings,
     /// `[log] format`.
     pub(super) log_format: LogFormat,
+    /// `[ha]`, when present.
+    pub(super) ha: Option<super::HaSettings>,
 }
 
 /// A sub-table of the document, or an empty one when absent.
@@ -117,7 +119,7 @@ pub(super) fn read_settings(
 
     let http = read_http(&mut r, doc, base_dir, extra);
     let log_format = read_log(&mut r, doc);
-    super::ha::check_ha(&mut r, doc, base_dir, extra);
+    let ha = super::ha::check_ha(&mut r, doc, base_dir, env, extra);
 
     let errors_after = r.diags.items.iter().filter(|d| d.is_error()).count();
     (errors_after == errors_before).then_some(Settings {
@@ -129,6 +131,7 @@ pub(super) fn read_settings(
         state_dir,
         http,
         log_format,
+        ha,
     })
 }
 

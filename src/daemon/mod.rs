@@ -3,6 +3,7 @@
 //! resolves. Start-up shared with other commands is in [`crate::startup`],
 //! systemd in `systemd.rs`.
 
+mod ha;
 mod systemd;
 
 use std::future::Future;
@@ -16,9 +17,10 @@ use tokio::sync::{mpsc, watch};
 
 use crate::clock::SharedClock;
 use crate::config::{self, Config, Environment};
-use crate::engine::{Command, Engine, Settings};
+use crate::engine::{AccountStatus, Command, Engine, Settings};
+use crate::ha::coordinator::Node;
 use crate::http::{self, AccountHandle, HttpState};
-use crate::metrics::Metrics;
+use crate::metrics::{AccountLabel, Metrics};
 use crate::startup::{clients, load_config, open_state};
 
 use systemd::{feed_systemd, notify};
@@ -57,28 +59,76 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut handles = Vec::new();
     let mut engines = Vec::new();
+    let node = match &config.ha {
+        Some(ha) => {
+            let names: Vec<String> = config.accounts.iter().map(|a| a.name.clone()).collect();
+            let node = Node::new(ha::node_settings(ha)?, &names, Arc::clone(&metrics));
+            let mut stop = stop_rx.clone();
+            tokio::spawn(Arc::clone(&node).run(async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            }));
+            tracing::info!(node_id = %node.node_id(), lease_ttl = ?ha.lease_ttl,
+                renew_every = ?ha.renew_every, "high availability on: enforcing only the accounts whose lease this node holds");
+            Some(node)
+        }
+        None => None,
+    };
+    let replay = Arc::new(replay.clone());
     for (name, client) in clients(&config, &clock)? {
         let policy = config.policy_of(&name);
-        let engine = Engine::new(
-            name.clone(),
-            client,
-            policy,
-            settings.clone(),
-            shared.clone(),
-            replay,
-        );
         let (commands_tx, commands_rx) = mpsc::channel(64);
+        let status = match &node {
+            Some(node) => {
+                let (status_tx, status) = watch::channel(AccountStatus {
+                    account: name.clone(),
+                    ..AccountStatus::default()
+                });
+                let supervisor = ha::Supervisor {
+                    account: name.clone(),
+                    api: client,
+                    policy,
+                    settings: settings.clone(),
+                    shared: shared.clone(),
+                    replay: Some(Arc::clone(&replay)),
+                    node: Arc::clone(node),
+                };
+                engines.push(tokio::spawn(supervisor.run(
+                    commands_rx,
+                    status_tx,
+                    stop_rx.clone(),
+                )));
+                status
+            }
+            None => {
+                let engine = Engine::new(
+                    name.clone(),
+                    client,
+                    policy,
+                    settings.clone(),
+                    shared.clone(),
+                    &replay,
+                );
+                // A single node leads every account it has.
+                let label = AccountLabel {
+                    account: name.clone(),
+                };
+                metrics.leader.get_or_create(&label).set(1);
+                metrics.lease_epoch.get_or_create(&label).set(0);
+                let status = engine.status();
+                let mut stop = stop_rx.clone();
+                engines.push(tokio::spawn(engine.run(commands_rx, async move {
+                    let _ = stop.wait_for(|stopped| *stopped).await;
+                })));
+                status
+            }
+        };
         handles.push((
             name,
             AccountHandle {
-                status: engine.status(),
+                status,
                 commands: commands_tx,
             },
         ));
-        let mut stop = stop_rx.clone();
-        engines.push(tokio::spawn(engine.run(commands_rx, async move {
-            let _ = stop.wait_for(|stopped| *stopped).await;
-        })));
     }
 
     let listener = match config.http.listen {
@@ -169,6 +219,9 @@ pub async fn run(
         let _ = engine.await;
     }
     state.flush_audit().await;
+    if let Some(node) = node {
+        node.leave().await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

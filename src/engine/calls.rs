@@ -76,6 +76,24 @@ impl Calls {
         self.calls.keys().cloned().collect()
     }
 
+    /// Takes the time another leader first saw `uuid` in progress (high
+    /// availability takeover); the earlier of it and what is known wins.
+    pub(super) fn remember_first_seen(&mut self, uuid: &CallUuid, at: DateTime<Utc>) {
+        let entry = self
+            .memory
+            .remembered
+            .entry(uuid.to_string())
+            .or_insert(Remembered {
+                first_seen: at,
+                answered_seen: Some(at),
+                last_change: at,
+                state_key: 0,
+                first_sight_only: false,
+            });
+        entry.first_seen = entry.first_seen.min(at);
+        entry.answered_seen = Some(entry.answered_seen.map_or(at, |seen| seen.min(at)));
+    }
+
     /// What an earlier run remembered of `uuid`.
     pub(super) fn remembered(&self, uuid: &CallUuid) -> Option<&Remembered> {
         self.memory.remembered.get(uuid.as_str())

@@ -113,6 +113,12 @@ impl Decisions {
             .collect();
     }
 
+    /// Adds intents another leader left open (high availability takeover):
+    /// each is re-checked like one left by a crash of this node.
+    pub(super) fn resume_more(&mut self, pending: impl IntoIterator<Item = CallUuid>) {
+        self.resumed.extend(pending);
+    }
+
     /// Closes the open intent of `uuid`; true if there was one.
     pub(super) fn close_resumed(&mut self, uuid: &CallUuid) -> bool {
         self.resumed.remove(uuid)

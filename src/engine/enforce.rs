@@ -150,8 +150,8 @@ impl<A: VobizApi> Engine<A> {
             // A dry-run rule of older rules decides nothing: the call is
             // evaluated afresh under the rules in force.
             Purpose::DryRunRule(rule) => self.rules.index(rule).and_then(|index| match evaluation
-                .verdicts
-                .get(index)
+                .matched()
+                .find(|v| v.rule == index)
                 .map(|v| &v.outcome)
             {
                 Some(RuleOutcome::Due { deadline }) if *deadline <= now => Some((index, *deadline)),
@@ -270,6 +270,7 @@ impl<A: VobizApi> Engine<A> {
         let api = Arc::clone(&self.api);
         let retrier = Arc::clone(&self.retrier);
         let tx = self.events_tx.clone();
+        let fence = self.shared.fence.clone();
         tokio::spawn(async move {
             // Nothing is done that is not on disk first; only this hangup
             // waits for it.
@@ -277,8 +278,22 @@ impl<A: VobizApi> Engine<A> {
                 let _ = tx.send(Event::IntentLost { job, error });
                 return;
             }
+            // With [ha], nothing is done that is not committed under the
+            // lease either; a refusal is a failed hangup, retried later.
+            let claim = match fence::admit(fence.as_ref(), &job.uuid).await {
+                Ok(claim) => claim,
+                Err(refused) => {
+                    let results = vec![(job.uuid.clone(), refused)];
+                    let _ = tx.send(Event::HungUp { job, results });
+                    return;
+                }
+            };
             let mut results = Vec::with_capacity(targets.len());
             for target in targets {
+                if let Some(refused) = fence::lease_ran_out(fence.as_ref()) {
+                    results.push((target, refused));
+                    break;
+                }
                 let result = actions::hang_up(&*api, &target, &retrier).await;
                 let stop = matches!(result, HangupResult::AuthFailed { .. });
                 results.push((target, result));
@@ -286,6 +301,7 @@ impl<A: VobizApi> Engine<A> {
                     break;
                 }
             }
+            fence::settle(fence.as_ref(), claim, &results).await;
             let _ = tx.send(Event::HungUp { job, results });
         });
     }

@@ -42,6 +42,7 @@ mod decisions;
 mod discovery;
 mod enforce;
 mod evaluate;
+pub mod fence;
 mod manual;
 pub mod memory;
 mod once;
@@ -87,7 +88,7 @@ pub use once::{OnceOutcome, OnceReport};
 use plan::Plan;
 use rules::{RuleId, Rules};
 use skew::{Mismatch, SkewEstimate};
-pub use status::AccountStatus;
+pub use status::{AccountStatus, HaRole, HaStatus};
 pub use tracker::Tracked;
 
 /// A warning is still spoken late only if at least this much time remains.
@@ -168,6 +169,8 @@ pub struct Shared {
     pub clock: SharedClock,
     /// Where to remember call times across restarts (`None`: nowhere).
     pub state_dir: Option<std::path::PathBuf>,
+    /// With `[ha]`: the lease every hangup is fenced by (`None`: single-node).
+    pub fence: Option<Arc<dyn fence::Fence>>,
 }
 
 /// Operator requests to a running engine.

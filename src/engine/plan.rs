@@ -66,7 +66,7 @@ pub fn plan_hangup(
                 if is_protected(number, protected) {
                     return Plan::Protected {
                         leg,
-                        number: number.clone(),
+                        number: number.to_string(),
                     };
                 }
             }
@@ -110,14 +110,14 @@ mod tests {
             direction: Direction::Outbound,
             from: "14155550100".into(),
             to: to.into(),
-            caller_name: String::new(),
+            caller_name: "".into(),
             status: CallStatus::InProgress,
             started_at: None,
             answered_at: None,
             duration_s: None,
             parent_call_uuid: parent.map(uuid),
             shape: Shape::Flat,
-            raw: serde_json::Value::Null,
+            raw: Default::default(),
         }
     }
 

@@ -142,6 +142,7 @@ impl<A: VobizApi> Engine<A> {
         }
         self.check_breaker();
         self.save_memory();
+        self.share_poll();
         self.publish();
         self.shared
             .metrics

@@ -44,6 +44,7 @@ impl<A: VobizApi> Engine<A> {
             dry_run: job.dry_run,
             reason: reason.to_owned(),
             call: job.call.clone().map(CallDetails::Tracked),
+            epoch: self.shared.fence.as_ref().map(|fence| fence.epoch()),
         }
     }
 
@@ -183,6 +184,7 @@ impl<A: VobizApi> Engine<A> {
                 .collect(),
             next_deadlines,
             calls,
+            ha: None,
         });
     }
 }

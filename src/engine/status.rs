@@ -37,6 +37,45 @@ pub struct AccountStatus {
     pub next_deadlines: Vec<DeadlineStatus>,
     /// Every tracked call (first seen, answer seen, pardon).
     pub calls: Vec<CallStatus>,
+    /// With `[ha]`: this node's role for the account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ha: Option<HaStatus>,
+}
+
+/// This node's part in enforcing one account, with `[ha]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HaStatus {
+    /// This node's `node_id`.
+    pub node_id: String,
+    /// What this node does for the account.
+    pub role: HaRole,
+    /// The member holding the account's lease, when known.
+    pub leader: Option<String>,
+    /// The lease's epoch, when known.
+    pub epoch: Option<i64>,
+}
+
+/// What a node does for an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HaRole {
+    /// Holds the lease and enforces.
+    Leader,
+    /// Another member leads (or will): this node only watches.
+    Standby,
+    /// The database cannot be reached: this node does not enforce.
+    NoDatabase,
+}
+
+impl HaRole {
+    /// The word used in `/status`, `/readyz` and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Leader => "leader",
+            Self::Standby => "standby",
+            Self::NoDatabase => "no_database",
+        }
+    }
 }
 
 /// Bounds on the API server's clock minus this host's, in milliseconds.

@@ -141,9 +141,14 @@ pub enum IntentOutcome {
         /// Its row id, for recording the outcome.
         id: i64,
     },
-    /// An intent for this call and action already exists (ours or an
-    /// earlier leader's): no DELETE from here.
-    Duplicate,
+    /// The decision for this call and action is already taken and its
+    /// outcome says the call ended (`ok`, `gone`): no DELETE from here.
+    Duplicate {
+        /// Who recorded it.
+        holder: String,
+        /// Its outcome.
+        outcome: String,
+    },
     /// The lease is not ours at this epoch, or has expired: no DELETE.
     Fenced,
 }
@@ -152,6 +157,12 @@ pub enum IntentOutcome {
 /// `account`'s lease at `epoch` and it has not expired. The lease row is
 /// locked `FOR SHARE` for the transaction, so a takeover (which updates the
 /// row) waits until this commits, and sees the intent when it loads them.
+///
+/// There is one row per call and action. A row whose outcome is not known
+/// (a leader died between intent and answer) or `failed` is claimed afresh
+/// under the caller's lease: the caller has re-read the call and found it
+/// still live, and every DELETE of an ended call answers 404, so at most one
+/// is ever answered 2xx. A row whose outcome says the call ended is final.
 pub async fn insert_intent(
     client: &mut Client,
     account: &str,
@@ -175,29 +186,65 @@ pub async fn insert_intent(
     }
     let row = tx
         .query_opt(
-            "INSERT INTO ha_decision (account, call_uuid, action, holder, epoch, created_at)
+            "INSERT INTO ha_decision AS d (account, call_uuid, action, holder, epoch, created_at)
              VALUES ($1, $2, $3, $4, $5, clock_timestamp())
-             ON CONFLICT (call_uuid, action) DO NOTHING
+             ON CONFLICT (call_uuid, action) DO UPDATE
+                SET account = EXCLUDED.account, holder = EXCLUDED.holder, epoch = EXCLUDED.epoch,
+                    created_at = EXCLUDED.created_at, outcome = NULL, outcome_at = NULL
+                WHERE d.outcome IS NULL OR d.outcome = 'failed'
              RETURNING id",
             &[&account, &call_uuid, &action, &holder, &epoch],
         )
         .await?;
-    tx.commit().await?;
-    Ok(match row {
+    let outcome = match row {
         Some(row) => IntentOutcome::Recorded { id: row.get(0) },
-        None => IntentOutcome::Duplicate,
-    })
+        None => {
+            let row = tx
+                .query_one(
+                    "SELECT holder, coalesce(outcome, '') FROM ha_decision
+                     WHERE call_uuid = $1 AND action = $2",
+                    &[&call_uuid, &action],
+                )
+                .await?;
+            IntentOutcome::Duplicate {
+                holder: row.get(0),
+                outcome: row.get(1),
+            }
+        }
+    };
+    tx.commit().await?;
+    Ok(outcome)
 }
 
-/// Records what the DELETE for intent `id` came to (e.g. "ended", "gone").
-pub async fn record_outcome(client: &Client, id: i64, outcome: &str) -> Result<(), HaError> {
-    client
+/// Records what the DELETE for intent `id` came to (`ok`, `gone`,
+/// `failed`), unless another holder or epoch has claimed the row since.
+pub async fn record_outcome(
+    client: &Client,
+    id: i64,
+    holder: &str,
+    epoch: i64,
+    outcome: &str,
+) -> Result<bool, HaError> {
+    let n = client
         .execute(
-            "UPDATE ha_decision SET outcome = $2, outcome_at = clock_timestamp() WHERE id = $1",
-            &[&id, &outcome],
+            "UPDATE ha_decision SET outcome = $4, outcome_at = clock_timestamp()
+             WHERE id = $1 AND holder = $2 AND epoch = $3",
+            &[&id, &holder, &epoch, &outcome],
         )
         .await?;
-    Ok(())
+    Ok(n == 1)
+}
+
+/// Closes intents left without an outcome by an earlier leader whose calls
+/// have ended since (`gone`): they need nothing more.
+pub async fn close_ended(client: &Client, ids: &[i64]) -> Result<u64, HaError> {
+    Ok(client
+        .execute(
+            "UPDATE ha_decision SET outcome = 'gone', outcome_at = clock_timestamp()
+             WHERE id = ANY($1) AND outcome IS NULL",
+            &[&ids],
+        )
+        .await?)
 }
 
 /// Marks `node_id` live for `ttl` on the database clock.
@@ -240,6 +287,31 @@ pub struct PendingIntent {
     pub holder: String,
     /// The epoch it was recorded under.
     pub epoch: i64,
+}
+
+/// The intents of every account without an outcome, oldest first, with
+/// their accounts.
+pub async fn all_pending_intents(client: &Client) -> Result<Vec<(String, PendingIntent)>, HaError> {
+    let rows = client
+        .query(
+            "SELECT account, id, call_uuid, action, holder, epoch FROM ha_decision
+             WHERE outcome IS NULL ORDER BY id",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let intent = PendingIntent {
+                id: r.get(1),
+                call_uuid: r.get(2),
+                action: r.get(3),
+                holder: r.get(4),
+                epoch: r.get(5),
+            };
+            (r.get(0), intent)
+        })
+        .collect())
 }
 
 /// The intents of `account` without an outcome, oldest first.
@@ -318,6 +390,26 @@ pub async fn record_first_seen(
     Ok(row.get(0))
 }
 
+/// [`record_first_seen`] for many calls in one statement.
+pub async fn record_first_seen_many(
+    client: &Client,
+    account: &str,
+    calls: &[(String, i64)],
+) -> Result<(), HaError> {
+    let uuids: Vec<&str> = calls.iter().map(|(u, _)| u.as_str()).collect();
+    let times: Vec<i64> = calls.iter().map(|(_, t)| *t).collect();
+    client
+        .execute(
+            "INSERT INTO ha_first_seen AS f (account, call_uuid, first_seen_ms)
+             SELECT $1, u, t FROM unnest($2::text[], $3::bigint[]) AS x(u, t)
+             ON CONFLICT (account, call_uuid)
+                DO UPDATE SET first_seen_ms = LEAST(f.first_seen_ms, EXCLUDED.first_seen_ms)",
+            &[&account, &uuids, &times],
+        )
+        .await?;
+    Ok(())
+}
+
 /// Every first-seen time of `account` (call, Unix ms).
 pub async fn first_seen_times(
     client: &Client,
@@ -330,4 +422,82 @@ pub async fn first_seen_times(
         )
         .await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// One account's lease as the database has it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The account.
+    pub account: String,
+    /// Who holds (or last held) it.
+    pub holder: String,
+    /// Its epoch.
+    pub epoch: i64,
+    /// When it expires (Unix ms, database clock).
+    pub expires_at_ms: i64,
+    /// How long ago it expired (ms); negative while it is held.
+    pub expired_for_ms: i64,
+}
+
+/// Every lease, by account.
+pub async fn leases(client: &Client) -> Result<Vec<Lease>, HaError> {
+    let rows = client
+        .query(
+            "SELECT account, holder, epoch,
+                    (extract(epoch FROM expires_at) * 1000)::bigint,
+                    (extract(epoch FROM clock_timestamp() - expires_at) * 1000)::bigint
+             FROM ha_lease ORDER BY account",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Lease {
+            account: r.get(0),
+            holder: r.get(1),
+            epoch: r.get(2),
+            expires_at_ms: r.get(3),
+            expired_for_ms: r.get(4),
+        })
+        .collect())
+}
+
+/// One member as the database has it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Its `node_id`.
+    pub node_id: String,
+    /// Its last heartbeat (Unix ms, database clock).
+    pub last_seen_ms: i64,
+    /// Whether its heartbeat has not expired.
+    pub live: bool,
+}
+
+/// Every member, live or not, by `node_id`.
+pub async fn members(client: &Client) -> Result<Vec<Member>, HaError> {
+    let rows = client
+        .query(
+            "SELECT node_id, (extract(epoch FROM last_seen) * 1000)::bigint,
+                    expires_at > clock_timestamp()
+             FROM ha_member ORDER BY node_id",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Member {
+            node_id: r.get(0),
+            last_seen_ms: r.get(1),
+            live: r.get(2),
+        })
+        .collect())
+}
+
+/// Takes `node_id` out of the members at once (a clean stop), so the
+/// others rebalance without waiting for its heartbeat to expire.
+pub async fn leave(client: &Client, node_id: &str) -> Result<(), HaError> {
+    client
+        .execute("DELETE FROM ha_member WHERE node_id = $1", &[&node_id])
+        .await?;
+    Ok(())
 }

@@ -8,8 +8,12 @@
 //! ([`fence`]: when a leader must stop on its own, [`rendezvous`]: which
 //! member should lead an account).
 
+pub mod coordinator;
 pub mod db;
 pub mod fence;
+pub mod guard;
+pub mod link;
+pub mod plan;
 pub mod rendezvous;
 pub mod schema;
 

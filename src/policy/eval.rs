@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::index::Class;
+use super::index::{RuleSet, Table};
 use super::matcher::{FieldValues, MatchField};
-use super::text::InlineStr;
 use super::window::SEARCH_HORIZON;
 use super::{Limit, MeasureFrom, Policy, Rule};
 use crate::call::{number_digits, Call, NumberDigits};
+use crate::text::InlineStr;
 
 /// What callwarden knows of a call's times, already skew-corrected and
 /// rounded so the call looks younger, never older.
@@ -32,10 +32,37 @@ pub struct Timeline {
 }
 
 /// The result of evaluating every rule of a policy against one call.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Kept compact, because the engine evaluates every new and changed call:
+/// the rules that matched hold their verdicts; the others are one bit each
+/// in the set of the field that decided them, with that field's value kept
+/// once. [`Evaluation::verdicts`] spells every rule's verdict out.
+#[derive(Debug, Clone)]
 pub struct Evaluation {
-    /// One verdict per rule, in the order of `policy.rules`.
-    pub verdicts: Vec<RuleVerdict>,
+    /// How many rules were evaluated.
+    rules: usize,
+    /// The verdicts of the rules that matched (due or not), in rule order.
+    matched: Vec<RuleVerdict>,
+    /// The rules that did not match, by the field and table that decided them.
+    decided: Vec<Decided>,
+}
+
+/// Two evaluations are equal when they give every rule the same verdict.
+impl PartialEq for Evaluation {
+    fn eq(&self, other: &Self) -> bool {
+        self.rules == other.rules && self.verdicts().eq(other.verdicts())
+    }
+}
+
+impl Eq for Evaluation {}
+
+/// The rules one field of one table decided, and the call's value for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Decided {
+    table: Table,
+    field: MatchField,
+    value: InlineStr,
+    rules: RuleSet,
 }
 
 /// One rule's verdict.
@@ -92,9 +119,70 @@ impl RuleOutcome {
 }
 
 impl Evaluation {
-    /// The verdicts of the rules that matched (due or not due).
+    /// An evaluation of `rules` rules with no verdict yet.
+    fn new(rules: usize) -> Self {
+        Self {
+            rules,
+            matched: Vec::new(),
+            decided: Vec::new(),
+        }
+    }
+
+    /// Records the verdict of rule `rule`; rules come in order.
+    fn push(&mut self, rule: usize, outcome: RuleOutcome) {
+        let (table, field, value) = match outcome {
+            RuleOutcome::NotMatched { field, value } => (Table::Match, field, value),
+            RuleOutcome::Exempt { field, value } => (Table::Unless, field, value),
+            outcome => return self.matched.push(RuleVerdict { rule, outcome }),
+        };
+        let at = match self
+            .decided
+            .iter()
+            .position(|d| d.table == table && d.field == field)
+        {
+            Some(at) => at,
+            None => {
+                self.decided.push(Decided {
+                    table,
+                    field,
+                    value,
+                    rules: RuleSet::empty(self.rules),
+                });
+                self.decided.len() - 1
+            }
+        };
+        self.decided[at].rules.insert(rule);
+    }
+
+    /// The verdicts of the rules that matched (due or not due), in rule order.
     pub fn matched(&self) -> impl Iterator<Item = &RuleVerdict> {
-        self.verdicts.iter().filter(|v| v.outcome.is_match())
+        self.matched.iter()
+    }
+
+    /// One verdict per rule, in the order of `policy.rules`.
+    pub fn verdicts(&self) -> impl Iterator<Item = RuleVerdict> + '_ {
+        (0..self.rules).filter_map(|rule| {
+            self.outcome(rule)
+                .map(|outcome| RuleVerdict { rule, outcome })
+        })
+    }
+
+    /// The verdict of rule `rule` (an index into `policy.rules`).
+    pub fn outcome(&self, rule: usize) -> Option<RuleOutcome> {
+        if rule >= self.rules {
+            return None;
+        }
+        if let Some(decided) = self.decided.iter().find(|d| d.rules.contains(rule)) {
+            let (field, value) = (decided.field, decided.value.clone());
+            return Some(match decided.table {
+                Table::Match => RuleOutcome::NotMatched { field, value },
+                Table::Unless => RuleOutcome::Exempt { field, value },
+            });
+        }
+        self.matched
+            .iter()
+            .find(|v| v.rule == rule)
+            .map(|v| v.outcome.clone())
     }
 
     /// The live decision: the earliest deadline among rules that are not
@@ -109,7 +197,7 @@ impl Evaluation {
         let _ = global_dry_run;
         pick_winner(
             policy,
-            self.verdicts.iter().filter_map(|v| {
+            self.matched.iter().filter_map(|v| {
                 let rule = policy.rules.get(v.rule)?;
                 let deadline = v.outcome.deadline()?;
                 (!rule.action.dry_run).then_some((v.rule, deadline))
@@ -126,7 +214,7 @@ impl Evaluation {
         policy: &Policy,
         mut beyond: impl FnMut(usize) -> Option<DateTime<Utc>>,
     ) {
-        for verdict in &mut self.verdicts {
+        for verdict in &mut self.matched {
             let Some(rule) = policy.rules.get(verdict.rule) else {
                 continue;
             };
@@ -147,7 +235,7 @@ impl Evaluation {
         &'a self,
         policy: &'a Policy,
     ) -> impl Iterator<Item = (usize, DateTime<Utc>)> + 'a {
-        self.verdicts.iter().filter_map(move |v| {
+        self.matched.iter().filter_map(move |v| {
             let rule = policy.rules.get(v.rule)?;
             let deadline = v.outcome.deadline()?;
             rule.action.dry_run.then_some((v.rule, deadline))
@@ -180,48 +268,35 @@ pub fn evaluate(
     grace: Duration,
 ) -> Evaluation {
     let values = FieldValues::new(call, account);
+    let mut evaluation = Evaluation::new(policy.rules.len());
     if !policy.index.covers(&policy.rules) {
-        let verdicts = policy
-            .rules
-            .iter()
-            .enumerate()
-            .map(|(index, rule)| RuleVerdict {
-                rule: index,
-                outcome: rule_outcome(rule, &values, timeline, now, grace),
-            })
-            .collect();
-        return Evaluation { verdicts };
+        for (index, rule) in policy.rules.iter().enumerate() {
+            evaluation.push(index, rule_outcome(rule, &values, timeline, now, grace));
+        }
+        return evaluation;
     }
-    let classes = policy.index.classify(&policy.rules, &values);
-    // Each field's value is copied once per call, then once per verdict
-    // that reports it (inline: no allocation).
-    let mut texts: [Option<InlineStr>; 6] = Default::default();
-    let mut text = |field: MatchField| {
-        texts[field.index()]
-            .get_or_insert_with(|| InlineStr::new(values.get(field)))
-            .clone()
-    };
-    let verdicts = policy
-        .rules
-        .iter()
-        .zip(classes)
-        .enumerate()
-        .map(|(index, (rule, class))| RuleVerdict {
-            rule: index,
-            outcome: match class {
-                Class::NotMatched(field) => RuleOutcome::NotMatched {
-                    field,
-                    value: text(field),
-                },
-                Class::Exempt(field) => RuleOutcome::Exempt {
-                    field,
-                    value: text(field),
-                },
-                Class::Applies => deadline_outcome(rule, timeline, now, grace),
-            },
-        })
-        .collect();
-    Evaluation { verdicts }
+    let applies = policy
+        .index
+        .sort_all(&policy.rules, &values, |table, field, dropped| {
+            // Each field's value is copied once per call (inline: no allocation).
+            evaluation.decided.push(Decided {
+                table,
+                field,
+                value: InlineStr::new(values.get(field)),
+                rules: dropped.clone(),
+            });
+        });
+    evaluation.matched.reserve_exact(applies.len());
+    for index in applies.iter() {
+        if let Some(rule) = policy.rules.get(index) {
+            let outcome = deadline_outcome(rule, timeline, now, grace);
+            evaluation.matched.push(RuleVerdict {
+                rule: index,
+                outcome,
+            });
+        }
+    }
+    evaluation
 }
 
 /// The live deadline only (what [`Evaluation::effective`] would return),

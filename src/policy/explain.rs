@@ -130,8 +130,7 @@ pub fn explain_with_caps(
     let winner = evaluation.effective(policy, global_dry_run);
     let left = |deadline: DateTime<Utc>| (deadline - now).num_seconds();
     let rules = evaluation
-        .verdicts
-        .iter()
+        .verdicts()
         .map(|verdict| {
             let rule = &policy.rules[verdict.rule];
             let (result, field, value, reason, deadline) = match &verdict.outcome {

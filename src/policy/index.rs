@@ -11,72 +11,120 @@
 use super::matcher::{FieldMatcher, FieldValues, IndexKeys, Key, Match, MatchField};
 use super::Rule;
 
-/// A set of rule indices, one bit per rule.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(super) struct RuleSet {
-    words: Vec<u64>,
+/// Words kept inline in a [`RuleSet`]: policies of up to 256 rules
+/// evaluate without a heap allocation.
+const INLINE_WORDS: usize = 4;
+
+/// A set of rule indices, one bit per rule; inline up to 256 rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct RuleSet(Words);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Words {
+    /// `words[..len]` are used; the rest stay zero.
+    Inline {
+        len: u8,
+        words: [u64; INLINE_WORDS],
+    },
+    Heap(Box<[u64]>),
+}
+
+impl Default for RuleSet {
+    fn default() -> Self {
+        Self::empty(0)
+    }
 }
 
 impl RuleSet {
     /// No rule of `len`.
-    fn empty(len: usize) -> Self {
-        Self {
-            words: vec![0; len.div_ceil(64)],
+    pub(super) fn empty(len: usize) -> Self {
+        let count = len.div_ceil(64);
+        match u8::try_from(count) {
+            Ok(len) if count <= INLINE_WORDS => Self(Words::Inline {
+                len,
+                words: [0; INLINE_WORDS],
+            }),
+            _ => Self(Words::Heap(vec![0; count].into_boxed_slice())),
         }
     }
 
     /// Every rule of `len`.
     fn full(len: usize) -> Self {
-        let mut set = Self {
-            words: vec![u64::MAX; len.div_ceil(64)],
-        };
-        if let (Some(last), tail @ 1..) = (set.words.last_mut(), len % 64) {
+        let mut set = Self::empty(len);
+        set.words_mut().fill(u64::MAX);
+        if let (Some(last), tail @ 1..) = (set.words_mut().last_mut(), len % 64) {
             *last = (1 << tail) - 1;
         }
         set
     }
 
-    fn insert(&mut self, rule: usize) {
-        if let Some(word) = self.words.get_mut(rule / 64) {
+    fn words(&self) -> &[u64] {
+        match &self.0 {
+            Words::Inline { len, words } => &words[..usize::from(*len)],
+            Words::Heap(words) => words,
+        }
+    }
+
+    fn words_mut(&mut self) -> &mut [u64] {
+        match &mut self.0 {
+            Words::Inline { len, words } => &mut words[..usize::from(*len)],
+            Words::Heap(words) => words,
+        }
+    }
+
+    /// Adds `rule`.
+    pub(super) fn insert(&mut self, rule: usize) {
+        if let Some(word) = self.words_mut().get_mut(rule / 64) {
             *word |= 1 << (rule % 64);
         }
     }
 
-    #[cfg(test)]
-    fn contains(&self, rule: usize) -> bool {
-        self.words
+    /// Whether `rule` is a member.
+    pub(super) fn contains(&self, rule: usize) -> bool {
+        self.words()
             .get(rule / 64)
             .is_some_and(|word| word & (1 << (rule % 64)) != 0)
     }
 
     fn is_empty(&self) -> bool {
-        self.words.iter().all(|word| *word == 0)
+        self.words().iter().all(|word| *word == 0)
     }
 
-    fn copy_from(&mut self, other: &RuleSet) {
-        self.words.clone_from(&other.words);
+    /// How many members.
+    pub(super) fn len(&self) -> usize {
+        self.words().iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    /// Becomes a copy of `other` (a set of as many rules).
+    pub(super) fn copy_from(&mut self, other: &RuleSet) {
+        for (word, other) in self.words_mut().iter_mut().zip(other.words()) {
+            *word = *other;
+        }
     }
 
     fn union_with(&mut self, other: &RuleSet) {
-        for (word, other) in self.words.iter_mut().zip(&other.words) {
+        for (word, other) in self.words_mut().iter_mut().zip(other.words()) {
             *word |= other;
         }
     }
 
     fn intersects(&self, other: &RuleSet) -> bool {
-        self.words.iter().zip(&other.words).any(|(a, b)| a & b != 0)
+        self.words()
+            .iter()
+            .zip(other.words())
+            .any(|(a, b)| a & b != 0)
     }
 
     fn is_subset(&self, other: &RuleSet) -> bool {
-        self.words
+        self.words()
             .iter()
-            .zip(&other.words)
+            .zip(other.words())
             .all(|(a, b)| a & !b == 0)
     }
 
     /// The members, in increasing order.
     pub(super) fn iter(&self) -> impl Iterator<Item = usize> + '_ {
-        self.words.iter().enumerate().flat_map(|(index, word)| {
+        self.words().iter().enumerate().flat_map(|(index, word)| {
             let mut bits = *word;
             std::iter::from_fn(move || {
                 (bits != 0).then(|| {
@@ -88,33 +136,34 @@ impl RuleSet {
         })
     }
 
-    /// Keeps only the members of `keep`; `dropped` sees each one removed.
-    fn keep_only(&mut self, keep: &RuleSet, mut dropped: impl FnMut(usize)) {
-        for (index, (word, keep)) in self.words.iter_mut().zip(&keep.words).enumerate() {
-            each_bit(index, *word & !keep, &mut dropped);
+    /// Keeps only the members of `keep`; `dropped` becomes the members removed.
+    fn keep_only(&mut self, keep: &RuleSet, dropped: &mut RuleSet) -> bool {
+        let mut any = false;
+        let words = self.words_mut().iter_mut().zip(keep.words());
+        for ((word, keep), out) in words.zip(dropped.words_mut()) {
+            *out = *word & !keep;
+            any |= *out != 0;
             *word &= keep;
         }
+        any
     }
 
-    /// Removes the members of `remove`; `dropped` sees each one removed.
-    fn remove_all(&mut self, remove: &RuleSet, mut dropped: impl FnMut(usize)) {
-        for (index, (word, remove)) in self.words.iter_mut().zip(&remove.words).enumerate() {
-            each_bit(index, *word & remove, &mut dropped);
+    /// Removes the members of `remove`; `dropped` becomes the members removed.
+    fn remove_all(&mut self, remove: &RuleSet, dropped: &mut RuleSet) -> bool {
+        let mut any = false;
+        let words = self.words_mut().iter_mut().zip(remove.words());
+        for ((word, remove), out) in words.zip(dropped.words_mut()) {
+            *out = *word & remove;
+            any |= *out != 0;
             *word &= !remove;
         }
-    }
-}
-
-fn each_bit(index: usize, mut bits: u64, f: &mut impl FnMut(usize)) {
-    while bits != 0 {
-        f(index * 64 + bits.trailing_zeros() as usize);
-        bits &= bits - 1;
+        any
     }
 }
 
 /// Which table of a rule an index covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Table {
+pub(super) enum Table {
     /// `[rule.match]`: a rule without a matcher on a field passes it.
     Match,
     /// `[rule.unless]`: a rule without a matcher on a field is not exempted by it.
@@ -189,6 +238,10 @@ struct FieldIndex {
     /// The rule sets the nodes point to.
     sets: Vec<RuleSet>,
     groups: Vec<CheckGroup>,
+    /// What [`FieldIndex::matching`] answers for each of
+    /// [`MatchField::known_words`], worked out once: a call's direction and
+    /// status are then looked up, not walked.
+    known: Vec<RuleSet>,
 }
 
 /// A trie node while the index is built.
@@ -248,6 +301,7 @@ impl FieldIndex {
             node_groups: Vec::new(),
             sets: Vec::new(),
             groups: Vec::new(),
+            known: Vec::new(),
         };
         let mut trie = Builder::default();
         trie.node("");
@@ -306,7 +360,31 @@ impl FieldIndex {
             }
         }
         index.finish(rules, &trie.nodes);
+        let every = RuleSet::full(rules.len());
+        let mut scratch = RuleSet::empty(rules.len());
+        index.known = field
+            .known_words()
+            .iter()
+            .map(|word| index.matching(word, &every, rules, &mut scratch).clone())
+            .collect();
         index
+    }
+
+    /// [`FieldIndex::matching`] for the call with `values`.
+    fn matching_call<'a>(
+        &'a self,
+        values: &FieldValues<'_>,
+        interest: &RuleSet,
+        rules: &[Rule],
+        scratch: &'a mut RuleSet,
+    ) -> &'a RuleSet {
+        let known = values
+            .known_word(self.field)
+            .and_then(|at| self.known.get(at));
+        match known {
+            Some(set) => set,
+            None => self.matching(values.get(self.field), interest, rules, scratch),
+        }
     }
 
     /// Lays the trie out flat and computes every node's `through` and
@@ -476,9 +554,11 @@ impl FieldIndex {
     }
 }
 
-/// What a rule's tables say of one call, before any deadline.
+/// What a rule's tables say of one call, before any deadline (what the
+/// property test compares).
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Class {
+enum Class {
     /// `[rule.match]` matches and `[rule.unless]` does not.
     Applies,
     /// `[rule.match]` fails first on this field.
@@ -543,36 +623,40 @@ impl PolicyIndex {
         self.rules == Some(rules.len())
     }
 
-    /// The class of every rule for the call with `values`.
-    pub(super) fn classify(&self, rules: &[Rule], values: &FieldValues<'_>) -> Vec<Class> {
-        let mut classes = vec![Class::Applies; rules.len()];
+    /// The rules that apply to the call with `values` (`[rule.match]`
+    /// matches, `[rule.unless]` does not); `sorted` sees, per field and
+    /// table, the rules that field decided (only when there are some).
+    pub(super) fn sort_all(
+        &self,
+        rules: &[Rule],
+        values: &FieldValues<'_>,
+        sorted: impl FnMut(Table, MatchField, &RuleSet),
+    ) -> RuleSet {
         let mut remaining = RuleSet::full(rules.len());
-        self.sort(rules, values, &mut remaining, |rule, class| {
-            if let Some(slot) = classes.get_mut(rule) {
-                *slot = class;
-            }
-        });
-        classes
+        self.sort(rules, values, &mut remaining, sorted);
+        remaining
     }
 
     /// The live (not dry-run) rules that apply to the call with `values`.
     pub(super) fn live_applicable(&self, rules: &[Rule], values: &FieldValues<'_>) -> RuleSet {
         let mut remaining = self.live.clone();
-        self.sort(rules, values, &mut remaining, |_, _| {});
+        self.sort(rules, values, &mut remaining, |_, _, _| {});
         remaining
     }
 
     /// Removes from `remaining` every rule that does not apply, telling
-    /// `sorted` why; the first field in check order decides, as in
-    /// [`Match::first_mismatch`] and [`Match::first_hit`].
+    /// `sorted` which field of which table removed which rules; the first
+    /// field in check order decides, as in [`Match::first_mismatch`] and
+    /// [`Match::first_hit`].
     fn sort(
         &self,
         rules: &[Rule],
         values: &FieldValues<'_>,
         remaining: &mut RuleSet,
-        mut sorted: impl FnMut(usize, Class),
+        mut sorted: impl FnMut(Table, MatchField, &RuleSet),
     ) {
         let mut scratch = RuleSet::empty(rules.len());
+        let mut dropped = RuleSet::empty(rules.len());
         for index in &self.matcher {
             if remaining.is_empty() {
                 return;
@@ -581,8 +665,10 @@ impl PolicyIndex {
                 continue;
             }
             let field = index.field;
-            let hits = index.matching(values.get(field), remaining, rules, &mut scratch);
-            remaining.keep_only(hits, |rule| sorted(rule, Class::NotMatched(field)));
+            let hits = index.matching_call(values, remaining, rules, &mut scratch);
+            if remaining.keep_only(hits, &mut dropped) {
+                sorted(Table::Match, field, &dropped);
+            }
         }
         for index in &self.unless {
             if remaining.is_empty() {
@@ -592,8 +678,10 @@ impl PolicyIndex {
                 continue;
             }
             let field = index.field;
-            let hits = index.matching(values.get(field), remaining, rules, &mut scratch);
-            remaining.remove_all(hits, |rule| sorted(rule, Class::Exempt(field)));
+            let hits = index.matching_call(values, remaining, rules, &mut scratch);
+            if remaining.remove_all(hits, &mut dropped) {
+                sorted(Table::Unless, field, &dropped);
+            }
         }
     }
 }
@@ -707,17 +795,31 @@ mod tests {
         Call {
             uuid: CallUuid::parse("c1").unwrap(),
             direction,
-            from: normalize_number(from),
-            to: normalize_number(to),
-            caller_name: caller_name.to_owned(),
+            from: normalize_number(from).into(),
+            to: normalize_number(to).into(),
+            caller_name: caller_name.into(),
             status: CallStatus::from_api(status),
             started_at: None,
             answered_at: None,
             duration_s: None,
             parent_call_uuid: None,
             shape: Shape::Legacy,
-            raw: serde_json::Value::Null,
+            raw: Default::default(),
         }
+    }
+
+    /// The class of every rule, as the index sorts them.
+    fn classify(index: &PolicyIndex, rules: &[Rule], values: &FieldValues<'_>) -> Vec<Class> {
+        let mut classes = vec![Class::Applies; rules.len()];
+        index.sort_all(rules, values, |table, field, dropped| {
+            for rule in dropped.iter() {
+                classes[rule] = match table {
+                    Table::Match => Class::NotMatched(field),
+                    Table::Unless => Class::Exempt(field),
+                };
+            }
+        });
+        classes
     }
 
     /// What the plain scan of one rule says.
@@ -759,7 +861,7 @@ mod tests {
             let call = call_of(direction, to, from, status, caller_name);
             let values = FieldValues::new(&call, account);
             let expected: Vec<Class> = rules.iter().map(|r| scanned(r, &values)).collect();
-            prop_assert_eq!(&index.classify(&rules, &values), &expected);
+            prop_assert_eq!(&classify(&index, &rules, &values), &expected);
             let live: Vec<usize> = expected
                 .iter()
                 .enumerate()
@@ -784,13 +886,20 @@ mod tests {
         assert!(set.contains(70) && !set.contains(71));
         let mut keep = RuleSet::empty(130);
         keep.insert(70);
-        let mut dropped = Vec::new();
-        set.keep_only(&keep, |r| dropped.push(r));
-        assert_eq!(dropped, [3, 129]);
+        let mut dropped = RuleSet::empty(130);
+        assert!(set.keep_only(&keep, &mut dropped));
+        assert_eq!(dropped.iter().collect::<Vec<_>>(), [3, 129]);
         assert_eq!(set.iter().collect::<Vec<_>>(), [70]);
-        let mut dropped = Vec::new();
-        set.remove_all(&keep, |r| dropped.push(r));
-        assert_eq!(dropped, [70]);
+        assert_eq!(set.len(), 1);
+        assert!(set.remove_all(&keep, &mut dropped));
+        assert_eq!(dropped.iter().collect::<Vec<_>>(), [70]);
         assert!(set.is_empty());
+        assert!(!set.remove_all(&keep, &mut dropped));
+        // Past 256 rules the words live on the heap; same behaviour.
+        let mut big = RuleSet::empty(300);
+        big.insert(299);
+        assert!(big.contains(299) && !big.contains(298));
+        assert_eq!(RuleSet::full(300).len(), 300);
+        assert_eq!(RuleSet::full(256).len(), 256);
     }
 }

@@ -67,6 +67,17 @@ impl MatchField {
         }
     }
 
+    /// The values this field takes from a call's enums, in the order
+    /// [`FieldValues::known_word`] numbers them: what a rule says of them
+    /// can be worked out once per policy.
+    pub fn known_words(self) -> &'static [&'static str] {
+        match self {
+            MatchField::Direction => &["inbound", "outbound", ""],
+            MatchField::Status => &["queued", "ringing", "early-media", "in-progress"],
+            _ => &[],
+        }
+    }
+
     /// A dense index, `0..6`, for [`FieldValues`].
     pub fn index(self) -> usize {
         match self {
@@ -88,7 +99,13 @@ impl MatchField {
 /// A call's value for every field, looked up once per call rather than once
 /// per rule.
 #[derive(Debug, Clone, Copy)]
-pub struct FieldValues<'a>([&'a str; 6]);
+pub struct FieldValues<'a> {
+    values: [&'a str; 6],
+    /// The direction's and the status's place in [`MatchField::known_words`],
+    /// read from the call's enums (no string comparison).
+    direction: Option<usize>,
+    status: Option<usize>,
+}
 
 impl<'a> FieldValues<'a> {
     /// The values of `call` listed under `account`.
@@ -97,12 +114,37 @@ impl<'a> FieldValues<'a> {
         for field in MatchField::ALL {
             values[field.index()] = field.value_of(call, account);
         }
-        Self(values)
+        let direction = Some(match call.direction {
+            Direction::Inbound => 0,
+            Direction::Outbound => 1,
+            Direction::Unknown => 2,
+        });
+        let status = match call.status {
+            CallStatus::Queued => Some(0),
+            CallStatus::Ringing => Some(1),
+            CallStatus::EarlyMedia => Some(2),
+            CallStatus::InProgress => Some(3),
+            CallStatus::Other(_) => None,
+        };
+        Self {
+            values,
+            direction,
+            status,
+        }
     }
 
     /// The value of `field`.
     pub fn get(&self, field: MatchField) -> &'a str {
-        self.0[field.index()]
+        self.values[field.index()]
+    }
+
+    /// Where the value of `field` is in [`MatchField::known_words`], if it is one.
+    pub fn known_word(&self, field: MatchField) -> Option<usize> {
+        match field {
+            MatchField::Direction => self.direction,
+            MatchField::Status => self.status,
+            _ => None,
+        }
     }
 }
 
@@ -506,6 +548,44 @@ mod tests {
 
     fn matcher(field: MatchField, patterns: &[&str]) -> FieldMatcher {
         FieldMatcher::new(field, patterns.iter().map(|p| p.to_string()).collect()).unwrap()
+    }
+
+    #[test]
+    fn known_words_are_the_values_the_enums_give() {
+        use crate::call::{CallUuid, RawAnswer, Shape};
+        let statuses = [
+            "queued",
+            "ringing",
+            "early-media",
+            "in-progress",
+            "completed",
+        ];
+        for direction in [Direction::Inbound, Direction::Outbound, Direction::Unknown] {
+            for status in statuses {
+                let call = Call {
+                    uuid: CallUuid::parse("c1").unwrap(),
+                    direction,
+                    from: "".into(),
+                    to: "".into(),
+                    caller_name: "".into(),
+                    status: CallStatus::from_api(status),
+                    started_at: None,
+                    answered_at: None,
+                    duration_s: None,
+                    parent_call_uuid: None,
+                    shape: Shape::Flat,
+                    raw: RawAnswer::default(),
+                };
+                let values = FieldValues::new(&call, "a");
+                for field in MatchField::ALL {
+                    if let Some(at) = values.known_word(field) {
+                        assert_eq!(field.known_words()[at], values.get(field), "{field}");
+                    }
+                }
+                let known = values.known_word(MatchField::Status).is_some();
+                assert_eq!(known, status != "completed");
+            }
+        }
     }
 
     #[test]

@@ -11,12 +11,12 @@ mod explain;
 mod glob;
 mod index;
 mod matcher;
-mod text;
 mod window;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::text::InlineStr;
 pub use concurrency::{beyond_cap, calls_beyond_caps, GroupBy, LiveCall, Seniority};
 pub use eval::{
     deadline_only, evaluate, evaluate_rule, is_protected, rule_deadline, Evaluation, RuleOutcome,
@@ -29,7 +29,6 @@ pub use matcher::{
     compile_glob, normalize_number_pattern, FieldMatcher, FieldValues, Match, MatchField,
     PatternError,
 };
-pub use text::InlineStr;
 pub use window::{parse_cron, CronParseError, Window, SEARCH_HORIZON};
 
 /// All rules in force for one account, in file order, with an index over

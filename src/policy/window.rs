@@ -13,6 +13,7 @@
 //! 2 real hours after it opened. Every search is bounded by
 //! [`SEARCH_HORIZON`]: a cron that never fires within it has no next opening.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, NaiveDateTime, Offset, TimeZone, Timelike, Utc};
@@ -27,7 +28,7 @@ pub const SEARCH_HORIZON: chrono::Duration = chrono::Duration::days(1500);
 const MAX_DST_STEPS: usize = 64;
 
 /// A compiled `[[rule.window]]`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Window {
     /// The cron expression as written.
     pub cron_text: String,
@@ -36,6 +37,29 @@ pub struct Window {
     pub duration: Duration,
     /// The zone the cron is read in.
     pub timezone: Tz,
+    /// The last answer of [`Window::current_or_next_opening`]: evaluating
+    /// a fleet asks it for "now" (or instants just after) once per call,
+    /// and one cron search costs microseconds.
+    last_opening: Mutex<Option<OpeningMemo>>,
+}
+
+/// `current_or_next_opening(asked) == opening`; the same answer holds for
+/// every instant in `[asked, opening + duration)`.
+#[derive(Debug, Clone, Copy)]
+struct OpeningMemo {
+    asked: DateTime<Utc>,
+    opening: DateTime<Utc>,
+}
+
+impl Clone for Window {
+    fn clone(&self) -> Self {
+        Self::new(
+            &self.cron_text,
+            self.cron.clone(),
+            self.duration,
+            self.timezone,
+        )
+    }
 }
 
 /// Why a cron expression was refused.
@@ -67,6 +91,7 @@ impl Window {
             cron,
             duration,
             timezone,
+            last_opening: Mutex::new(None),
         }
     }
 
@@ -197,8 +222,37 @@ impl Window {
     /// The start of the opening whose interval holds `at`, else the first
     /// opening after `at`: what [`Window::open_interval_containing`] and then
     /// [`Window::next_opening_after`] say, in one search instead of two.
+    ///
+    /// Remembers its last answer: for a later instant before that
+    /// opening closes the answer is the same (no opening starts between the
+    /// asked instant and the remembered one, and openings do not overlap),
+    /// so a fleet evaluated at one `now` costs one search per window.
     pub fn current_or_next_opening(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let duration = self.duration_chrono();
+        let memo = self.last_opening.lock().ok().and_then(|memo| *memo);
+        if let Some(memo) = memo {
+            if memo.asked <= at
+                && memo
+                    .opening
+                    .checked_add_signed(duration)
+                    .is_some_and(|end| at < end)
+            {
+                return Some(memo.opening);
+            }
+        }
+        let found = self.search_current_or_next_opening(at, duration);
+        if let (Some(opening), Ok(mut memo)) = (found, self.last_opening.lock()) {
+            *memo = Some(OpeningMemo { asked: at, opening });
+        }
+        found
+    }
+
+    /// [`Window::current_or_next_opening`] without the memo.
+    fn search_current_or_next_opening(
+        &self,
+        at: DateTime<Utc>,
+        duration: chrono::Duration,
+    ) -> Option<DateTime<Utc>> {
         if duration > chrono::Duration::zero() {
             // The first opening after `at - duration` holds `at` when it is
             // not later than `at`; when it is later, nothing opened in
@@ -452,6 +506,30 @@ mod tests {
             let open = w.is_open(at);
             let expected = if open { Some(at) } else { w.next_opening_after(at) };
             proptest::prop_assert_eq!(w.next_open_instant(at), expected);
+        }
+    }
+
+    proptest::proptest! {
+        /// Asked again and again, in any order (as when a fleet is
+        /// evaluated), the remembered answer is always the searched one.
+        #[test]
+        fn remembered_answers_agree_with_searches(
+            window_index in 0usize..4,
+            start_s in 0i64..366 * 86_400,
+            steps in proptest::collection::vec(-7_200i64..7_200, 1..40),
+        ) {
+            let windows = [
+                window("0 0 2 * * *", 60, London),
+                window("0 30 2 * * *", 90, New_York),
+                window("0 */5 * * * *", 5, UTC),
+                window("0 30 1 * * *", 30, New_York),
+            ];
+            let w = &windows[window_index];
+            let mut at = utc("2026-01-01T00:00:00Z") + chrono::Duration::seconds(start_s);
+            for step in steps {
+                at += chrono::Duration::seconds(step);
+                proptest::prop_assert_eq!(w.current_or_next_opening(at), two_searches(w, at));
+            }
         }
     }
 

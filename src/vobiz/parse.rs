@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::Error;
-use crate::call::{normalize_number, Call, CallStatus, CallUuid, Direction, Shape};
+use crate::call::{normalize_number, Call, CallStatus, CallUuid, Direction, RawAnswer, Shape};
 
 /// Longest body excerpt carried in [`Error::Malformed`].
 pub const EXCERPT_CHARS: usize = 120;
@@ -87,6 +87,22 @@ pub struct CallList {
 /// Parses a list answer without logging: the caller reports the skipped
 /// entries once (see [`SkippedEntries`]), not at every poll.
 pub fn parse_call_list_entries(body: &[u8]) -> Result<CallList, Error> {
+    // The usual answer (an object whose `calls` are strings without
+    // escapes) is read without building a JSON value per entry; anything
+    // else goes the general way, which also words the errors.
+    if let Ok(list) = serde_json::from_slice::<BorrowedList<'_>>(body) {
+        let mut out = CallList {
+            uuids: Vec::with_capacity(list.calls.len()),
+            ..CallList::default()
+        };
+        for entry in list.calls {
+            match CallUuid::parse(entry) {
+                Ok(uuid) => out.uuids.push(uuid),
+                Err(_) => out.skip(&Value::String(entry.to_owned())),
+            }
+        }
+        return Ok(out);
+    }
     let map = parse_object(body)?;
     let Some(Value::Array(entries)) = map.get("calls") else {
         return Err(malformed("`calls` is missing or not an array", body));
@@ -98,16 +114,28 @@ pub fn parse_call_list_entries(body: &[u8]) -> Result<CallList, Error> {
     for entry in entries {
         match entry.as_str().map(CallUuid::parse) {
             Some(Ok(uuid)) => list.uuids.push(uuid),
-            _ => {
-                list.skipped += 1;
-                if list.skipped_entries.len() < MAX_SKIPPED_KEPT {
-                    list.skipped_entries
-                        .push(excerpt(entry.to_string().as_bytes()));
-                }
-            }
+            _ => list.skip(entry),
         }
     }
     Ok(list)
+}
+
+/// A list answer whose `calls` are all strings without escapes.
+#[derive(serde::Deserialize)]
+struct BorrowedList<'a> {
+    #[serde(borrow)]
+    calls: Vec<&'a str>,
+}
+
+impl CallList {
+    /// Counts `entry` as skipped, keeping an excerpt of the first ones.
+    fn skip(&mut self, entry: &Value) {
+        self.skipped += 1;
+        if self.skipped_entries.len() < MAX_SKIPPED_KEPT {
+            self.skipped_entries
+                .push(excerpt(entry.to_string().as_bytes()));
+        }
+    }
 }
 
 /// The skipped entries of the previous list answer, so that each is
@@ -195,6 +223,7 @@ fn check_uuid(obj: &Map<String, Value>, requested: &CallUuid) -> Result<CallUuid
 
 fn flat_call(obj: &Map<String, Value>, requested: &CallUuid, zone: Tz) -> Result<Call, String> {
     let uuid = check_uuid(obj, requested)?;
+    let raw = RawAnswer::pack(obj, uuid.as_str());
     let status = match obj.get("call_status") {
         Some(Value::String(s)) => CallStatus::from_api(s),
         Some(_) => return Err("`call_status` is not a string".to_owned()),
@@ -203,21 +232,22 @@ fn flat_call(obj: &Map<String, Value>, requested: &CallUuid, zone: Tz) -> Result
     Ok(Call {
         uuid,
         direction: Direction::from_api(&text(obj, "direction")?),
-        from: normalize_number(&text(obj, "from")?),
-        to: normalize_number(&text(obj, "to")?),
-        caller_name: text(obj, "caller_name")?,
+        from: normalize_number(&text(obj, "from")?).into(),
+        to: normalize_number(&text(obj, "to")?).into(),
+        caller_name: text(obj, "caller_name")?.into(),
         status,
         started_at: timestamp(obj, "session_start", zone)?,
         answered_at: timestamp(obj, "answer_time", zone)?,
         duration_s: seconds(obj, "call_duration")?,
         parent_call_uuid: parent(obj)?,
         shape: Shape::Flat,
-        raw: Value::Object(obj.clone()),
+        raw,
     })
 }
 
 fn legacy_call(obj: &Map<String, Value>, requested: &CallUuid, zone: Tz) -> Result<Call, String> {
     let uuid = check_uuid(obj, requested)?;
+    let raw = RawAnswer::pack(obj, uuid.as_str());
     let answered_at = timestamp(obj, "answer_time", zone)?;
     // An answer time that is given but unreadable still says "answered":
     // the engine then times the call from the first answer that showed it
@@ -246,16 +276,16 @@ fn legacy_call(obj: &Map<String, Value>, requested: &CallUuid, zone: Tz) -> Resu
     Ok(Call {
         uuid,
         direction: Direction::from_api(&direction),
-        from: normalize_number(&text(obj, "from_number")?),
-        to: normalize_number(&text(obj, "to_number")?),
-        caller_name: text(obj, "caller_name")?,
+        from: normalize_number(&text(obj, "from_number")?).into(),
+        to: normalize_number(&text(obj, "to_number")?).into(),
+        caller_name: text(obj, "caller_name")?.into(),
         status,
         started_at: timestamp(obj, "initiation_time", zone)?,
         answered_at,
         duration_s: seconds(obj, "call_duration")?,
         parent_call_uuid: parent(obj)?,
         shape: Shape::Legacy,
-        raw: Value::Object(obj.clone()),
+        raw,
     })
 }
 
@@ -445,6 +475,22 @@ mod tests {
     }
 
     #[test]
+    fn string_only_lists_read_like_any_list() {
+        // The first body takes the borrowed path, the second (a number, an
+        // escaped string) the general one: same UUIDs, same skipped entries.
+        let fast = br#"{"calls":["eac94337-b1cd-499b-82d1-b39bca50dc31","a/b","","0a70a7fb"]}"#;
+        let general =
+            br#"{"calls":["eac94337-b1cd-499b-82d1-b39bca50dc31","a\/b","",7,"0a70a7fb"]}"#;
+        let fast = parse_call_list_entries(fast).unwrap();
+        let general = parse_call_list_entries(general).unwrap();
+        assert_eq!(fast.uuids, general.uuids);
+        assert_eq!(fast.skipped_entries, ["\"a/b\"", "\"\""]);
+        assert_eq!(general.skipped_entries, ["\"a/b\"", "\"\"", "7"]);
+        assert!(parse_call_list_entries(br#"{"calls":null}"#).is_err());
+        assert!(parse_call_list_entries(br#"["x"]"#).is_err());
+    }
+
+    #[test]
     fn skipped_entries_are_reported_once_while_listed() {
         let list = |body: &str| parse_call_list_entries(body.as_bytes()).unwrap();
         let good = "eac94337-b1cd-499b-82d1-b39bca50dc31";
@@ -500,7 +546,10 @@ mod tests {
         assert_eq!(call.parent_call_uuid, None);
         let expected = utc(2026, 6, 11, 16, 3, 28) + TimeDelta::microseconds(586_840);
         assert_eq!(call.started_at, Some(expected));
-        assert_eq!(call.raw["session_start"], "2026-06-11 16:03:28.586839");
+        assert_eq!(
+            call.raw_value()["session_start"],
+            "2026-06-11 16:03:28.586839"
+        );
     }
 
     #[test]

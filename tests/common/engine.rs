@@ -136,6 +136,7 @@ pub fn start_with_audit(
     let metrics = Arc::new(Metrics::new());
     let shared = Shared {
         state_dir: Some(state.path().to_path_buf()),
+        fence: None,
         audit: Arc::new(audit),
         metrics: Arc::clone(&metrics),
         clock,

@@ -99,6 +99,7 @@ pub mod calls;
 pub mod daemon;
 pub mod engine;
 pub mod files;
+pub mod ha;
 pub mod pg;
 pub mod policies;
 pub mod proxy;

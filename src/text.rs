@@ -1,9 +1,10 @@
-//! [`InlineStr`]: a short string stored inline, for the call values that
-//! verdicts report (`NotMatched.value`, `Exempt.value`).
+//! [`InlineStr`]: a short string stored inline, for a call's numbers and
+//! caller name and for the values that verdicts report (`NotMatched.value`,
+//! `Exempt.value`).
 //!
-//! Evaluating a call reports one value per rule that did not match; those
-//! values are numbers, directions and status words of a few bytes, so keeping
-//! them inline spares one heap allocation per rule per call.
+//! Those values are numbers, directions and status words of a few bytes:
+//! keeping them inline spares a heap allocation per field of every tracked
+//! call, and one per rule per call when a call is evaluated.
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
