@@ -389,3 +389,39 @@ async fn leaders(names: &[String], daemons: &[&common::daemon::Daemon]) -> Vec<u
     }
     led
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_keeps_the_systemd_watchdog_fed() {
+    let Some(cluster) = Cluster::start(&one_account()) else {
+        return;
+    };
+    let preferred = callwarden::ha::preferred_member("default", &IDS).expect("members");
+    let other = IDS.iter().find(|id| **id != preferred).expect("two nodes");
+    let leader = cluster.start_node(preferred).await;
+    let socket_path =
+        std::env::temp_dir().join(format!("cw-ha-notify-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&socket_path);
+    let socket = tokio::net::UnixDatagram::bind(&socket_path).expect("bind notify socket");
+    let mut run = cluster.run_command(other);
+    run.env("NOTIFY_SOCKET", &socket_path);
+    let standby = common::daemon::Daemon::start_with(run).await;
+    wait_settled(&[&leader, &standby], &[preferred, other], "default").await;
+    assert_eq!(role(&standby, "default").await.0, "standby");
+    // Pings that arrive while it is known to be a standby: what came
+    // before is dropped.
+    let mut pings = 0;
+    let mut buf = vec![0u8; 4096];
+    while socket.try_recv(&mut buf).is_ok() {}
+    while pings < 3 {
+        let n = tokio::time::timeout(WAIT, socket.recv(&mut buf))
+            .await
+            .expect("the standby stopped pinging the watchdog")
+            .expect("recv");
+        let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if message.lines().any(|l| l == "WATCHDOG=1") {
+            pings += 1;
+        }
+    }
+    assert_eq!(role(&standby, "default").await.0, "standby");
+    let _ = std::fs::remove_file(&socket_path);
+}

@@ -140,12 +140,16 @@ renew_every = "{RENEW_EVERY}"
         path
     }
 
-    /// Starts `callwarden run` as `node_id`, the database URL in its
-    /// environment.
-    pub async fn start_node(&self, node_id: &str) -> Daemon {
+    /// `callwarden run` as `node_id`, the database URL in its environment.
+    pub fn run_command(&self, node_id: &str) -> tokio::process::Command {
         let mut run = command(&self.config(node_id), &["run"]);
         run.env("CALLWARDEN_POSTGRES_URL", self.pg.url());
-        Daemon::start_with(run).await
+        run
+    }
+
+    /// Starts `callwarden run` as `node_id`.
+    pub async fn start_node(&self, node_id: &str) -> Daemon {
+        Daemon::start_with(self.run_command(node_id)).await
     }
 
     /// `node_id`'s audit log, every whole line parsed.
