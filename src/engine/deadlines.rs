@@ -100,6 +100,11 @@ impl Deadlines {
         queue.schedule(uuid.clone(), at);
     }
 
+    /// Whether `uuid` has a hangup timer set.
+    pub(super) fn hangup_armed(&self, uuid: &CallUuid) -> bool {
+        self.guarded.get(uuid).is_some() || self.bypassing.get(uuid).is_some()
+    }
+
     /// Sets the warning timer of `uuid`, unless warnings are off.
     pub(super) fn schedule_warning(&mut self, uuid: &CallUuid, at: DateTime<Utc>) {
         if self.speak_warnings {

@@ -141,7 +141,12 @@ impl<A: VobizApi> Engine<A> {
             dry_runs: dry,
             watched,
         } = self.judge(tracked, now);
-        let in_batch = self.discovery.in_batch(tracked.first_seen);
+        // Only a call found overdue joins its batch's hold. One whose timer
+        // is set fell due on its own; a re-evaluation in the instant before
+        // its timer fires (a skew update re-times every call) must not make
+        // it wait for the rest of the batch to be read.
+        let held_with_batch =
+            self.discovery.in_batch(tracked.first_seen) && !self.deadlines.hangup_armed(uuid);
         self.calls.set_watched(uuid, watched);
 
         self.deadlines.cancel(uuid);
@@ -171,7 +176,7 @@ impl<A: VobizApi> Engine<A> {
         };
         let bypass = rule.action.bypass_breaker;
         let warn_before = rule.action.warn.as_ref().map(|warning| warning.before);
-        if !bypass && in_batch && deadline <= now {
+        if !bypass && held_with_batch && deadline <= now {
             self.discovery.hold_for_batch(uuid.clone());
         } else {
             self.deadlines.schedule_hangup(uuid, deadline, bypass);

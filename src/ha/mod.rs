@@ -1,12 +1,16 @@
-//! High availability on PostgreSQL: building blocks, not yet wired into the
-//! daemon.
+//! High availability on PostgreSQL: several hosts run the same config, and
+//! each account is enforced by the one member that holds its lease.
 //!
-//! Several hosts run the same config; each account is enforced by the one
-//! member that holds its lease. The pieces here are the database side
-//! ([`db`]: connection with keepalives, [`schema`] migrations, the lease
-//! upsert, the fenced intent insert, member heartbeats) and the pure logic
-//! ([`fence`]: when a leader must stop on its own, [`rendezvous`]: which
-//! member should lead an account).
+//! - [`coordinator`]: per node, heart-beats, reads members and leases, and
+//!   renews, acquires, hands over or waits for each account ([`plan`], pure),
+//!   choosing accounts by [`rendezvous`] hashing; the daemon runs an
+//!   account's engine only while this node leads it.
+//! - [`guard`]: the engine's fence: every intent committed under the lease
+//!   before its DELETE, outcomes, first-seen times and pardons shared.
+//! - [`fence`]: when a leader must stop on its own (self-fencing).
+//! - [`db`], [`schema`], [`link`]: the database side (connections with
+//!   keepalives that mend themselves, versioned migrations, the lease
+//!   upsert, the fenced intent insert, member heartbeats).
 
 pub mod coordinator;
 pub mod db;
