@@ -89,7 +89,7 @@ impl Supervisor {
         mut self,
         mut commands: mpsc::Receiver<Command>,
         status: watch::Sender<AccountStatus>,
-        mut stop: watch::Receiver<bool>,
+        stop: watch::Receiver<bool>,
     ) {
         let Some(mut role) = self.node.role(&self.account) else {
             return;
@@ -98,7 +98,7 @@ impl Supervisor {
         let mut stopped: Vec<JoinHandle<()>> = Vec::new();
         loop {
             tokio::select! {
-                () = async { let _ = stop.wait_for(|s| *s).await; } => break,
+                () = super::stop_signalled(stop.clone()) => break,
                 changed = role.changed() => {
                     if changed.is_err() {
                         break;
@@ -224,10 +224,8 @@ impl Supervisor {
         engine.take_over(takeover);
         let (commands, commands_rx) = mpsc::channel(64);
         let status = engine.status();
-        let (stop, mut stop_rx) = watch::channel(false);
-        let task = tokio::spawn(engine.run(commands_rx, async move {
-            let _ = stop_rx.wait_for(|s| *s).await;
-        }));
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(engine.run(commands_rx, super::stop_signalled(stop_rx)));
         Ok(Running {
             epoch,
             commands,

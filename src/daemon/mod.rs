@@ -63,10 +63,7 @@ pub async fn run(
         Some(ha) => {
             let names: Vec<String> = config.accounts.iter().map(|a| a.name.clone()).collect();
             let node = Node::new(ha::node_settings(ha)?, &names, Arc::clone(&metrics));
-            let mut stop = stop_rx.clone();
-            tokio::spawn(Arc::clone(&node).run(async move {
-                let _ = stop.wait_for(|stopped| *stopped).await;
-            }));
+            tokio::spawn(Arc::clone(&node).run(stop_signalled(stop_rx.clone())));
             tracing::info!(node_id = %node.node_id(), lease_ttl = ?ha.lease_ttl,
                 renew_every = ?ha.renew_every, "high availability on: enforcing only the accounts whose lease this node holds");
             Some(node)
@@ -115,10 +112,9 @@ pub async fn run(
                 metrics.leader.get_or_create(&label).set(1);
                 metrics.lease_epoch.get_or_create(&label).set(0);
                 let status = engine.status();
-                let mut stop = stop_rx.clone();
-                engines.push(tokio::spawn(engine.run(commands_rx, async move {
-                    let _ = stop.wait_for(|stopped| *stopped).await;
-                })));
+                engines.push(tokio::spawn(
+                    engine.run(commands_rx, stop_signalled(stop_rx.clone())),
+                ));
                 status
             }
         };
@@ -160,12 +156,9 @@ pub async fn run(
                 state.replay.request_ids.iter().cloned(),
             )),
         };
-        let mut stop = stop_rx.clone();
+        let shutdown = stop_signalled(stop_rx.clone());
         let config_max_connections = config.http.max_connections;
         tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stop.wait_for(|stopped| *stopped).await;
-            };
             let limits = http::ListenerLimits::new(config_max_connections);
             if let Err(error) = http::serve(listener, state, limits, shutdown).await {
                 tracing::error!(%error, "status listener failed");
@@ -224,6 +217,12 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Resolves once `stop` turns true (or its sender is gone): how every task
+/// of the daemon learns that the daemon is stopping.
+pub(super) async fn stop_signalled(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
 async fn reload(
