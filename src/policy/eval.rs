@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 
 use super::index::{RuleSet, Table};
 use super::matcher::{FieldValues, MatchField};
+use super::plan::{earliest, DeadlineMemo};
 use super::window::SEARCH_HORIZON;
 use super::{Limit, MeasureFrom, Policy, Rule};
 use crate::call::{number_digits, Call, NumberDigits};
@@ -245,10 +246,8 @@ impl Evaluation {
 
 /// Orders two due rules: earlier deadline, then higher priority, then name.
 fn better(policy: &Policy, a: (usize, DateTime<Utc>), b: (usize, DateTime<Utc>)) -> Ordering {
-    let (ra, rb) = (&policy.rules[a.0], &policy.rules[b.0]);
     a.1.cmp(&b.1)
-        .then_with(|| rb.priority.cmp(&ra.priority))
-        .then_with(|| ra.name.cmp(&rb.name))
+        .then_with(|| policy.plans.tie_break(&policy.rules, a.0, b.0))
 }
 
 fn pick_winner(
@@ -275,6 +274,9 @@ pub fn evaluate(
         }
         return evaluation;
     }
+    evaluation
+        .decided
+        .reserve_exact(policy.index.deciding_fields());
     let applies = policy
         .index
         .sort_all(&policy.rules, &values, |table, field, dropped| {
@@ -287,12 +289,13 @@ pub fn evaluate(
             });
         });
     evaluation.matched.reserve_exact(applies.len());
+    let mut memo = DeadlineMemo::default();
     for index in applies.iter() {
         if let Some(rule) = policy.rules.get(index) {
-            let outcome = deadline_outcome(rule, timeline, now, grace);
+            let deadline = memo.deadline(&policy.plans, (index, rule), timeline, now, grace);
             evaluation.matched.push(RuleVerdict {
                 rule: index,
-                outcome,
+                outcome: deadline_outcome(deadline),
             });
         }
     }
@@ -310,12 +313,12 @@ pub fn deadline_only(
     grace: Duration,
 ) -> Option<(usize, DateTime<Utc>)> {
     let values = FieldValues::new(call, account);
-    let deadline = |(index, rule): (usize, &Rule)| {
-        rule_deadline(rule, timeline, now, grace)
-            .ok()
-            .map(|deadline| (index, deadline))
-    };
-    if !policy.index.covers(&policy.rules) {
+    if !policy.index.covers(&policy.rules) || !policy.plans.covers(&policy.rules) {
+        let deadline = |(index, rule): (usize, &Rule)| {
+            rule_deadline(rule, timeline, now, grace)
+                .ok()
+                .map(|deadline| (index, deadline))
+        };
         return pick_winner(
             policy,
             policy
@@ -327,12 +330,13 @@ pub fn deadline_only(
         );
     }
     let applicable = policy.index.live_applicable(&policy.rules, &values);
-    pick_winner(
-        policy,
-        applicable
-            .iter()
-            .filter_map(|index| Some((index, policy.rules.get(index)?)))
-            .filter_map(deadline),
+    earliest(
+        &policy.rules,
+        &policy.plans,
+        applicable.iter(),
+        timeline,
+        now,
+        grace,
     )
 }
 
@@ -372,17 +376,12 @@ fn rule_outcome(
             value: InlineStr::new(values.get(field)),
         };
     }
-    deadline_outcome(rule, timeline, now, grace)
+    deadline_outcome(rule_deadline(rule, timeline, now, grace))
 }
 
-/// The outcome of a rule that applies to a call.
-fn deadline_outcome(
-    rule: &Rule,
-    timeline: &Timeline,
-    now: DateTime<Utc>,
-    grace: Duration,
-) -> RuleOutcome {
-    match rule_deadline(rule, timeline, now, grace) {
+/// The outcome of a rule that applies to a call, from its [`rule_deadline`].
+fn deadline_outcome(deadline: Result<DateTime<Utc>, &'static str>) -> RuleOutcome {
+    match deadline {
         Ok(deadline) => RuleOutcome::Due { deadline },
         Err(reason) => RuleOutcome::NotDue {
             reason: Cow::Borrowed(reason),

@@ -95,14 +95,39 @@ impl RuleSet {
         self.words().iter().map(|w| w.count_ones() as usize).sum()
     }
 
+    /// The words of two inline sets of as many rules, whole: the unused
+    /// words are zero in both and every operation below keeps them zero,
+    /// so a fixed-length loop (unrolled, no slicing) gives the same answer.
+    fn inline_pair<'a>(
+        &'a mut self,
+        other: &'a RuleSet,
+    ) -> Option<(&'a mut [u64; INLINE_WORDS], &'a [u64; INLINE_WORDS])> {
+        match (&mut self.0, &other.0) {
+            (Words::Inline { len, words }, Words::Inline { len: l, words: w }) if len == l => {
+                Some((words, w))
+            }
+            _ => None,
+        }
+    }
+
     /// Becomes a copy of `other` (a set of as many rules).
     fn copy_from(&mut self, other: &RuleSet) {
+        if let Some((words, other)) = self.inline_pair(other) {
+            *words = *other;
+            return;
+        }
         for (word, other) in self.words_mut().iter_mut().zip(other.words()) {
             *word = *other;
         }
     }
 
     fn union_with(&mut self, other: &RuleSet) {
+        if let Some((words, other)) = self.inline_pair(other) {
+            for (word, other) in words.iter_mut().zip(other) {
+                *word |= other;
+            }
+            return;
+        }
         for (word, other) in self.words_mut().iter_mut().zip(other.words()) {
             *word |= other;
         }
@@ -138,26 +163,51 @@ impl RuleSet {
 
     /// Keeps only the members of `keep`; `dropped` becomes the members removed.
     fn keep_only(&mut self, keep: &RuleSet, dropped: &mut RuleSet) -> bool {
-        let mut any = false;
-        let words = self.words_mut().iter_mut().zip(keep.words());
-        for ((word, keep), out) in words.zip(dropped.words_mut()) {
-            *out = *word & !keep;
-            any |= *out != 0;
-            *word &= keep;
-        }
-        any
+        self.split(keep, dropped, |word, keep| (word & keep, word & !keep))
     }
 
     /// Removes the members of `remove`; `dropped` becomes the members removed.
     fn remove_all(&mut self, remove: &RuleSet, dropped: &mut RuleSet) -> bool {
-        let mut any = false;
-        let words = self.words_mut().iter_mut().zip(remove.words());
-        for ((word, remove), out) in words.zip(dropped.words_mut()) {
-            *out = *word & remove;
-            any |= *out != 0;
-            *word &= !remove;
+        self.split(remove, dropped, |word, remove| {
+            (word & !remove, word & remove)
+        })
+    }
+
+    /// Replaces each word by the first half of `f(word, other's word)` and
+    /// makes `dropped` the second halves; whether any of those is not empty.
+    #[inline]
+    fn split(
+        &mut self,
+        other: &RuleSet,
+        dropped: &mut RuleSet,
+        f: impl Fn(u64, u64) -> (u64, u64),
+    ) -> bool {
+        let mut any = 0;
+        // Three inline sets of as many rules: whole arrays (see `inline_pair`).
+        if let (
+            Words::Inline { len, words },
+            Words::Inline { len: l, words: w },
+            Words::Inline { len: d, words: out },
+        ) = (&mut self.0, &other.0, &mut dropped.0)
+        {
+            if len == l && len == d {
+                for ((word, other), out) in words.iter_mut().zip(w).zip(out) {
+                    let (kept, removed) = f(*word, *other);
+                    *out = removed;
+                    any |= removed;
+                    *word = kept;
+                }
+                return any != 0;
+            }
         }
-        any
+        let words = self.words_mut().iter_mut().zip(other.words());
+        for ((word, other), out) in words.zip(dropped.words_mut()) {
+            let (kept, removed) = f(*word, *other);
+            *out = removed;
+            any |= removed;
+            *word = kept;
+        }
+        any != 0
     }
 }
 
@@ -579,6 +629,8 @@ pub(super) struct PolicyIndex {
     unless: Vec<FieldIndex>,
     /// The rules that are not dry-run.
     live: RuleSet,
+    /// See [`PolicyIndex::deciding_fields`].
+    deciding: usize,
 }
 
 impl PolicyIndex {
@@ -609,12 +661,26 @@ impl PolicyIndex {
                 .map(|field| FieldIndex::new(rules, table, *field))
                 .collect()
         };
+        let matcher: Vec<FieldIndex> = build(Table::Match);
+        let unless: Vec<FieldIndex> = build(Table::Unless);
+        let deciding = matcher.iter().filter(|i| i.used).count()
+            + unless
+                .iter()
+                .filter(|i| i.used || !i.always.is_empty())
+                .count();
         Self {
             rules: u32::try_from(rules.len()).ok().map(|_| rules.len()),
-            matcher: build(Table::Match),
-            unless: build(Table::Unless),
+            matcher,
+            unless,
             live,
+            deciding,
         }
+    }
+
+    /// How many field indexes can decide rules: the most fields one
+    /// evaluation records as deciding.
+    pub(super) fn deciding_fields(&self) -> usize {
+        self.deciding
     }
 
     /// Whether the index was built for `rules` (same count; the rules are

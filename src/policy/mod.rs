@@ -11,6 +11,7 @@ mod explain;
 mod glob;
 mod index;
 mod matcher;
+mod plan;
 mod window;
 
 use std::path::PathBuf;
@@ -39,13 +40,19 @@ pub struct Policy {
     /// indexes them: to change the rules, build a new policy.
     pub rules: Vec<Rule>,
     index: index::PolicyIndex,
+    plans: plan::Plans,
 }
 
 impl Policy {
     /// A policy of `rules`, indexed for evaluation.
     pub fn new(rules: Vec<Rule>) -> Self {
         let index = index::PolicyIndex::new(&rules);
-        Self { rules, index }
+        let plans = plan::Plans::new(&rules);
+        Self {
+            rules,
+            index,
+            plans,
+        }
     }
 
     /// Whether any rule can match a queued or ringing call, which is when
