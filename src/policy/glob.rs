@@ -124,12 +124,28 @@ impl SimpleGlob {
 
     /// Whether `value` matches the whole pattern.
     pub(crate) fn is_match(&self, value: &str) -> bool {
+        if value.is_ascii() {
+            // Numbers: every byte is a char, no decoding.
+            let bytes = value.as_bytes();
+            self.is_match_by(bytes.len(), |at| bytes.get(at).map(|b| (char::from(*b), 1)))
+        } else {
+            self.is_match_by(value.len(), |at| {
+                let c = value.get(at..)?.chars().next()?;
+                Some((c, c.len_utf8()))
+            })
+        }
+    }
+
+    /// [`SimpleGlob::is_match`] over a value of `len` bytes whose char at
+    /// byte `at` (and its length) `char_at` gives.
+    #[inline]
+    fn is_match_by(&self, len: usize, char_at: impl Fn(usize) -> Option<(char, usize)>) -> bool {
         let tokens = &self.tokens;
         let (mut t, mut s) = (0usize, 0usize);
         // After a `*`: the token after it and the value position to retry from.
         let mut backtrack: Option<(usize, usize)> = None;
-        while s < value.len() {
-            let Some(c) = value[s..].chars().next() else {
+        while s < len {
+            let Some((c, width)) = char_at(s) else {
                 return false;
             };
             if let Some(token) = tokens.get(t) {
@@ -140,13 +156,13 @@ impl SimpleGlob {
                 }
                 if token.matches(c) {
                     t += 1;
-                    s += c.len_utf8();
+                    s += width;
                     continue;
                 }
             }
             match backtrack {
                 Some((after_star, from)) => {
-                    let skipped = value[from..].chars().next().map_or(1, char::len_utf8);
+                    let skipped = char_at(from).map_or(1, |(_, width)| width);
                     backtrack = Some((after_star, from + skipped));
                     t = after_star;
                     s = from + skipped;

@@ -237,12 +237,20 @@ impl Table {
 /// "No node".
 const NONE: u32 = u32::MAX;
 
+/// A node whose children's bytes span at most this many more values than
+/// twice their count keeps a dense child table (a digit node always does).
+const DENSE_SLACK: usize = 8;
+
 /// One trie node, laid out flat; its stem is the bytes on the path from the root.
 #[derive(Debug, Clone, Copy)]
 struct Node {
-    /// Its children: `edges[first_edge..first_edge + edge_count]`.
+    /// Its children: `edges[first_edge..first_edge + edge_count]`; when
+    /// `dense`, edge `i` is byte `min_byte + i` (target [`NONE`] for none),
+    /// so a child is found by one subtraction instead of a search.
     first_edge: u32,
     edge_count: u32,
+    min_byte: u8,
+    dense: bool,
     /// The rules that match a value which runs through this node and
     /// leaves the trie below it, before checks (an index into `sets`).
     through: u32,
@@ -444,6 +452,8 @@ impl FieldIndex {
         let empty = Node {
             first_edge: 0,
             edge_count: 0,
+            min_byte: 0,
+            dense: false,
             through: 0,
             exact: 0,
             first_group: 0,
@@ -479,14 +489,33 @@ impl FieldIndex {
                 node as u32
             };
             let first_edge = self.edge_bytes.len() as u32;
-            for &(byte, child) in &source.children {
-                self.edge_bytes.push(byte);
-                self.edge_targets.push(child);
+            let bytes = source.children.iter().map(|(byte, _)| *byte);
+            let (min_byte, max_byte) = (bytes.clone().min(), bytes.max());
+            let span = match (min_byte, max_byte) {
+                (Some(min), Some(max)) => usize::from(max - min) + 1,
+                _ => 0,
+            };
+            let dense = span <= 2 * source.children.len() + DENSE_SLACK;
+            let min_byte = min_byte.unwrap_or(0);
+            if dense {
+                self.edge_bytes
+                    .extend((0..span).map(|i| min_byte.wrapping_add(i as u8)));
+                self.edge_targets.extend(std::iter::repeat_n(NONE, span));
+                for &(byte, child) in &source.children {
+                    self.edge_targets[first_edge as usize + usize::from(byte - min_byte)] = child;
+                }
+            } else {
+                for &(byte, child) in &source.children {
+                    self.edge_bytes.push(byte);
+                    self.edge_targets.push(child);
+                }
             }
             // Set before `each_group` below walks up from here.
             self.nodes[node] = Node {
                 first_edge,
-                edge_count: source.children.len() as u32,
+                edge_count: (self.edge_bytes.len() as u32) - first_edge,
+                min_byte,
+                dense,
                 through,
                 exact: through,
                 first_group,
@@ -529,6 +558,15 @@ impl FieldIndex {
     #[inline]
     fn child(&self, node: &Node, byte: u8) -> Option<&Node> {
         let start = node.first_edge as usize;
+        if node.dense {
+            let at = usize::from(byte.wrapping_sub(node.min_byte));
+            if at >= node.edge_count as usize {
+                return None;
+            }
+            // A gap holds `NONE`, which is no node.
+            let target = *self.edge_targets.get(start + at)?;
+            return self.nodes.get(target as usize);
+        }
         let bytes = self
             .edge_bytes
             .get(start..start + node.edge_count as usize)?;
