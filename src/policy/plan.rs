@@ -212,3 +212,113 @@ impl DeadlineMemo {
         deadline
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Action, HangupScope, Match, Source, Window};
+    use proptest::prelude::*;
+
+    const DAY: u64 = 86_400;
+
+    fn rule(name: &str, priority: i64, limit: Limit, window: bool) -> Rule {
+        Rule {
+            name: name.to_owned(),
+            description: String::new(),
+            limit,
+            priority,
+            matcher: Match::new(Vec::new()),
+            unless: None,
+            windows: window
+                .then(|| {
+                    Window::parse("0 0 2 * * *", Duration::from_secs(3600), chrono_tz::UTC).unwrap()
+                })
+                .into_iter()
+                .collect(),
+            action: Action {
+                hangup: HangupScope::Call,
+                warn: None,
+                dry_run: false,
+                bypass_breaker: false,
+            },
+            source: Source {
+                file: "p.toml".into(),
+                line: 1,
+            },
+        }
+    }
+
+    fn limit() -> impl Strategy<Value = Limit> {
+        // Small limits that tie, and ones past the range a deadline may take.
+        let secs = prop::sample::select(vec![0, 60, 120, 3600, 40_000 * DAY, u64::MAX / 4]);
+        (0..4u8, secs).prop_map(|(kind, secs)| {
+            let limit = Duration::from_secs(secs);
+            match kind {
+                0 => Limit::MaxDuration {
+                    limit,
+                    measure_from: MeasureFrom::Answer,
+                },
+                1 => Limit::MaxDuration {
+                    limit,
+                    measure_from: MeasureFrom::Start,
+                },
+                2 => Limit::IdleTimeout(limit),
+                _ => Limit::MaxConcurrent {
+                    max: 1,
+                    group_by: crate::policy::GroupBy::Rule,
+                },
+            }
+        })
+    }
+
+    fn instant() -> impl Strategy<Value = DateTime<Utc>> {
+        // Near now, and near the end of chrono's range (deadlines overflow).
+        prop::sample::select(vec![0i64, -90, -7_200, 8_000_000_000_000]).prop_map(|offset| {
+            DateTime::from_timestamp(1_780_315_200 + offset, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
+        })
+    }
+
+    proptest! {
+        /// `earliest` and the memo give what computing every rule's
+        /// deadline and taking the first best (by deadline, priority, name)
+        /// gives, ties, out-of-range limits and missing instants included.
+        #[test]
+        fn earliest_is_the_minimum_of_every_deadline(
+            specs in prop::collection::vec(
+                (prop::sample::select(vec!["a", "b", "c"]), 0..3i64, limit(), any::<bool>(), any::<bool>()),
+                0..24,
+            ),
+            answered in prop::option::of(instant()),
+            started in prop::option::of(instant()),
+            last_change in instant(),
+            grace in prop::sample::select(vec![0u64, 30, 40_000 * DAY]),
+        ) {
+            let rules: Vec<Rule> = specs
+                .iter()
+                .map(|(name, priority, limit, window, _)| rule(name, *priority, *limit, *window))
+                .collect();
+            let applicable: Vec<usize> = specs
+                .iter()
+                .enumerate()
+                .filter(|(_, spec)| spec.4)
+                .map(|(at, _)| at)
+                .collect();
+            let plans = Plans::new(&rules);
+            let timeline = Timeline { started, answered, last_change };
+            let now = DateTime::from_timestamp(1_780_315_200, 0).unwrap();
+            let grace = Duration::from_secs(grace);
+            let deadline = |at: usize| rule_deadline(&rules[at], &timeline, now, grace);
+            let expected = applicable
+                .iter()
+                .filter_map(|at| deadline(*at).ok().map(|d| (*at, d)))
+                .min_by(|a, b| a.1.cmp(&b.1).then_with(|| names_order(&rules[a.0], &rules[b.0])));
+            let found = earliest(&rules, &plans, applicable.iter().copied(), &timeline, now, grace);
+            prop_assert_eq!(found, expected);
+            let mut memo = DeadlineMemo::default();
+            for at in 0..rules.len() {
+                let remembered = memo.deadline(&plans, (at, &rules[at]), &timeline, now, grace);
+                prop_assert_eq!(remembered, deadline(at));
+            }
+        }
+    }
+}
