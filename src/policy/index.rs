@@ -86,6 +86,7 @@ impl RuleSet {
             .is_some_and(|word| word & (1 << (rule % 64)) != 0)
     }
 
+    #[inline]
     fn is_empty(&self) -> bool {
         self.words().iter().all(|word| *word == 0)
     }
@@ -162,11 +163,13 @@ impl RuleSet {
     }
 
     /// Keeps only the members of `keep`; `dropped` becomes the members removed.
+    #[inline]
     fn keep_only(&mut self, keep: &RuleSet, dropped: &mut RuleSet) -> bool {
         self.split(keep, dropped, |word, keep| (word & keep, word & !keep))
     }
 
     /// Removes the members of `remove`; `dropped` becomes the members removed.
+    #[inline]
     fn remove_all(&mut self, remove: &RuleSet, dropped: &mut RuleSet) -> bool {
         self.split(remove, dropped, |word, remove| {
             (word & !remove, word & remove)

@@ -315,8 +315,8 @@ mod tests {
             let found = earliest(&rules, &plans, applicable.iter().copied(), &timeline, now, grace);
             prop_assert_eq!(found, expected);
             let mut memo = DeadlineMemo::default();
-            for at in 0..rules.len() {
-                let remembered = memo.deadline(&plans, (at, &rules[at]), &timeline, now, grace);
+            for (at, rule) in rules.iter().enumerate() {
+                let remembered = memo.deadline(&plans, (at, rule), &timeline, now, grace);
                 prop_assert_eq!(remembered, deadline(at));
             }
         }
