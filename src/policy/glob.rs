@@ -206,7 +206,7 @@ mod tests {
         #[test]
         fn agrees_with_globset(
             pattern in "[12ab*?!^\\-\\[\\]]{0,8}",
-            value in "[12abé\\-!^\\]]{0,8}",
+            value in "[12ab\\-!^\\]]{0,8}",
         ) {
             let Ok(glob) = globset::GlobBuilder::new(&pattern)
                 .literal_separator(false)

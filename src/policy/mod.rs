@@ -104,6 +104,31 @@ impl Rule {
     fn names_queued_or_ringing(&self) -> bool {
         self.matcher.names_status("queued") || self.matcher.names_status("ringing")
     }
+
+    /// A live rule named `name` enforcing `limit` on every call, at
+    /// `p.toml:1`: the base unit tests change fields of.
+    #[cfg(test)]
+    pub(crate) fn for_test(name: &str, limit: Limit) -> Self {
+        Rule {
+            name: name.to_owned(),
+            description: String::new(),
+            limit,
+            priority: 0,
+            matcher: Match::default(),
+            unless: None,
+            windows: Vec::new(),
+            action: Action {
+                hangup: HangupScope::Call,
+                warn: None,
+                dry_run: false,
+                bypass_breaker: false,
+            },
+            source: Source {
+                file: "p.toml".into(),
+                line: 1,
+            },
+        }
+    }
 }
 
 /// Where something was written.

@@ -216,35 +216,20 @@ impl DeadlineMemo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{Action, HangupScope, Match, Source, Window};
+    use crate::policy::Window;
     use proptest::prelude::*;
 
     const DAY: u64 = 86_400;
 
     fn rule(name: &str, priority: i64, limit: Limit, window: bool) -> Rule {
+        let hour = Duration::from_secs(3600);
         Rule {
-            name: name.to_owned(),
-            description: String::new(),
-            limit,
             priority,
-            matcher: Match::new(Vec::new()),
-            unless: None,
             windows: window
-                .then(|| {
-                    Window::parse("0 0 2 * * *", Duration::from_secs(3600), chrono_tz::UTC).unwrap()
-                })
+                .then(|| Window::parse("0 0 2 * * *", hour, chrono_tz::UTC).unwrap())
                 .into_iter()
                 .collect(),
-            action: Action {
-                hangup: HangupScope::Call,
-                warn: None,
-                dry_run: false,
-                bypass_breaker: false,
-            },
-            source: Source {
-                file: "p.toml".into(),
-                line: 1,
-            },
+            ..Rule::for_test(name, limit)
         }
     }
 
