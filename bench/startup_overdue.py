@@ -38,11 +38,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
-AUTH_ID = "MA00000000000000SIM0"
-TOKEN = "sim-token"
+from slow_disk import AUTH_ID, TOKEN, http, start_sim, ts
+
 LIMIT_S = 3600
 POLICY = """
 [[rule]]
@@ -54,33 +53,8 @@ direction = ["outbound"]
 """
 
 
-def http(method, url, body=None, timeout=120):
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method)
-    request.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(request, timeout=timeout) as answer:
-        return json.loads(answer.read() or b"null")
-
-
-def ts(raw):
-    return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp() if raw else None
-
-
 def rfc3339(seconds):
     return datetime.fromtimestamp(seconds, timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def start_sim(binary, work):
-    log = open(os.path.join(work, "sim.log"), "w")
-    proc = subprocess.Popen(
-        [binary, "sim", "--listen", "127.0.0.1:0", "--shape", "flat", "--seed", "1"],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-    )
-    banner = proc.stdout.readline()
-    base_url = banner.split()[2]
-    return proc, base_url, base_url.rsplit("/api/v1", 1)[0]
 
 
 def fleet(args):
