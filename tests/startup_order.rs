@@ -1,13 +1,15 @@
 //! The order of the start-up reads, with the real binary against the
-//! simulator: after a restart, the calls the earlier run saw are read
-//! first, the longest seen first, and the calls it never saw after them in
-//! list order. Asserted on the simulator's request log, never on time.
+//! simulator: after a restart, a call whose hangup intent the audit log
+//! left open is read first, then the calls the earlier run saw, the longest
+//! seen first, and the calls it never saw after them in list order.
+//! Asserted on the simulator's request log, never on time.
 
 mod common;
 
 use std::collections::HashSet;
 use std::time::Duration;
 
+use callwarden::audit::{AuditLog, Event, Record};
 use common::calls::outbound;
 use common::daemon::{Daemon, Knobs, Setup, LIMIT};
 use common::{add_calls, control_post, default_sim, log_since};
@@ -75,6 +77,28 @@ async fn stop(mut daemon: Daemon) {
     );
 }
 
+/// Leaves an intent to end `uuid` open in the audit log of `state`, as a
+/// crash between the intent and the DELETE would.
+async fn open_intent(state: &std::path::Path, uuid: &str) {
+    let audit = AuditLog::open(state).expect("audit log opens");
+    let intent = Record {
+        ts: chrono::Utc::now(),
+        account: "default".into(),
+        call_uuid: uuid.into(),
+        event: Event::Intent,
+        rules: vec!["limit-4h".into()],
+        rule: Some("limit-4h".into()),
+        action: Some("hangup:call".into()),
+        outcome: None,
+        attempts: 1,
+        dry_run: false,
+        reason: "the test's crash".into(),
+        call: None,
+        epoch: None,
+    };
+    audit.commit(&intent).await.expect("intent written");
+}
+
 fn last_seq(log: &[Value]) -> u64 {
     log.iter()
         .filter_map(|r| r["seq"].as_u64())
@@ -83,7 +107,7 @@ fn last_seq(log: &[Value]) -> u64 {
 }
 
 #[tokio::test]
-async fn a_restart_reads_the_calls_seen_longest_first_then_the_rest_in_list_order() {
+async fn a_restart_reads_an_open_intent_then_the_calls_seen_longest_then_the_rest_in_list_order() {
     let sim = default_sim();
     // Created (and so listed) in this order. Queued calls are not in the
     // live list, so the first run sees only the calls live at the time.
@@ -126,9 +150,13 @@ async fn a_restart_reads_the_calls_seen_longest_first_then_the_rest_in_list_orde
     );
 
     go_live(&sim, &never_seen).await;
+    // The last call listed was due (its intent is open): it is read first.
+    let (never_seen, resumed) = never_seen.split_at(never_seen.len() - 1);
+    let (never_seen, resumed) = (never_seen.to_vec(), resumed.to_vec());
+    open_intent(&setup.state_dir(), &resumed[0]).await;
     let since = last_seq(&log_since(&sim, 0).await);
     let daemon = Daemon::start(&setup).await;
-    let everything: Vec<String> = [&never_seen, &seen_later, &seen_first]
+    let everything: Vec<String> = [&never_seen, &seen_later, &seen_first, &resumed]
         .into_iter()
         .flatten()
         .cloned()
@@ -140,19 +168,25 @@ async fn a_restart_reads_the_calls_seen_longest_first_then_the_rest_in_list_orde
     let group = |range: std::ops::Range<usize>| -> HashSet<String> {
         order[range].iter().cloned().collect()
     };
+    assert_eq!(order[0], resumed[0], "the open intent first: {order:#?}");
     assert_eq!(
-        group(0..3),
+        group(1..4),
         seen_first.iter().cloned().collect(),
-        "the calls seen longest are read first: {order:#?}"
+        "then the calls seen longest: {order:#?}"
     );
     assert_eq!(
-        group(3..6),
+        group(4..7),
         seen_later.iter().cloned().collect(),
         "then the calls seen later: {order:#?}"
     );
     assert_eq!(
-        order[6..],
+        order[7..],
         never_seen[..],
         "then the calls never seen, in list order"
+    );
+    // The order changed nothing else: no call was due, none was ended.
+    assert!(
+        log.iter().all(|r| r["method"] != "DELETE"),
+        "a call was hung up"
     );
 }
