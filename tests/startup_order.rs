@@ -10,6 +10,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use callwarden::audit::{AuditLog, Event, Record};
+use callwarden::engine::memory;
 use common::calls::outbound;
 use common::daemon::{Daemon, Knobs, Setup, LIMIT};
 use common::{add_calls, control_post, default_sim, log_since};
@@ -142,6 +143,17 @@ async fn a_restart_reads_an_open_intent_then_the_calls_seen_longest_then_the_res
     wait_read(&sim, 0, &seen_first).await;
     go_live(&sim, &seen_later).await;
     let log = wait_read(&sim, 0, &seen_later).await;
+    // A read answered is not yet a call remembered: wait for the file.
+    let memory = memory::path(&setup.state_dir(), "default");
+    let remembered = common::engine::wait_for(2 * LIMIT, || {
+        let known = memory::load(&memory);
+        seen_first
+            .iter()
+            .chain(&seen_later)
+            .all(|uuid| known.contains_key(uuid))
+    })
+    .await;
+    assert!(remembered, "the first run never wrote what it saw");
     stop(daemon).await;
     let first_run = first_reads(&log);
     assert!(
