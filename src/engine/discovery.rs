@@ -33,6 +33,17 @@ pub(super) enum Fetch {
     Refresh,
 }
 
+/// A complete list set against the tracked calls.
+#[derive(Debug)]
+pub(super) struct Reconciled {
+    /// The calls taken as live from now on.
+    pub(super) live: HashSet<CallUuid>,
+    /// Tracked calls this list left out, kept live one more poll.
+    pub(super) kept: usize,
+    /// Tracked calls no longer live: they ended.
+    pub(super) ended: Vec<CallUuid>,
+}
+
 /// What discovery knows between polls.
 #[derive(Debug, Default)]
 pub(super) struct Discovery {
@@ -83,14 +94,16 @@ impl Discovery {
     /// The calls taken as live after a complete list: those `listed`, and
     /// `tracked` calls missing from this list only (one answer that leaves a
     /// call out does not end it; two consecutive ones do, as does a 404).
-    /// Returns them with how many were kept although missing.
+    /// The same pass over the tracked calls finds those no longer live, so
+    /// the caller need not look again.
     pub(super) fn still_live<'a>(
         &mut self,
         listed: HashSet<CallUuid>,
         tracked: impl Iterator<Item = &'a CallUuid>,
-    ) -> (HashSet<CallUuid>, usize) {
+    ) -> Reconciled {
         let mut live = listed;
         let mut missing = HashMap::new();
+        let mut ended = Vec::new();
         for uuid in tracked {
             if live.contains(uuid) {
                 continue;
@@ -98,12 +111,14 @@ impl Discovery {
             let times = self.missing.get(uuid).copied().unwrap_or(0) + 1;
             if times < MISSING_POLLS_TO_END {
                 missing.insert(uuid.clone(), times);
+            } else {
+                ended.push(uuid.clone());
             }
         }
         live.extend(missing.keys().cloned());
         let kept = missing.len();
         self.missing = missing;
-        (live, kept)
+        Reconciled { live, kept, ended }
     }
 
     /// Takes `live` as the live calls from now on, and drops the pauses of
@@ -275,11 +290,13 @@ mod tests {
         let mut discovery = Discovery::default();
         let tracked = [uuid("a"), uuid("b")];
         let listed: HashSet<CallUuid> = [uuid("a")].into();
-        let (live, kept) = discovery.still_live(listed.clone(), tracked.iter());
-        assert!(live.contains(&uuid("b")) && kept == 1);
+        let first = discovery.still_live(listed.clone(), tracked.iter());
+        assert!(first.live.contains(&uuid("b")) && first.kept == 1);
+        assert!(first.ended.is_empty());
         assert!(discovery.is_missing(&uuid("b")));
-        let (live, kept) = discovery.still_live(listed, tracked.iter());
-        assert!(!live.contains(&uuid("b")) && kept == 0);
+        let second = discovery.still_live(listed, tracked.iter());
+        assert!(!second.live.contains(&uuid("b")) && second.kept == 0);
+        assert_eq!(second.ended, vec![uuid("b")]);
     }
 
     #[test]
