@@ -129,8 +129,17 @@ impl Calls {
         self.queued > 0
     }
 
+    /// The tracked call's own `uuid`, for sets that can share its text
+    /// rather than hold a copy per list answer.
+    pub(super) fn shared_uuid<'a>(&'a self, uuid: &'a CallUuid) -> &'a CallUuid {
+        self.calls.get_key_value(uuid).map_or(uuid, |(key, _)| key)
+    }
+
     /// Starts tracking `uuid`.
-    pub(super) fn insert(&mut self, uuid: CallUuid, tracked: Tracked) {
+    pub(super) fn insert(&mut self, uuid: CallUuid, mut tracked: Tracked) {
+        if let Some(call) = Arc::get_mut(&mut tracked.call) {
+            share_uuid(call, &uuid);
+        }
         let parent = tracked.call.parent_call_uuid.clone();
         self.queued += usize::from(tracked.queued);
         if let Some(old) = self.calls.insert(uuid.clone(), tracked) {
@@ -145,8 +154,17 @@ impl Calls {
     }
 
     /// Takes fresh details of a tracked call; false if it is not tracked.
-    pub(super) fn refresh(&mut self, uuid: &CallUuid, call: Call, seen_at: DateTime<Utc>) -> bool {
+    pub(super) fn refresh(
+        &mut self,
+        uuid: &CallUuid,
+        mut call: Call,
+        seen_at: DateTime<Utc>,
+    ) -> bool {
         let legs = self.leg_count(uuid);
+        let Some((key, _)) = self.calls.get_key_value(uuid) else {
+            return false;
+        };
+        share_uuid(&mut call, &key.clone());
         let Some(tracked) = self.calls.get_mut(uuid) else {
             return false;
         };
@@ -276,6 +294,14 @@ impl Calls {
                 }
             }
         })
+    }
+}
+
+/// Points `call`'s UUID at `key`'s text when they are the same UUID: one
+/// copy of the text per call, however many answers were read.
+fn share_uuid(call: &mut Call, key: &CallUuid) {
+    if call.uuid == *key {
+        call.uuid = key.clone();
     }
 }
 

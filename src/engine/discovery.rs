@@ -19,6 +19,10 @@ use super::backoff;
 /// it is taken as ended.
 const MISSING_POLLS_TO_END: u8 = 2;
 
+/// Capacity of the read queue kept once it is empty; a start-up that queued
+/// more gives the rest back (tens of bytes per call of the fleet).
+const SHRINK_ABOVE: usize = 1_024;
+
 /// Why details are being fetched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Fetch {
@@ -204,6 +208,11 @@ impl Discovery {
     pub(super) fn read_answered(&mut self, uuid: &CallUuid) {
         self.in_flight = self.in_flight.saturating_sub(1);
         self.pending.remove(uuid);
+        if self.pending.is_empty() && self.pending.capacity() > SHRINK_ABOVE {
+            // A start-up read the whole fleet through these: give it back.
+            self.pending.shrink_to_fit();
+            self.queue.shrink_to_fit();
+        }
     }
 
     /// A discovery read was taken into account; when it was the batch's

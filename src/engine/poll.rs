@@ -71,7 +71,11 @@ impl<A: VobizApi> Engine<A> {
                 self.calls.set_queued(uuid, false);
             }
         }
-        let listed_set: HashSet<CallUuid> = listed.iter().cloned().collect();
+        // The tracked calls' own UUIDs: the live set shares their text.
+        let listed_set: HashSet<CallUuid> = listed
+            .iter()
+            .map(|uuid| self.calls.shared_uuid(uuid).clone())
+            .collect();
         let tracked = self.calls.iter().map(|(uuid, _)| uuid);
         let discovery::Reconciled { live, kept, ended } =
             self.discovery.still_live(listed_set, tracked);
