@@ -197,7 +197,8 @@ impl Calls {
         let tracked = self.calls.remove(uuid)?;
         self.queued -= usize::from(tracked.queued);
         self.refresh.remove(uuid);
-        self.memory.dirty = true;
+        // Not a reason to write: an ended call left in the file is dropped
+        // when the file is next read, or written for a change that matters.
         self.index_parent(uuid, tracked.call.parent_call_uuid.clone(), None);
         Some(tracked)
     }
@@ -344,6 +345,41 @@ mod tests {
         let mut uuids: Vec<String> = calls.needing_refresh().map(|u| u.to_string()).collect();
         uuids.sort();
         uuids
+    }
+
+    #[test]
+    fn memory_is_written_for_new_calls_not_for_ended_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = memory::path(dir.path(), "default");
+        let mut calls = Calls::new(Some(path.clone()));
+        let now = Utc::now();
+        let a = CallUuid::parse("a").unwrap();
+        let b = CallUuid::parse("b").unwrap();
+        let mut live: HashSet<CallUuid> = [a.clone(), b.clone()].into();
+        for uuid in [&a, &b] {
+            let call = call(uuid.as_str(), CallStatus::InProgress);
+            calls.insert(uuid.clone(), Tracked::new(call, now, None, false));
+        }
+        let write = calls.memory_snapshot(&live, false).expect("new calls");
+        write();
+        assert_eq!(memory::load(&path).len(), 2);
+        assert!(calls.memory_snapshot(&live, false).is_none(), "no change");
+
+        calls.remove(&b);
+        live.remove(&b);
+        assert!(
+            calls.memory_snapshot(&live, false).is_none(),
+            "an ended call alone is no reason to write"
+        );
+        // The next start drops what is no longer live, and a write for any
+        // other reason leaves it out.
+        let mut restarted = Calls::new(Some(path.clone()));
+        assert!(restarted.remembered(&a).is_some() && restarted.remembered(&b).is_some());
+        restarted
+            .memory_snapshot(&live, false)
+            .expect("the ended call is dropped")();
+        assert_eq!(memory::load(&path).len(), 1);
+        assert!(restarted.remembered(&b).is_none());
     }
 
     #[test]
