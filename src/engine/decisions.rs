@@ -119,6 +119,12 @@ impl Decisions {
         self.resumed.extend(pending);
     }
 
+    /// Whether an earlier run (or leader) left an intent to end `uuid` open:
+    /// the call was due then, so discovery reads it first.
+    pub(super) fn is_resumed(&self, uuid: &CallUuid) -> bool {
+        self.resumed.contains(uuid)
+    }
+
     /// Closes the open intent of `uuid`; true if there was one.
     pub(super) fn close_resumed(&mut self, uuid: &CallUuid) -> bool {
         self.resumed.remove(uuid)

@@ -3,10 +3,15 @@
 //! overdue calls are held until it is read, and the pause of calls whose
 //! answers keep coming back malformed.
 //!
+//! The queue reads first the new calls most likely to be due already (a
+//! start-up under a tight budget takes minutes to hours): those an earlier
+//! run decided to end, then those it saw, the longest seen first, then the
+//! rest in list order. Refresh reads of tracked calls take turns with them.
+//!
 //! It sends nothing: the engine asks it what to read next and tells it what
 //! came back (`engine::poll` does the requests).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -19,8 +24,8 @@ use super::backoff;
 /// it is taken as ended.
 const MISSING_POLLS_TO_END: u8 = 2;
 
-/// Capacity of the read queue kept once it is empty; a start-up that queued
-/// more gives the rest back (tens of bytes per call of the fleet).
+/// Capacity of the set of pending reads kept once it is empty; a start-up
+/// that read more gives the rest back (tens of bytes per call of the fleet).
 const SHRINK_ABOVE: usize = 1_024;
 
 /// Why details are being fetched.
@@ -32,6 +37,8 @@ pub(super) enum Fetch {
         new_since: Option<DateTime<Utc>>,
         /// Listed as queued (read with `?status=queued`).
         queued: bool,
+        /// How soon it is read among the calls waiting for a first read.
+        urgency: Urgency,
     },
     /// A tracked call that rules need read at each poll.
     Refresh,
@@ -48,13 +55,45 @@ pub(super) struct Reconciled {
     pub(super) ended: Vec<CallUuid>,
 }
 
+/// What is known of a new call's age before its details are read: the
+/// smaller, the sooner it is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Urgency {
+    /// An earlier run decided to end it and wrote no outcome: it was due then.
+    Resumed,
+    /// An earlier run (or another leader) first saw it then: the earliest
+    /// is the oldest call, and the likeliest to be past a limit.
+    Seen(DateTime<Utc>),
+    /// Nothing is known (a call that began since the last run, or one it
+    /// never read): the list's order is the only hint, so it is kept.
+    Unknown,
+}
+
+/// The urgency of a new call from what the audit log (`resumed`: an intent
+/// without an outcome) and the memory across restarts (`first_seen`) say.
+pub(super) fn urgency(resumed: bool, first_seen: Option<DateTime<Utc>>) -> Urgency {
+    match (resumed, first_seen) {
+        (true, _) => Urgency::Resumed,
+        (false, Some(at)) => Urgency::Seen(at),
+        (false, None) => Urgency::Unknown,
+    }
+}
+
 /// What discovery knows between polls.
 #[derive(Debug, Default)]
 pub(super) struct Discovery {
     list_in_flight: bool,
-    /// Reads waiting for a slot, in list order, each call at most once.
-    queue: VecDeque<(CallUuid, Fetch)>,
-    /// The calls in `queue` or in flight.
+    /// First reads waiting for a slot, the most urgent first, then in the
+    /// order queued (list order): keyed by urgency and `queued_total`.
+    discoveries: BTreeMap<(Urgency, u64), (CallUuid, Fetch)>,
+    /// Refresh reads waiting for a slot, in the order queued.
+    refreshes: VecDeque<CallUuid>,
+    /// Reads queued so far: the tie-break that keeps list order.
+    queued_total: u64,
+    /// When both kinds wait, whether a first read goes next: they take
+    /// turns (a refresh first), so neither holds the other up for good.
+    discovery_turn: bool,
+    /// The calls queued or in flight, each at most once.
     pending: HashSet<CallUuid>,
     in_flight: usize,
     /// Discovery reads (not refreshes) not yet answered in the open batch.
@@ -183,15 +222,21 @@ impl Discovery {
     /// Queues one detail read, once per call, and opens a discovery batch
     /// at `now` when none is open.
     pub(super) fn enqueue(&mut self, uuid: CallUuid, fetch: Fetch, now: DateTime<Utc>) {
-        if self.pending.insert(uuid.clone()) {
-            if matches!(fetch, Fetch::Discover { .. }) {
+        if !self.pending.insert(uuid.clone()) {
+            return;
+        }
+        match fetch {
+            Fetch::Discover { urgency, .. } => {
                 if self.discovering == 0 {
                     self.batch_started = Some(now);
                 }
                 self.discovering += 1;
+                self.discoveries
+                    .insert((urgency, self.queued_total), (uuid, fetch));
             }
-            self.queue.push_back((uuid, fetch));
+            Fetch::Refresh => self.refreshes.push_back(uuid),
         }
+        self.queued_total += 1;
     }
 
     /// The next read to send, while fewer than `concurrency` are in flight.
@@ -199,7 +244,16 @@ impl Discovery {
         if self.in_flight >= concurrency {
             return None;
         }
-        let next = self.queue.pop_front()?;
+        let refresh =
+            !self.refreshes.is_empty() && (!self.discovery_turn || self.discoveries.is_empty());
+        let next = if refresh {
+            self.refreshes
+                .pop_front()
+                .map(|uuid| (uuid, Fetch::Refresh))
+        } else {
+            self.discoveries.pop_first().map(|(_, read)| read)
+        }?;
+        self.discovery_turn = refresh;
         self.in_flight += 1;
         Some(next)
     }
@@ -211,7 +265,7 @@ impl Discovery {
         if self.pending.is_empty() && self.pending.capacity() > SHRINK_ABOVE {
             // A start-up read the whole fleet through these: give it back.
             self.pending.shrink_to_fit();
-            self.queue.shrink_to_fit();
+            self.refreshes.shrink_to_fit();
         }
     }
 
@@ -258,7 +312,7 @@ impl Discovery {
 
     /// Whether no read is queued or in flight: a poll's reads are complete.
     pub(super) fn reads_done(&self) -> bool {
-        self.queue.is_empty() && self.in_flight == 0
+        self.discoveries.is_empty() && self.refreshes.is_empty() && self.in_flight == 0
     }
 
     /// Whether a list or a read is still out: a cycle of `once` waits for it.
@@ -268,7 +322,7 @@ impl Discovery {
 
     /// Calls waiting for their details, for `/status`.
     pub(super) fn pending_reads(&self) -> usize {
-        self.queue.len() + self.in_flight
+        self.discoveries.len() + self.refreshes.len() + self.in_flight
     }
 
     /// When the last poll that answered was sent.
@@ -285,6 +339,7 @@ impl Discovery {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn uuid(s: &str) -> CallUuid {
         CallUuid::parse(s).unwrap()
@@ -292,6 +347,24 @@ mod tests {
 
     fn t(s: i64) -> DateTime<Utc> {
         DateTime::<Utc>::UNIX_EPOCH + TimeDelta::seconds(s)
+    }
+
+    fn discover(urgency: Urgency) -> Fetch {
+        Fetch::Discover {
+            new_since: None,
+            queued: false,
+            urgency,
+        }
+    }
+
+    /// Sends every queued read one at a time and answers it; the order read.
+    fn read_all(discovery: &mut Discovery) -> Vec<(CallUuid, Fetch)> {
+        let mut read = Vec::new();
+        while let Some((uuid, fetch)) = discovery.next_read(1) {
+            discovery.read_answered(&uuid);
+            read.push((uuid, fetch));
+        }
+        read
     }
 
     #[test]
@@ -311,10 +384,7 @@ mod tests {
     #[test]
     fn a_batch_lets_its_overdue_calls_go_when_its_last_read_is_in() {
         let mut discovery = Discovery::default();
-        let fetch = Fetch::Discover {
-            new_since: None,
-            queued: false,
-        };
+        let fetch = discover(Urgency::Unknown);
         discovery.enqueue(uuid("a"), fetch, t(10));
         discovery.enqueue(uuid("b"), fetch, t(11));
         discovery.enqueue(uuid("a"), fetch, t(12));
@@ -336,5 +406,122 @@ mod tests {
         discovery.read_answered(&second);
         assert_eq!(discovery.discovered(), Some(vec![first]));
         assert!(discovery.reads_done() && !discovery.busy());
+    }
+
+    #[test]
+    fn the_calls_likeliest_due_are_read_first_and_the_rest_in_list_order() {
+        let mut discovery = Discovery::default();
+        let queued = [
+            ("new-1", Urgency::Unknown),
+            ("seen-late", urgency(false, Some(t(20)))),
+            ("resumed", urgency(true, Some(t(30)))),
+            ("seen-early", urgency(false, Some(t(10)))),
+            ("new-2", urgency(false, None)),
+        ];
+        for (name, urgency) in queued {
+            discovery.enqueue(uuid(name), discover(urgency), t(40));
+        }
+        let order: Vec<String> = read_all(&mut discovery)
+            .into_iter()
+            .map(|(uuid, _)| uuid.to_string())
+            .collect();
+        assert_eq!(
+            order,
+            ["resumed", "seen-early", "seen-late", "new-1", "new-2"]
+        );
+        assert!(discovery.reads_done());
+    }
+
+    #[test]
+    fn refresh_reads_take_turns_with_first_reads() {
+        let mut discovery = Discovery::default();
+        for name in ["a", "b", "c"] {
+            discovery.enqueue(uuid(name), discover(Urgency::Unknown), t(1));
+        }
+        for name in ["x", "y"] {
+            discovery.enqueue(uuid(name), Fetch::Refresh, t(1));
+        }
+        let order: Vec<String> = read_all(&mut discovery)
+            .into_iter()
+            .map(|(uuid, _)| uuid.to_string())
+            .collect();
+        assert_eq!(order, ["x", "a", "y", "b", "c"]);
+    }
+
+    fn any_urgency() -> impl Strategy<Value = Urgency> {
+        prop_oneof![
+            Just(Urgency::Resumed),
+            (0i64..5).prop_map(|s| Urgency::Seen(t(s))),
+            Just(Urgency::Unknown),
+        ]
+    }
+
+    /// One step: queue a read of call `n` (a refresh when `None`), or send
+    /// and answer the next read.
+    fn any_step() -> impl Strategy<Value = Option<(u8, Option<Urgency>)>> {
+        proptest::option::weighted(0.7, (0u8..12, proptest::option::of(any_urgency())))
+    }
+
+    proptest! {
+        #[test]
+        fn every_queued_call_is_read_exactly_once(steps in proptest::collection::vec(any_step(), 0..80)) {
+            let mut discovery = Discovery::default();
+            let mut queued = Vec::new();
+            let mut read = Vec::new();
+            for step in steps {
+                match step {
+                    Some((n, kind)) => {
+                        let call = uuid(&format!("call-{n}"));
+                        let fetch = kind.map_or(Fetch::Refresh, discover);
+                        if !discovery.is_pending(&call) {
+                            queued.push(call.clone());
+                        }
+                        discovery.enqueue(call, fetch, t(0));
+                    }
+                    None => {
+                        if let Some((call, _)) = discovery.next_read(1) {
+                            discovery.read_answered(&call);
+                            read.push(call);
+                        }
+                    }
+                }
+            }
+            read.extend(read_all(&mut discovery).into_iter().map(|(call, _)| call));
+            let key = |call: &CallUuid| call.to_string();
+            read.sort_by_key(key);
+            queued.sort_by_key(key);
+            prop_assert_eq!(read, queued);
+        }
+
+        #[test]
+        fn first_reads_go_by_urgency_then_queue_order_taking_turns_with_refreshes(
+            reads in proptest::collection::vec(proptest::option::of(any_urgency()), 0..40),
+        ) {
+            let mut discovery = Discovery::default();
+            for (n, kind) in reads.iter().enumerate() {
+                discovery.enqueue(uuid(&format!("call-{n}")), kind.map_or(Fetch::Refresh, discover), t(0));
+            }
+            let order = read_all(&mut discovery);
+            let mut expected: Vec<(Urgency, usize)> = reads
+                .iter()
+                .enumerate()
+                .filter_map(|(n, kind)| kind.map(|urgency| (urgency, n)))
+                .collect();
+            expected.sort();
+            let first_reads: Vec<usize> = order
+                .iter()
+                .filter_map(|(call, fetch)| match fetch {
+                    Fetch::Discover { .. } => call.to_string()[5..].parse().ok(),
+                    Fetch::Refresh => None,
+                })
+                .collect();
+            prop_assert_eq!(first_reads, expected.iter().map(|(_, n)| *n).collect::<Vec<_>>());
+            // While both kinds wait, they alternate, a refresh first.
+            let refreshes = reads.iter().filter(|kind| kind.is_none()).count();
+            let both = refreshes.min(expected.len());
+            for (i, (call, fetch)) in order.iter().take(2 * both).enumerate() {
+                prop_assert_eq!(matches!(fetch, Fetch::Refresh), i % 2 == 0, "{} read at {}", call, i);
+            }
+        }
     }
 }

@@ -56,8 +56,9 @@ impl<A: VobizApi> Engine<A> {
             .poll_succeeded(&self.account, sent_at.timestamp_millis() as f64 / 1000.0);
         self.observe_skew(&listing.live);
 
-        // The list's order is kept for discovery: it is the only order the
-        // API gives (oldest first, where it lists by creation).
+        // The list's order is kept for discovery, after the calls an earlier
+        // run knew: it is the only order the API gives (oldest first, where
+        // it lists by creation).
         let live_listed = listing.live.value.len();
         let listed: Vec<CallUuid> = listing
             .live
@@ -118,6 +119,10 @@ impl<A: VobizApi> Engine<A> {
             let fetch = Fetch::Discover {
                 new_since,
                 queued: position >= live_listed,
+                urgency: discovery::urgency(
+                    self.decisions.is_resumed(uuid),
+                    self.calls.remembered(uuid).map(|r| r.first_seen),
+                ),
             };
             self.discovery.enqueue(uuid.clone(), fetch, now);
         }
@@ -227,9 +232,12 @@ impl<A: VobizApi> Engine<A> {
                 if was_queued && self.discovery.is_live(&uuid) {
                     self.calls.set_queued(&uuid, false);
                     let fetch = match fetch {
-                        Fetch::Discover { new_since, .. } => Fetch::Discover {
+                        Fetch::Discover {
+                            new_since, urgency, ..
+                        } => Fetch::Discover {
                             new_since,
                             queued: false,
+                            urgency,
                         },
                         Fetch::Refresh => Fetch::Refresh,
                     };
@@ -273,7 +281,9 @@ impl<A: VobizApi> Engine<A> {
         self.observe_skew(&fetched);
         let seen_at = fetched.received_at;
         match fetch {
-            Fetch::Discover { new_since, queued } => {
+            Fetch::Discover {
+                new_since, queued, ..
+            } => {
                 let mut tracked = Tracked::new(fetched.value, seen_at, new_since, queued);
                 if let Some(remembered) = self.calls.remembered(&uuid) {
                     tracked.restore(remembered);
