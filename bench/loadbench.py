@@ -16,6 +16,7 @@ import argparse
 import bisect
 import json
 import math
+import re
 import os
 import random
 import signal
@@ -97,6 +98,41 @@ def http(method, url, body=None, timeout=600):
 
 def ts(raw):
     return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp() if raw else None
+
+
+def status_addr(work):
+    """The daemon's status listener address, from its log (None until it is up)."""
+    try:
+        with open(os.path.join(work, "daemon.log")) as f:
+            for line in f:
+                if "status listener up" in line:
+                    found = re.search(r'"addr":"([^"]+)"', line)
+                    return found and found.group(1)
+    except OSError:
+        pass
+    return None
+
+
+def poll_handling(work):
+    """(seconds, count) of `callwarden_poll_handling_seconds` so far: the
+    daemon's own time on each list answer, requests excluded. None when the
+    build has no such metric (an older one) or the listener is not up."""
+    addr = status_addr(work)
+    if not addr:
+        return None
+    try:
+        with urllib.request.urlopen(f"http://{addr}/metrics", timeout=30) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return None
+    values = {}
+    for line in text.splitlines():
+        for part in ("sum", "count"):
+            if line.startswith(f"callwarden_poll_handling_seconds_{part} "):
+                values[part] = float(line.split()[-1])
+    if len(values) < 2:
+        return None
+    return values["sum"], values["count"]
 
 
 # ---- /proc ----------------------------------------------------------------
@@ -315,11 +351,12 @@ class LogFollower:
             self.startup_done = self.last_read
 
 
-def watch(proc, sampler, follower, steady_s, hard_until, period=0.5, exits_after=None):
+def watch(proc, sampler, follower, steady_s, hard_until, period=0.5, exits_after=None, at_steady=None):
     """Samples CPU/RSS until `steady_s` after the start-up (or, with
     `exits_after`, until that wall time has passed and two polls have
     started; or the process exits; or `hard_until`); returns the exit
-    status, or None if still running."""
+    status, or None if still running. `at_steady` is called once, when the
+    start-up is seen to be over."""
     last_follow = 0.0
     while time.time() < hard_until:
         sampler.sample()
@@ -328,6 +365,9 @@ def watch(proc, sampler, follower, steady_s, hard_until, period=0.5, exits_after
         if time.time() - last_follow >= 2.0:
             follower.follow()
             last_follow = time.time()
+            if at_steady and follower.startup_done:
+                at_steady()
+                at_steady = None
         if exits_after is None:
             if follower.startup_done and time.time() >= follower.startup_done + steady_s:
                 break
@@ -546,7 +586,16 @@ def run_size(args, n, budget):
             proc, t0 = run_daemon(binary, sim, home, budget, args.interval, 0)
             sampler, follower = Sampler(proc.pid), LogFollower(sim, initial, 2 * args.interval)
             print(f"[{n}] {name}: start-up, then {args.duration:.0f} s (budget {budget} rps)", file=sys.stderr)
-            watch(proc, sampler, follower, args.duration + args.interval, t0 + args.max_run_s)
+            handling = {}
+            watch(
+                proc,
+                sampler,
+                follower,
+                args.duration + args.interval,
+                t0 + args.max_run_s,
+                at_steady=lambda: handling.update(start=poll_handling(home)),
+            )
+            handling["end"] = poll_handling(home)
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
             t1 = time.time()
@@ -557,6 +606,11 @@ def run_size(args, n, budget):
                 name, follower.records, sim.calls(), initial, t0, t1, sampler, args.interval, baseline_kib, work
             )
             results[name]["sim_cpu_s"] = sim_cpu1 - sim_cpu0
+            start, end = handling.get("start"), handling.get("end")
+            if start and end and end[1] > start[1]:
+                # Mean over the polls after the start-up, as the daemon timed them.
+                results[name]["poll_handling_ms_steady"] = (end[0] - start[0]) / (end[1] - start[1]) * 1000
+                results[name]["poll_handling_polls_steady"] = end[1] - start[1]
             print(json.dumps(results[name], indent=1), file=sys.stderr)
 
         if args.skip_naive:

@@ -42,6 +42,7 @@ ROWS = [
     ("enforcement lag max, ms", "lag_max_ms", "", 1),
     ("hangups measured for lag", "lag_n", "", 0),
     ("CPU per poll, ms (steady state)", "cpu_ms_per_poll", "", 1),
+    ("engine time per list answer, ms (steady state, requests excluded)", "poll_handling_ms_steady", "", 1),
     ("peak RSS, MiB", "peak_rss_mib", "", 1),
     ("RSS per live call, bytes (steady RSS − idle RSS) / live", "bytes_per_call", "", 0),
     ("time to first enforcement after start, s", "first_enforcement_s", "", 1),

@@ -25,6 +25,10 @@ if [ "${1:-}" = "--before" ]; then
     echo "== build $ref (release)" >&2
     (cd "$tree" && CARGO_TARGET_DIR="$target" cargo build --release --quiet --bin callwarden)
     cp "$target/release/callwarden" "$target/release/callwarden-before"
+    # Both trees are the same package in one target directory, and its
+    # dep-info now names the other tree's files: without this, cargo takes
+    # the build below as fresh and "after" is the before binary again.
+    cargo clean --release --quiet -p callwarden
     before_args=(--before "$target/release/callwarden-before")
 fi
 echo "== build (release)" >&2

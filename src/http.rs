@@ -422,7 +422,32 @@ async fn readyz(State(state): State<HttpState>) -> Response {
 }
 
 async fn status(State(state): State<HttpState>) -> Json<StatusDocument> {
-    Json(state.document())
+    let mut document = state.document();
+    for (account, handle) in document.accounts.iter_mut().zip(&state.accounts) {
+        account.calls = handle.calls().await;
+    }
+    Json(document)
+}
+
+/// How long `/status` waits for an engine's list of calls: an engine busy
+/// past this (or stopped) is shown without it rather than hold the answer.
+const CALLS_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl AccountHandle {
+    /// The engine's tracked calls, asked for now; none if it does not
+    /// answer within [`CALLS_TIMEOUT`].
+    async fn calls(&self) -> Vec<crate::engine::CallStatus> {
+        let ask = async {
+            let (reply, answer) = oneshot::channel();
+            self.commands.send(Command::Calls { reply }).await.ok()?;
+            answer.await.ok()
+        };
+        tokio::time::timeout(CALLS_TIMEOUT, ask)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
 }
 
 /// `?for=10m` on `POST /pardon/{uuid}`.

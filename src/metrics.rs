@@ -87,6 +87,9 @@ pub struct Metrics {
     pub last_successful_poll: Family<AccountLabel, Gauge<f64, AtomicU64>>,
     /// Actual hangup time minus deadline, seconds.
     pub enforcement_lag: Histogram,
+    /// The engine's own time on one list answer, seconds: the per-poll
+    /// work that grows with the fleet, apart from the requests.
+    pub poll_handling: Histogram,
     /// 1 while the API refuses an account's credentials (enforcement stopped).
     pub api_unauthorized: Family<AccountLabel, Gauge>,
     /// 1 while the breaker holds hangups for an account.
@@ -140,6 +143,9 @@ impl Metrics {
         let enforcement_lag = Histogram::new([
             0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
         ]);
+        let poll_handling = Histogram::new([
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ]);
         let breaker_open = Family::default();
         let api_unauthorized = Family::default();
         let policy_rules = Family::default();
@@ -186,6 +192,11 @@ impl Metrics {
             "callwarden_enforcement_lag_seconds",
             "Actual hangup time minus deadline",
             enforcement_lag.clone(),
+        );
+        registry.register(
+            "callwarden_poll_handling_seconds",
+            "The engine's time handling one answer of the live-call list, requests excluded",
+            poll_handling.clone(),
         );
         registry.register(
             "callwarden_api_unauthorized",
@@ -270,6 +281,7 @@ impl Metrics {
             api_requests_by_code,
             last_successful_poll,
             enforcement_lag,
+            poll_handling,
             api_unauthorized,
             breaker_open,
             policy_rules,

@@ -276,6 +276,9 @@ impl Supervisor {
                 Command::Hangup { reply, .. } => {
                     let _ = reply.send(Vec::new());
                 }
+                Command::Calls { reply } => {
+                    let _ = reply.send(Vec::new());
+                }
                 Command::ReleaseBreaker | Command::Reload { .. } => {}
             },
         }

@@ -6,6 +6,7 @@
 //! interval saw (the live calls plus those already ended in it), so it can
 //! never exceed 100 %.
 
+use std::borrow::Borrow;
 use std::collections::{HashSet, VecDeque};
 use std::hash::Hash;
 
@@ -23,10 +24,19 @@ pub struct Counts {
     pub fleet: usize,
 }
 
-/// Counts `due` (with repeats) against the `live` calls.
-pub fn count<K: Eq + Hash>(due: impl IntoIterator<Item = K>, live: &HashSet<K>) -> Counts {
+/// Counts `due` (with repeats) against the `live` calls. `due` may hold
+/// references into `live`'s key type, so the live set is used as it is
+/// rather than copied at every check.
+pub fn count<K, L>(due: impl IntoIterator<Item = K>, live: &HashSet<L>) -> Counts
+where
+    K: Eq + Hash + Borrow<L>,
+    L: Eq + Hash,
+{
     let due: HashSet<K> = due.into_iter().collect();
-    let gone = due.iter().filter(|call| !live.contains(*call)).count();
+    let gone = due
+        .iter()
+        .filter(|call| !live.contains((*call).borrow()))
+        .count();
     Counts {
         due: due.len(),
         fleet: live.len() + gone,
@@ -151,8 +161,7 @@ impl Breaker {
             .map(|(_, uuid)| uuid)
             .chain(self.held.iter())
             .chain(scheduled);
-        let live: HashSet<&CallUuid> = live.iter().collect();
-        count(due, &live)
+        count(due, live)
     }
 }
 

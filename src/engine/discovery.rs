@@ -24,6 +24,10 @@ use super::backoff;
 /// it is taken as ended.
 const MISSING_POLLS_TO_END: u8 = 2;
 
+/// Capacity of the set of pending reads kept once it is empty; a start-up
+/// that read more gives the rest back (tens of bytes per call of the fleet).
+const SHRINK_ABOVE: usize = 1_024;
+
 /// Why details are being fetched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Fetch {
@@ -38,6 +42,17 @@ pub(super) enum Fetch {
     },
     /// A tracked call that rules need read at each poll.
     Refresh,
+}
+
+/// A complete list set against the tracked calls.
+#[derive(Debug)]
+pub(super) struct Reconciled {
+    /// The calls taken as live from now on.
+    pub(super) live: HashSet<CallUuid>,
+    /// Tracked calls this list left out, kept live one more poll.
+    pub(super) kept: usize,
+    /// Tracked calls no longer live: they ended.
+    pub(super) ended: Vec<CallUuid>,
 }
 
 /// What is known of a new call's age before its details are read: the
@@ -122,14 +137,16 @@ impl Discovery {
     /// The calls taken as live after a complete list: those `listed`, and
     /// `tracked` calls missing from this list only (one answer that leaves a
     /// call out does not end it; two consecutive ones do, as does a 404).
-    /// Returns them with how many were kept although missing.
+    /// The same pass over the tracked calls finds those no longer live, so
+    /// the caller need not look again.
     pub(super) fn still_live<'a>(
         &mut self,
         listed: HashSet<CallUuid>,
         tracked: impl Iterator<Item = &'a CallUuid>,
-    ) -> (HashSet<CallUuid>, usize) {
+    ) -> Reconciled {
         let mut live = listed;
         let mut missing = HashMap::new();
+        let mut ended = Vec::new();
         for uuid in tracked {
             if live.contains(uuid) {
                 continue;
@@ -137,12 +154,14 @@ impl Discovery {
             let times = self.missing.get(uuid).copied().unwrap_or(0) + 1;
             if times < MISSING_POLLS_TO_END {
                 missing.insert(uuid.clone(), times);
+            } else {
+                ended.push(uuid.clone());
             }
         }
         live.extend(missing.keys().cloned());
         let kept = missing.len();
         self.missing = missing;
-        (live, kept)
+        Reconciled { live, kept, ended }
     }
 
     /// Takes `live` as the live calls from now on, and drops the pauses of
@@ -243,6 +262,11 @@ impl Discovery {
     pub(super) fn read_answered(&mut self, uuid: &CallUuid) {
         self.in_flight = self.in_flight.saturating_sub(1);
         self.pending.remove(uuid);
+        if self.pending.is_empty() && self.pending.capacity() > SHRINK_ABOVE {
+            // A start-up read the whole fleet through these: give it back.
+            self.pending.shrink_to_fit();
+            self.refreshes.shrink_to_fit();
+        }
     }
 
     /// A discovery read was taken into account; when it was the batch's
@@ -348,11 +372,13 @@ mod tests {
         let mut discovery = Discovery::default();
         let tracked = [uuid("a"), uuid("b")];
         let listed: HashSet<CallUuid> = [uuid("a")].into();
-        let (live, kept) = discovery.still_live(listed.clone(), tracked.iter());
-        assert!(live.contains(&uuid("b")) && kept == 1);
+        let first = discovery.still_live(listed.clone(), tracked.iter());
+        assert!(first.live.contains(&uuid("b")) && first.kept == 1);
+        assert!(first.ended.is_empty());
         assert!(discovery.is_missing(&uuid("b")));
-        let (live, kept) = discovery.still_live(listed, tracked.iter());
-        assert!(!live.contains(&uuid("b")) && kept == 0);
+        let second = discovery.still_live(listed, tracked.iter());
+        assert!(!second.live.contains(&uuid("b")) && second.kept == 0);
+        assert_eq!(second.ended, vec![uuid("b")]);
     }
 
     #[test]

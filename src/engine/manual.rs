@@ -155,7 +155,7 @@ impl<A: VobizApi> Engine<A> {
             }
         }
         if !explicit && !request.force && !to_end.is_empty() {
-            let counts = breaker::count(to_end.iter(), &self.discovery.live().iter().collect());
+            let counts = breaker::count(to_end.iter(), self.discovery.live());
             if breaker::exceeds_limits(counts, &self.settings.safety) {
                 let detail = format!(
                     "breaker: the selector would end {} of {} live calls, beyond [safety] limits; send it again with force to end them",

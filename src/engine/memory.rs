@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::call::CallUuid;
+
 /// The remembered times of one call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Remembered {
@@ -44,6 +46,15 @@ pub fn path(dir: &Path, account: &str) -> PathBuf {
     dir.join(format!("calls-{safe}.json"))
 }
 
+/// The saved pairs written as the JSON object [`load`] reads.
+struct AsMap<'a>(&'a [(CallUuid, Remembered)]);
+
+impl Serialize for AsMap<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(uuid, times)| (uuid.as_str(), times)))
+    }
+}
+
 /// Reads the remembered calls; a missing or corrupt file yields none.
 pub fn load(path: &Path) -> HashMap<String, Remembered> {
     match std::fs::read(path) {
@@ -55,9 +66,9 @@ pub fn load(path: &Path) -> HashMap<String, Remembered> {
     }
 }
 
-/// Replaces the file with `calls`, atomically.
-pub fn save(path: &Path, calls: &HashMap<String, Remembered>) -> io::Result<()> {
-    let bytes = serde_json::to_vec(calls).map_err(io::Error::other)?;
+/// Replaces the file with `calls` (a map from UUID to times), atomically.
+pub fn save(path: &Path, calls: &[(CallUuid, Remembered)]) -> io::Result<()> {
+    let bytes = serde_json::to_vec(&AsMap(calls)).map_err(io::Error::other)?;
     let temp = path.with_extension("json.tmp");
     std::fs::write(&temp, bytes)?;
     std::fs::rename(&temp, path)
@@ -72,19 +83,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = path(dir.path(), "default");
         let now = Utc::now();
-        let mut calls = HashMap::new();
-        calls.insert(
-            "a".to_owned(),
-            Remembered {
-                first_seen: now,
-                answered_seen: Some(now),
-                last_change: now,
-                state_key: 1,
-                first_sight_only: true,
-            },
-        );
-        save(&file, &calls).unwrap();
-        assert_eq!(load(&file), calls);
+        let times = Remembered {
+            first_seen: now,
+            answered_seen: Some(now),
+            last_change: now,
+            state_key: 1,
+            first_sight_only: true,
+        };
+        save(&file, &[(CallUuid::parse("a").unwrap(), times)]).unwrap();
+        assert_eq!(load(&file), HashMap::from([("a".to_owned(), times)]));
         std::fs::write(&file, b"{\"a\": {").unwrap();
         assert!(load(&file).is_empty());
         assert_eq!(

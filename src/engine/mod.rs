@@ -88,7 +88,7 @@ pub use once::{OnceOutcome, OnceReport};
 use plan::Plan;
 use rules::{RuleId, Rules};
 use skew::{Mismatch, SkewEstimate};
-pub use status::{AccountStatus, HaRole, HaStatus};
+pub use status::{AccountStatus, CallStatus, HaRole, HaStatus};
 pub use tracker::Tracked;
 
 /// A warning is still spoken late only if at least this much time remains.
@@ -195,6 +195,12 @@ pub enum Command {
     },
     /// Let the batch held by the breaker through once (SIGUSR1).
     ReleaseBreaker,
+    /// Every tracked call for `/status`: built on request, as at 100,000
+    /// calls it is too large to build at every poll.
+    Calls {
+        /// Answer: one entry per tracked call.
+        reply: oneshot::Sender<Vec<CallStatus>>,
+    },
     /// New rules and settings after a successful reload.
     Reload {
         /// The account's new rules.
@@ -484,7 +490,16 @@ impl<A: VobizApi> Engine<A> {
 
     fn handle(&mut self, event: Event) {
         match event {
-            Event::Listed { sent_at, result } => self.on_listed(sent_at, result),
+            Event::Listed { sent_at, result } => {
+                // Timed apart from the requests: the per-poll work over the fleet.
+                let answered = result.is_ok();
+                let started = std::time::Instant::now();
+                self.on_listed(sent_at, result);
+                if answered {
+                    let spent = started.elapsed().as_secs_f64();
+                    self.shared.metrics.poll_handling.observe(spent);
+                }
+            }
             Event::Detail {
                 uuid,
                 fetch,

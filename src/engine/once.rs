@@ -95,7 +95,7 @@ impl<A: VobizApi> Engine<A> {
         let due = self.deadlines.pop_due(now);
         let hangups: Vec<CallUuid> = due.guarded.into_iter().chain(due.bypassing).collect();
         let subject = hangups.iter().filter(|uuid| !self.bypasses_breaker(uuid));
-        let counts = breaker::count(subject, &self.discovery.live().iter().collect());
+        let counts = breaker::count(subject, self.discovery.live());
         if breaker::exceeds_limits(counts, &self.settings.safety) {
             self.trip_breaker(counts);
         }

@@ -66,28 +66,30 @@ impl<A: VobizApi> Engine<A> {
             .into_iter()
             .chain(listing.queued)
             .collect();
-        for uuid in &listed[..live_listed] {
-            // A queued call now in the live list is read as a live call.
-            self.calls.set_queued(uuid, false);
+        if self.calls.any_queued() {
+            for uuid in &listed[..live_listed] {
+                // A queued call now in the live list is read as a live call.
+                self.calls.set_queued(uuid, false);
+            }
         }
-        let listed_set: HashSet<CallUuid> = listed.iter().cloned().collect();
+        // The tracked calls' own UUIDs: the live set shares their text.
+        let listed_set: HashSet<CallUuid> = listed
+            .iter()
+            .map(|uuid| self.calls.shared_uuid(uuid).clone())
+            .collect();
         let tracked = self.calls.iter().map(|(uuid, _)| uuid);
-        let (live, kept) = self.discovery.still_live(listed_set, tracked);
+        let discovery::Reconciled { live, kept, ended } =
+            self.discovery.still_live(listed_set, tracked);
         if kept > 0 {
             tracing::debug!(account = %self.account, calls = kept,
                 "tracked calls missing from one list answer: kept until a second list or a 404 confirms they ended");
         }
 
         // Calls that ended: forget them (a running hangup reports first).
-        let gone: Vec<CallUuid> = self
-            .calls
-            .iter()
-            .map(|(uuid, _)| uuid)
-            .filter(|uuid| !live.contains(*uuid) && !self.decisions.is_busy(uuid))
-            .cloned()
-            .collect();
-        for uuid in gone {
-            self.forget(&uuid);
+        for uuid in ended {
+            if !self.decisions.is_busy(&uuid) {
+                self.forget(&uuid);
+            }
         }
         // Intents left open by a crash whose calls are no longer live: the
         // hangup (or the caller) ended them. Close them.
@@ -128,12 +130,9 @@ impl<A: VobizApi> Engine<A> {
 
         let refresh: Vec<CallUuid> = self
             .calls
-            .iter()
-            .filter(|(_, t)| t.needs_refresh())
-            .filter(|(uuid, _)| {
-                !self.decisions.is_busy(uuid) && !self.discovery.backing_off(uuid, now)
-            })
-            .map(|(uuid, _)| uuid.clone())
+            .needing_refresh()
+            .filter(|uuid| !self.decisions.is_busy(uuid) && !self.discovery.backing_off(uuid, now))
+            .cloned()
             .collect();
         for uuid in refresh {
             self.discovery.enqueue(uuid, Fetch::Refresh, now);

@@ -125,7 +125,9 @@ impl<A: VobizApi> Engine<A> {
             .set(self.rules.policy().rules.len() as i64);
     }
 
-    /// Publishes the account status for `/status`, systemd and the watchdog.
+    /// Publishes the account status for `/status`, systemd and the watchdog:
+    /// a summary of bounded size (no per-call list, which `/status` asks
+    /// for with [`Command::Calls`]), so it is cheap at every tick.
     pub(super) fn publish(&self) {
         if self.status_tx.receiver_count() == 0 {
             return;
@@ -142,18 +144,6 @@ impl<A: VobizApi> Engine<A> {
                     rule: self.rules.name(winner.rule)?.to_owned(),
                     deadline,
                 })
-            })
-            .collect();
-        let far_future = DateTime::<Utc>::MAX_UTC;
-        let calls = self
-            .calls
-            .iter()
-            .map(|(uuid, t)| status::CallStatus {
-                call_uuid: uuid.to_string(),
-                first_seen: t.first_seen,
-                answered_seen: t.answered_seen,
-                pardoned_until: self.deadlines.pardon(uuid).map(|u| u.unwrap_or(far_future)),
-                held: self.breaker.holds(uuid),
             })
             .collect();
         self.status_tx.send_replace(AccountStatus {
@@ -183,9 +173,24 @@ impl<A: VobizApi> Engine<A> {
                 .map(|r| r.name.clone())
                 .collect(),
             next_deadlines,
-            calls,
+            calls: Vec::new(),
             ha: None,
         });
+    }
+
+    /// Every tracked call as `/status` lists it, built when asked for.
+    pub(super) fn call_statuses(&self) -> Vec<CallStatus> {
+        let far_future = DateTime::<Utc>::MAX_UTC;
+        self.calls
+            .iter()
+            .map(|(uuid, t)| CallStatus {
+                call_uuid: uuid.to_string(),
+                first_seen: t.first_seen,
+                answered_seen: t.answered_seen,
+                pardoned_until: self.deadlines.pardon(uuid).map(|u| u.unwrap_or(far_future)),
+                held: self.breaker.holds(uuid),
+            })
+            .collect()
     }
 }
 

@@ -227,6 +227,10 @@ impl<A: VobizApi> Engine<A> {
                 self.release_breaker();
                 None
             }
+            Command::Calls { reply } => {
+                let _ = reply.send(self.call_statuses());
+                None
+            }
             Command::Reload { policy, settings } => {
                 let interval = (settings.poll_interval != self.settings.poll_interval)
                     .then_some(settings.poll_interval);

@@ -35,7 +35,8 @@ pub struct AccountStatus {
     pub rules: Vec<String>,
     /// The earliest pending hangups.
     pub next_deadlines: Vec<DeadlineStatus>,
-    /// Every tracked call (first seen, answer seen, pardon).
+    /// Every tracked call (first seen, answer seen, pardon). Empty in the
+    /// summary an engine publishes; `/status` fills it on request.
     pub calls: Vec<CallStatus>,
     /// With `[ha]`: this node's role for the account.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -131,8 +131,21 @@ pub fn start_with_audit(
     state: tempfile::TempDir,
     audit: AuditLog,
 ) -> Running {
-    let clock: SharedClock = Arc::new(SystemClock);
     let client = Arc::new(Client::new(client).expect("client"));
+    start_on(client, policy_toml, settings, state, audit)
+}
+
+/// Starts the engine on a client the test shares, so that the client and
+/// its connections outlive the engine (a count of what the engine alone
+/// frees when it stops).
+pub fn start_on(
+    client: Arc<Client>,
+    policy_toml: &str,
+    settings: Settings,
+    state: tempfile::TempDir,
+    audit: AuditLog,
+) -> Running {
+    let clock: SharedClock = Arc::new(SystemClock);
     let metrics = Arc::new(Metrics::new());
     let shared = Shared {
         state_dir: Some(state.path().to_path_buf()),
