@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The criterion micro-benchmarks of two revisions, side by side, in one run.
 #
-#   bench/criterion.sh [--before REF] [--benches "policy parse"] [criterion flags...]
+#   bench/criterion.sh [--before REF] [--benches "policy parse"] [--] [criterion flags...]
 #
 # Builds REF (default: main) in a temporary git worktree that shares this
 # checkout's target directory (so dependencies are built once), runs the
@@ -17,6 +17,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --before) before="$2"; shift 2 ;;
         --benches) benches="$2"; shift 2 ;;
+        --) shift; break ;;
         *) break ;;
     esac
 done
@@ -31,6 +32,10 @@ git worktree add --detach "$tree" "$before" >/dev/null
 
 echo "== before: $before ($(git rev-parse --short "$before"))" >&2
 (cd "$tree" && cargo bench --quiet "${flags[@]}" -- --save-baseline before "$@")
+# Both trees are the same package in one target directory, and the
+# artifacts just built are newer than this checkout's sources: without
+# this, cargo takes them as fresh and "after" runs the before code again.
+cargo clean --release --quiet -p callwarden
 echo "== after: $(git rev-parse --short HEAD)$(git diff --quiet || echo ' + uncommitted changes')" >&2
 cargo bench --quiet "${flags[@]}" -- --save-baseline after "$@"
 python3 bench/criterion_report.py "$CARGO_TARGET_DIR/criterion" before after
