@@ -535,3 +535,42 @@ async fn under_a_tight_budget_a_due_hangup_does_not_queue_behind_discovery() {
     );
     running.stop().await;
 }
+
+/// Calls due tens of seconds after they were first read: the clock bound
+/// widens a little as it ages between the timer being set and firing, so a
+/// timer can fire a few milliseconds before the deadline the current bound
+/// gives. The engine re-times such a timer instead of re-reading the call,
+/// so each hangup costs one re-read, never two.
+#[tokio::test]
+async fn a_timer_set_under_an_older_clock_bound_costs_one_re_read_per_hangup() {
+    const LIMIT_25S: &str = r#"
+[[rule]]
+name = "limit-25s"
+max_duration = "25s"
+measure_from = "start"
+[rule.match]
+direction = ["outbound"]
+"#;
+    let sim = default_sim();
+    let calls: Vec<_> = (0..6)
+        .map(|i| outbound(f64::from(i) * 2.0, &format!("+1415555012{i}")))
+        .collect();
+    let uuids = add_calls(&sim, json!(calls)).await;
+    let running = start(&sim, LIMIT_25S, settings());
+    assert!(
+        wait_ended(&sim, &uuids, Duration::from_secs(60)).await,
+        "not every call was hung up"
+    );
+    let log = log_since(&sim, 0).await;
+    for uuid in &uuids {
+        let call = sim.state().call(uuid).unwrap();
+        let deadline = call.started_at + TimeDelta::seconds(25);
+        let deletes = requests(&log, "DELETE", uuid);
+        assert_eq!(deletes.len(), 1, "{uuid}: exactly one DELETE");
+        assert!(t_wall(&deletes[0]) >= deadline, "{uuid}: hung up early");
+        // The first read, then the one re-read before the DELETE.
+        let reads = requests(&log, "GET", uuid);
+        assert_eq!(reads.len(), 2, "{uuid}: reads {reads:?}");
+    }
+    running.stop().await;
+}

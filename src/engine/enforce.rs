@@ -24,19 +24,43 @@ impl<A: VobizApi> Engine<A> {
             self.start_reread(uuid, Purpose::DryRunRule(rule));
         }
         for uuid in due.bypassing {
-            self.start_reread(uuid, Purpose::Enforce);
+            if !self.due_later(&uuid, now) {
+                self.start_reread(uuid, Purpose::Enforce);
+            }
         }
-        if due.guarded.is_empty() {
+        let guarded: Vec<CallUuid> = due
+            .guarded
+            .into_iter()
+            .filter(|uuid| !self.due_later(uuid, now))
+            .collect();
+        if guarded.is_empty() {
             return;
         }
-        self.breaker.fired(now, due.guarded.iter());
+        self.breaker.fired(now, guarded.iter());
         self.check_breaker();
-        for uuid in due.guarded {
+        for uuid in guarded {
             if self.held_by_breaker(&uuid) {
                 continue;
             }
             self.start_reread(uuid, Purpose::Enforce);
         }
+    }
+
+    /// Whether a hangup timer that fired is now due later, and if so re-times it.
+    ///
+    /// The clock bound widens a little as it ages and the fleet is re-timed
+    /// only when it has moved by a step, so a timer set under the older bound
+    /// can fire a few milliseconds before the deadline the current bound
+    /// gives. Re-reading then would only find the call not yet due and cost
+    /// a second read before the hangup: the timer is set again instead.
+    fn due_later(&mut self, uuid: &CallUuid, now: DateTime<Utc>) -> bool {
+        let later = self
+            .judged_deadline(uuid, now)
+            .is_some_and(|deadline| deadline > now);
+        if later {
+            self.evaluate(uuid);
+        }
+        later
     }
 
     /// Re-reads a due call before acting, so a hangup never relies on a stale snapshot.

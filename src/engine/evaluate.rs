@@ -81,6 +81,18 @@ impl<A: VobizApi> Engine<A> {
         }
     }
 
+    /// The winning rule's deadline of a tracked call, judged at `now`.
+    pub(super) fn judged_deadline(
+        &self,
+        uuid: &CallUuid,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        let tracked = self.calls.get(uuid)?;
+        self.judge(tracked, now)
+            .winner
+            .map(|winner| winner.deadline)
+    }
+
     fn winner(&self, index: usize, deadline: DateTime<Utc>) -> Winner {
         Winner {
             rule: self.rules.id(index),
