@@ -50,36 +50,15 @@ def start_sim(binary, accounts, work):
 
 
 def write_config(work, accounts, budget, interval_s):
-    policies = os.path.join(work, "policies")
-    os.makedirs(policies, exist_ok=True)
-    with open(os.path.join(policies, "bench.toml"), "w") as f:
-        f.write(lb.POLICY_TOML)
-    tables = []
-    for i in range(accounts):
-        token = os.path.join(work, f"token-{i}")
-        with open(token, "w") as f:
-            f.write(f"token-{i}\n")
-        os.chmod(token, 0o600)
-        tables.append(f'[[account]]\nname = "acct-{i:02d}"\nauth_id = "{auth_id(i)}"\nauth_token_file = "{token}"\n')
-    path = os.path.join(work, "callwarden.toml")
-    with open(path, "w") as f:
-        f.write(
-            f"""policies = "policies"
-[api]
-max_requests_per_second = {budget}
-[poll]
-interval = "{interval_s}s"
-[safety]
-max_hangups_per_cycle = 5000
-[state]
-dir = "{work}/state"
-[http]
-listen = "127.0.0.1:0"
-[log]
-format = "json"
-"""
-            + "\n".join(tables)
-        )
+    """The load benchmark's config, with an `[[account]]` table per account."""
+    path = lb.daemon_config(work, budget, interval_s)
+    with open(path, "a") as f:
+        for i in range(accounts):
+            token = os.path.join(work, f"token-{i}")
+            with open(token, "w") as t:
+                t.write(f"token-{i}\n")
+            os.chmod(token, 0o600)
+            f.write(f'\n[[account]]\nname = "acct-{i:02d}"\nauth_id = "{auth_id(i)}"\nauth_token_file = "{token}"\n')
     return path
 
 

@@ -113,28 +113,8 @@ impl Rules {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{Action, HangupScope, Match, Source};
-
     fn rule(name: &str) -> Rule {
-        Rule {
-            name: name.to_owned(),
-            description: String::new(),
-            limit: Limit::IdleTimeout(std::time::Duration::from_secs(60)),
-            priority: 0,
-            matcher: Match::default(),
-            unless: None,
-            windows: Vec::new(),
-            action: Action {
-                hangup: HangupScope::Call,
-                warn: None,
-                dry_run: false,
-                bypass_breaker: false,
-            },
-            source: Source {
-                file: "p.toml".into(),
-                line: 1,
-            },
-        }
+        Rule::for_test(name, Limit::IdleTimeout(std::time::Duration::from_secs(60)))
     }
 
     #[test]
