@@ -213,6 +213,26 @@ impl Call {
     pub fn raw_value(&self) -> serde_json::Value {
         self.raw.to_value(self.uuid.as_str())
     }
+
+    /// An answered outbound call `id` from +14155550100 to +14155550101,
+    /// with no timestamps: the base unit tests change fields of.
+    #[cfg(test)]
+    pub(crate) fn for_test(id: &str) -> Self {
+        Call {
+            uuid: CallUuid::parse(id).expect("a test UUID"),
+            direction: Direction::Outbound,
+            from: "14155550100".into(),
+            to: "14155550101".into(),
+            caller_name: "".into(),
+            status: CallStatus::InProgress,
+            started_at: None,
+            answered_at: None,
+            duration_s: None,
+            parent_call_uuid: None,
+            shape: Shape::Flat,
+            raw: RawAnswer::default(),
+        }
+    }
 }
 
 /// What a `to`/`from` value holds once read as a phone number.

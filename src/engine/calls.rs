@@ -322,22 +322,12 @@ impl plan::Legs for Calls {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::call::{CallStatus, Direction, Shape};
+    use crate::call::CallStatus;
 
     fn call(id: &str, status: CallStatus) -> Call {
         Call {
-            uuid: CallUuid::parse(id).unwrap(),
-            direction: Direction::Outbound,
-            from: "14155550100".into(),
-            to: "14155550101".into(),
-            caller_name: "".into(),
             status,
-            started_at: None,
-            answered_at: None,
-            duration_s: None,
-            parent_call_uuid: None,
-            shape: Shape::Flat,
-            raw: Default::default(),
+            ..Call::for_test(id)
         }
     }
 

@@ -80,7 +80,6 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-    use crate::call::{CallStatus, Direction, Shape};
 
     struct Snapshot(HashMap<CallUuid, Call>);
 
@@ -106,18 +105,9 @@ mod tests {
 
     fn call(id: &str, to: &str, parent: Option<&str>) -> Call {
         Call {
-            uuid: uuid(id),
-            direction: Direction::Outbound,
-            from: "14155550100".into(),
             to: to.into(),
-            caller_name: "".into(),
-            status: CallStatus::InProgress,
-            started_at: None,
-            answered_at: None,
-            duration_s: None,
             parent_call_uuid: parent.map(uuid),
-            shape: Shape::Flat,
-            raw: Default::default(),
+            ..Call::for_test(id)
         }
     }
 

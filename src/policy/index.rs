@@ -796,8 +796,8 @@ impl PolicyIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::call::{normalize_number, Call, CallStatus, CallUuid, Direction, Shape};
-    use crate::policy::{Action, HangupScope, Limit, Source};
+    use crate::call::{normalize_number, Call, CallStatus, Direction, Shape};
+    use crate::policy::Limit;
     use proptest::prelude::*;
 
     const PATTERNS: &[&str] = &[
@@ -871,25 +871,12 @@ mod tests {
     }
 
     fn rule(index: usize, matcher: Match, unless: Option<Match>, dry_run: bool) -> Rule {
-        Rule {
-            name: format!("r{index}"),
-            description: String::new(),
-            limit: Limit::IdleTimeout(std::time::Duration::from_secs(60)),
-            priority: 0,
-            matcher,
-            unless,
-            windows: Vec::new(),
-            action: Action {
-                hangup: HangupScope::Call,
-                warn: None,
-                dry_run,
-                bypass_breaker: false,
-            },
-            source: Source {
-                file: "p.toml".into(),
-                line: 1,
-            },
-        }
+        let limit = Limit::IdleTimeout(std::time::Duration::from_secs(60));
+        let mut rule = Rule::for_test(&format!("r{index}"), limit);
+        rule.matcher = matcher;
+        rule.unless = unless;
+        rule.action.dry_run = dry_run;
+        rule
     }
 
     fn call_of(
@@ -900,18 +887,13 @@ mod tests {
         caller_name: &str,
     ) -> Call {
         Call {
-            uuid: CallUuid::parse("c1").unwrap(),
             direction,
             from: normalize_number(from).into(),
             to: normalize_number(to).into(),
             caller_name: caller_name.into(),
             status: CallStatus::from_api(status),
-            started_at: None,
-            answered_at: None,
-            duration_s: None,
-            parent_call_uuid: None,
             shape: Shape::Legacy,
-            raw: Default::default(),
+            ..Call::for_test("c1")
         }
     }
 
