@@ -60,6 +60,19 @@ def cell(result, key, digits):
     return result.get(key)
 
 
+def figure_rows(left, right, ratio_of):
+    """One Markdown row per figure of ROWS: `left`, `right`, and
+    `ratio_of(left, right)` (none for text cells)."""
+    rows = []
+    for label, key, unit, digits in ROWS:
+        a, b = cell(left, key, digits), cell(right, key, digits)
+        if isinstance(a, str):
+            rows.append(f"| {label} | {a} | {b} | |")
+        else:
+            rows.append(f"| {label} | {fmt(a, unit, digits)} | {fmt(b, unit, digits)} | {ratio_of(a, b)} |")
+    return rows
+
+
 def table(data):
     ours, naive = data["callwarden"], data["naive"]
     lines = [
@@ -68,14 +81,9 @@ def table(data):
         "",
         "| figure | callwarden | naive poller | naive / callwarden |",
         "|---|---:|---:|---:|",
+        *figure_rows(ours, naive, lambda a, b: ratio(b, a)),
+        "",
     ]
-    for label, key, unit, digits in ROWS:
-        a, b = cell(ours, key, digits), cell(naive, key, digits)
-        if isinstance(a, str):
-            lines.append(f"| {label} | {a} | {b} | |")
-            continue
-        lines.append(f"| {label} | {fmt(a, unit, digits)} | {fmt(b, unit, digits)} | {ratio(b, a)} |")
-    lines.append("")
     lines.append(
         f'Live calls at the end: callwarden run {ours["live_at_end"]:,}, naive run {naive["live_at_end"]:,}. '
         f'Steady polls measured: {ours["steady_polls"]} vs {naive["steady_polls"]}; '
@@ -94,14 +102,9 @@ def compare(data):
         "",
         "| figure | before | after | before / after |",
         "|---|---:|---:|---:|",
+        *figure_rows(before, after, ratio),
+        "",
     ]
-    for label, key, unit, digits in ROWS:
-        a, b = cell(before, key, digits), cell(after, key, digits)
-        if isinstance(a, str):
-            lines.append(f"| {label} | {a} | {b} | |")
-            continue
-        lines.append(f"| {label} | {fmt(a, unit, digits)} | {fmt(b, unit, digits)} | {ratio(a, b)} |")
-    lines.append("")
     lines.append(
         f'Live calls at the end: {before["live_at_end"]:,} before, {after["live_at_end"]:,} after. '
         f'Steady polls measured: {before["steady_polls"]} vs {after["steady_polls"]}.'
